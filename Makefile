@@ -1,0 +1,29 @@
+# The two commands of the README:
+#   make demo   set up .venv and run the end-to-end demo (sslbench demo)
+#   make test   set up .venv (with the dense extra) and run the test suite
+# Both are idempotent; a second run reuses the environment, data, checkpoints and caches.
+PY := .venv/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: setup setup-dense demo test lint bench clean
+
+setup:
+	bash scripts/setup_env.sh
+
+setup-dense:
+	bash scripts/setup_env.sh --dense
+
+demo: setup
+	.venv/bin/sslbench demo
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	.venv/bin/ruff check pretrain evaluate tests benchmarks sslbench_entry.py
+
+bench: setup
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf runs .pytest_cache reports/demo

@@ -1,0 +1,111 @@
+"""The ``sslbench`` command line: a thin dispatcher over the modules that do the work.
+
+Commands are listed in two plain dicts, :data:`COMMANDS` (``sslbench <cmd>``) and :data:`GROUPS`
+(``sslbench <group> <cmd>``). Each entry names a module that provides::
+
+    add_arguments(parser: argparse.ArgumentParser) -> None
+    run_cli(args: argparse.Namespace) -> int
+
+Modules are imported only when their command is selected, so ``sslbench --help`` is instant and the heavy stacks
+(torch, mm*) load only for the commands that need them. A :class:`~evaluate.errors.SSLBenchError` raised anywhere
+becomes one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from evaluate.errors import SSLBenchError
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {}
+
+# group -> (group help, {name -> (module, one-line help)})
+GROUPS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
+    "data": (
+        "generate or prepare datasets",
+        {"shapes": ("evaluate.shapesworld.cli", "generate ShapesWorld in the official dataset formats")},
+    ),
+}
+
+COMMANDS["demo"] = ("evaluate.demo", "the end-to-end demo on ShapesWorld (data -> pretrain -> protocols -> reports)")
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+
+
+def _leaf_parser(
+    subparsers: argparse._SubParsersAction, name: str, module: str, help_text: str
+) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(name, help=help_text, description=help_text)
+    _add_common(parser)
+    mod = importlib.import_module(module)
+    mod.add_arguments(parser)
+    parser.set_defaults(_run=mod.run_cli)
+    return parser
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    """The parser, with only the selected command's module imported."""
+    parser = argparse.ArgumentParser(
+        prog="sslbench",
+        description="Pretrain ViTs (BAM, ADCLR, SERE, DINO, iBOT) and evaluate any ViT checkpoint.",
+    )
+    _add_common(parser)
+    sub = parser.add_subparsers(dest="command", metavar="<command>")
+    first = next((a for a in argv if not a.startswith("-")), None)
+    for name, (module, help_text) in COMMANDS.items():
+        if name == first:
+            _leaf_parser(sub, name, module, help_text)
+        else:
+            sub.add_parser(name, help=help_text, add_help=False)
+    for group, (group_help, members) in GROUPS.items():
+        gparser = sub.add_parser(group, help=group_help, description=group_help)
+        gsub = gparser.add_subparsers(dest="subcommand", metavar="<subcommand>")
+        rest = [a for a in argv if not a.startswith("-")]
+        second = rest[1] if len(rest) > 1 and rest[0] == group else None
+        for name, (module, help_text) in members.items():
+            if group == first and name == second:
+                _leaf_parser(gsub, name, module, help_text)
+            else:
+                gsub.add_parser(name, help=help_text, add_help=False)
+        gparser.set_defaults(_group_parser=gparser)
+    return parser
+
+
+def _setup_logging(args: argparse.Namespace) -> None:
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logger = logging.getLogger("sslbench")
+    logger.setLevel(level)
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+        logger.addHandler(handler)
+    logger.propagate = False
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        parser = build_parser(argv)
+        args = parser.parse_args(argv)
+        if not hasattr(args, "_run"):
+            (getattr(args, "_group_parser", None) or parser).print_help(sys.stderr)
+            return 2
+        _setup_logging(args)
+        return int(args._run(args) or 0)
+    except SSLBenchError as exc:
+        print(f"sslbench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("sslbench: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

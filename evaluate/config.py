@@ -1,0 +1,228 @@
+"""Typed configuration: dataclasses are the schema and the only defaults; YAML files list differences.
+
+A run's configuration is resolved in three layers, later ones winning::
+
+    schema defaults (dataclass fields)  <-  YAML file  <-  dotted CLI overrides ("optim.lr=1e-3")
+
+Every key is checked against the schema: an unknown key or a value of the wrong type raises :class:`ConfigError`
+naming the file (or "override") and the dotted key. The resolved configuration is written next to every output with
+:func:`save_config`.
+
+Supported field types: ``bool``, ``int``, ``float`` (ints are accepted), ``str``, ``Literal[...]``, ``Optional[T]``,
+``list[T]``/``tuple[T, ...]``, ``dict[str, T]``, ``Any`` and nested dataclasses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from evaluate.errors import ConfigError
+from evaluate.io import atomic_write_text
+
+T = TypeVar("T")
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+class _Where:
+    """Where a value came from: the source (a file, "override" or "config") and its dotted key."""
+
+    def __init__(self, source: str, key: str = "") -> None:
+        self.source, self.key = source, key
+
+    def child(self, name: str) -> _Where:
+        return _Where(self.source, f"{self.key}.{name}" if self.key else name)
+
+    def fail(self, message: str) -> ConfigError:
+        return ConfigError(f"{self.source}: {self.key or '<top level>'}: {message}")
+
+
+def _coerce(value: Any, tp: Any, where: _Where) -> Any:
+    """Check ``value`` against the annotation ``tp`` and return it converted (lists to tuples etc.)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError:
+                continue
+        raise where.fail(f"expected {_type_name(tp)}, got {value!r}")
+    if origin is typing.Literal:
+        if value not in args:
+            raise where.fail(f"expected one of {list(args)}, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise where.fail(f"expected a mapping (section {_type_name(tp)}), got {value!r}")
+        return _build(tp, value, where)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise where.fail(f"expected a list, got {value!r}")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise where.fail(f"expected {len(args)} items, got {len(value)}")
+            return tuple(_coerce(v, a, where.child(str(i))) for i, (v, a) in enumerate(zip(value, args)))
+        item_tp = args[0] if args else Any
+        items = [_coerce(v, item_tp, where.child(str(i))) for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise where.fail(f"expected a mapping, got {value!r}")
+        val_tp = args[1] if len(args) == 2 else Any
+        return {str(k): _coerce(v, val_tp, where.child(str(k))) for k, v in value.items()}
+    checks = {
+        bool: (lambda v: isinstance(v, bool), "true/false"),
+        int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+        float: (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
+        str: (lambda v: isinstance(v, str), "a string"),
+    }
+    if tp not in checks:
+        raise where.fail(f"unsupported schema type {_type_name(tp)}")
+    ok, expected = checks[tp]
+    if not ok(value):
+        raise where.fail(f"expected {expected}, got {value!r}")
+    return float(value) if tp is float else value
+
+
+def _build(cls: type[T], data: dict[str, Any], where: _Where) -> T:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise where.child(unknown[0]).fail(f"unknown key (valid here: {', '.join(sorted(names))})")
+    kwargs = {key: _coerce(value, hints[key], where.child(key)) for key, value in data.items()}
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise where.fail(str(exc)) from None
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A plain, YAML/JSON-serialisable dict of a config dataclass (tuples become lists)."""
+
+    def plain(v: Any) -> Any:
+        if dataclasses.is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return plain(cfg)
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = {}
+            node[key] = child
+        node = child
+    node[keys[-1]] = value
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_overrides(overrides: list[str] | None) -> dict[str, Any]:
+    """Turn ``["optim.lr=1e-3", "data.crops=[2, 6]"]`` into a nested dict; values are parsed as YAML scalars."""
+    tree: dict[str, Any] = {}
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected key=value (e.g. optim.lr=1e-3)")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"override {item!r}: empty key")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        if isinstance(value, str) and _looks_numeric(value):
+            value = float(value)  # YAML 1.1 reads "1e-3" as a string
+        _set_dotted(tree, key, value)
+    return tree
+
+
+def _looks_numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return text.strip().lower() not in {"nan", "inf", "-inf", "infinity"}
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        line = getattr(getattr(exc, "problem_mark", None), "line", None)
+        where = f" (line {line + 1})" if line is not None else ""
+        raise ConfigError(f"{path}{where}: invalid YAML") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return _numeric_strings(data)
+
+
+def _numeric_strings(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _numeric_strings(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_numeric_strings(v) for v in node]
+    if isinstance(node, str) and _looks_numeric(node) and any(c in node.lower() for c in "e."):
+        return float(node)
+    return node
+
+
+def load_config(schema: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
+    """Resolve a config: schema defaults <- YAML file at ``path`` <- dotted ``overrides``.
+
+    Raises:
+        ConfigError: naming the file (or "override") and the dotted key at fault.
+    """
+    file_data = read_yaml(path) if path else {}
+    # Validate each layer separately so that the error names where the bad key came from.
+    if file_data:
+        _build(schema, file_data, _Where(str(path)))
+    override_data = parse_overrides(overrides)
+    if override_data:
+        _build(schema, override_data, _Where("override"))
+    return _build(schema, _deep_merge(file_data, override_data), _Where("config"))
+
+
+def save_config(cfg: Any, path: str | Path) -> Path:
+    """Write the resolved config as YAML (atomically) and return the path."""
+    return atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -1,0 +1,148 @@
+"""Result records: one JSON line per evaluation (or published) number.
+
+A :class:`Record` carries the measured value together with everything needed to reproduce or audit it: the
+checkpoint (path, sha256, detected format and architecture), the protocol and dataset, the full resolved settings,
+the seed, the code version and the cost (wall time, peak memory). Tables and figures are built from records only.
+
+The store is a directory of ``*.jsonl`` files (default ``results/records/``, or ``$SSLBENCH_RESULTS``). Appends take
+an exclusive ``flock`` and write the line with one ``write`` on an ``O_APPEND`` descriptor, so concurrent writers
+(several protocols, several ranks) never interleave or truncate lines.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from evaluate.errors import SSLBenchError
+from evaluate.io import REPO_ROOT, git_sha, peak_memory_mb, versions
+
+SCHEMA_VERSION = 1
+
+
+def default_store() -> Path:
+    """The results store directory: ``$SSLBENCH_RESULTS`` or ``<repo>/results/records``."""
+    return Path(os.environ.get("SSLBENCH_RESULTS") or REPO_ROOT / "results" / "records")
+
+
+@dataclasses.dataclass
+class Record:
+    """One measured (or published) number with its provenance.
+
+    Attributes:
+        protocol: e.g. "knn", "linear", "logreg", "cluster", "davis", "coco", "ade20k".
+        dataset: dataset name, e.g. "shapesworld", "imagenet", "davis2017".
+        split: the split the metric is computed on ("val", "test", ...).
+        metric: metric name, e.g. "top1", "top1@k20", "J&F-Mean", "bbox_mAP".
+        value: the number, in the unit the papers print (percent for accuracies and AP, unless stated).
+        checkpoint: {"path", "sha256", "format", "arch", "which"} of the evaluated weights (empty for published).
+        settings: the fully resolved protocol configuration.
+        seed: the random seed, if any.
+        source: "measured" or "published" (with the citation in ``settings``).
+    """
+
+    protocol: str
+    dataset: str
+    split: str
+    metric: str
+    value: float
+    checkpoint: dict[str, Any] = dataclasses.field(default_factory=dict)
+    settings: dict[str, Any] = dataclasses.field(default_factory=dict)
+    seed: int | None = None
+    source: str = "measured"
+    unit: str = "%"
+    wall_time_s: float | None = None
+    peak_memory: dict[str, float] = dataclasses.field(default_factory=dict)
+    code_version: str | None = None
+    versions: dict[str, str] = dataclasses.field(default_factory=dict)
+    run_id: str = ""
+    created: str = ""
+    schema: int = SCHEMA_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True, default=str)
+
+
+def make_records(
+    protocol: str,
+    dataset: str,
+    split: str,
+    metrics: dict[str, float],
+    *,
+    checkpoint: dict[str, Any] | None = None,
+    settings: dict[str, Any] | None = None,
+    seed: int | None = None,
+    started: float | None = None,
+    unit: str = "%",
+) -> list[Record]:
+    """Records for several metrics of one run, sharing one run id and the provenance fields."""
+    run_id = uuid.uuid4().hex[:12]
+    created = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    common = dict(
+        checkpoint=checkpoint or {},
+        settings=settings or {},
+        seed=seed,
+        unit=unit,
+        wall_time_s=None if started is None else round(time.time() - started, 3),
+        peak_memory=peak_memory_mb(),
+        code_version=git_sha(),
+        versions=versions(),
+        run_id=run_id,
+        created=created,
+    )
+    return [
+        Record(protocol=protocol, dataset=dataset, split=split, metric=k, value=float(v), **common)
+        for k, v in metrics.items()
+    ]
+
+
+def append_records(records: Iterable[Record], store: str | Path | None = None, name: str = "records") -> Path:
+    """Append records to ``<store>/<name>.jsonl`` atomically (one locked write)."""
+    store = Path(store) if store else default_store()
+    store.mkdir(parents=True, exist_ok=True)
+    path = store / f"{name}.jsonl"
+    payload = "".join(r.to_json() + "\n" for r in records).encode("utf-8")
+    if not payload:
+        return path
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            view = memoryview(payload)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+    return path
+
+
+def read_records(store: str | Path | None = None) -> list[dict[str, Any]]:
+    """All records of a store directory (or one ``.jsonl`` file), in file order.
+
+    Raises:
+        SSLBenchError: on a malformed line, naming the file and line number.
+    """
+    store = Path(store) if store else default_store()
+    files = [store] if store.is_file() else sorted(store.glob("*.jsonl"))
+    out: list[dict[str, Any]] = []
+    for path in files:
+        with open(path, encoding="utf-8") as handle:
+            for lineno, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise SSLBenchError(f"{path}:{lineno}: malformed record ({exc.msg})") from None
+    return out

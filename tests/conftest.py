@@ -1,0 +1,50 @@
+"""Shared fixtures: a tiny ViT, generated ShapesWorld data, the test device.
+
+Set SSLBENCH_TEST_DEVICE=cuda to rerun the suite on a GPU.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def device() -> str:
+    return os.environ.get("SSLBENCH_TEST_DEVICE", "cpu")
+
+
+@pytest.fixture
+def tiny_vit():
+    """A timm ViT small enough for CPU tests: patch 8, width 32, depth 2, 2 heads, 32x32 input."""
+    import timm
+    import torch
+
+    torch.manual_seed(0)
+    return timm.models.vision_transformer.VisionTransformer(
+        img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=0
+    ).eval()
+
+
+@pytest.fixture(scope="session")
+def shapes_root(tmp_path_factory) -> Path:
+    """A tiny ShapesWorld tree (every format), generated once per test session."""
+    from evaluate.shapesworld.generate import PRESETS, generate
+
+    root = tmp_path_factory.mktemp("shapesworld") / "sw"
+    generate(root, PRESETS["tiny"], seed=0, workers=1)
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _isolated_store(tmp_path, monkeypatch):
+    """Every test writes result records and caches into its own temporary directories."""
+    monkeypatch.setenv("SSLBENCH_RESULTS", str(tmp_path / "records"))
+    monkeypatch.setenv("SSLBENCH_CACHE", str(tmp_path / "cache"))
+    if SHARED_DATA.is_dir() and not os.environ.get("SSLBENCH_ASSET_DIRS"):
+        monkeypatch.setenv("SSLBENCH_ASSET_DIRS", str(SHARED_DATA))
