@@ -31,6 +31,7 @@ GROUPS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
     ),
 }
 
+COMMANDS["pretrain"] = ("pretrain.cli", "pretrain a ViT (BAM, ...) from a YAML recipe; resumable, torchrun-ready")
 COMMANDS["demo"] = ("evaluate.demo", "the end-to-end demo on ShapesWorld (data -> pretrain -> protocols -> reports)")
 
 

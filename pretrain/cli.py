@@ -1,0 +1,86 @@
+"""``sslbench pretrain --config pretrain/configs/<recipe>.yaml [key=value ...] [--out DIR] [--resume]``.
+
+Single process: run it directly. Several GPUs / nodes: launch the same module with torchrun, e.g.
+``torchrun --nproc_per_node=8 -m sslbench_entry pretrain --config ...``; the engine reads torchrun's environment.
+With ``--resume`` the run continues from ``<out>/checkpoint.pth``; the resolved configuration must equal the one
+stored in the checkpoint except for keys that do not change the numbers (:data:`RESUME_FREE_KEYS`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from evaluate.config import load_config, to_dict
+from evaluate.errors import ConfigError
+
+logger = logging.getLogger("sslbench")
+
+RESUME_FREE_KEYS = (
+    "data.root",
+    "data.num_workers",
+    "data.on_bad_image",
+    "train.out",
+    "train.device",
+    "train.log_every",
+    "train.checkpoint_every_steps",
+    "train.keep_every_epochs",
+    "train.export_every_epoch",
+    "knn.",
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML recipe (pretrain/configs/*.yaml); schema: pretrain.config")
+    parser.add_argument("--out", help="output directory (overrides train.out)")
+    parser.add_argument("--resume", action="store_true", help="continue exactly from <out>/checkpoint.pth")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. optim.lr=1e-3")
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def check_resume_config(cfg_dict: dict, saved: dict, path: Path) -> None:
+    """Raise ConfigError naming the first key whose value differs from the checkpoint's (free keys excepted)."""
+    now, before = _flatten(cfg_dict), _flatten(saved)
+    for key in sorted(set(now) | set(before)):
+        if key.startswith(RESUME_FREE_KEYS) or now.get(key) == before.get(key):
+            continue
+        raise ConfigError(
+            f"--resume: {key}={now.get(key)!r} differs from {before.get(key)!r} stored in {path}; "
+            "an exact resume needs the same configuration"
+        )
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    import torch
+
+    from pretrain.config import PretrainConfig
+    from pretrain.engine import Trainer
+
+    overrides = list(args.overrides or [])
+    if args.out:
+        overrides.append(f"train.out={args.out}")
+    config_path = args.config
+    if not config_path:
+        if not (args.resume and args.out):
+            raise ConfigError("--config: a recipe is required (or --resume --out DIR to reuse DIR/config.yaml)")
+        config_path = str(Path(args.out) / "config.yaml")
+    cfg = load_config(PretrainConfig, config_path, overrides)
+    ckpt_path = Path(cfg.train.out) / "checkpoint.pth"
+    if args.resume and ckpt_path.is_file():
+        saved = torch.load(ckpt_path, map_location="cpu", weights_only=True).get("config", {})
+        check_resume_config(to_dict(cfg), saved, ckpt_path)
+    trainer = Trainer(cfg)
+    backbone = trainer.fit(resume=args.resume)
+    if trainer.dist.is_main:
+        print(f"backbone: {backbone}")
+    return 0

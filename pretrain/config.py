@@ -1,0 +1,156 @@
+"""The pretraining configuration schema: the only home of the defaults (YAML recipes list differences).
+
+Sections: ``model`` (backbone), ``data`` (source and multi-crop augmentation), ``optim`` (AdamW and the per-iteration
+schedules), ``ema`` (teacher), ``train`` (loop, precision, checkpoints, logging), ``ccrop`` (ContrastiveCrop boxes),
+``knn`` (online k-NN monitor), and one section per method (``bam``). Load with
+``evaluate.config.load_config(PretrainConfig, path, overrides)``.
+
+Defaults follow DINO/BAM conventions where one exists; the BAM recipes in ``pretrain/configs/`` set the paper's values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """Backbone (``pretrain.backbones.build_backbone``)."""
+
+    arch: str = "vit_small"  # a name in pretrain.vit.ARCHS
+    pos_embed: Literal["learned", "sincos"] = "learned"
+    freeze_patch_embed: bool = False  # MoCo v3 "random patch projection"
+    init: Literal["timm", "moco"] = "timm"
+    drop_path: float = 0.0
+    pos_interp: Literal["dino", "timm"] = "dino"
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Image source and the multi-crop augmentation (DINO/BYOL photometric recipe per view)."""
+
+    root: str = ""  # ImageFolder tree: <root>/<class>/<image> (ImageNet train, ShapesWorld classification/train)
+    global_crops: int = 2
+    global_size: int = 224
+    global_scale: tuple[float, float] = (0.25, 1.0)
+    local_crops: int = 6
+    local_size: int = 96
+    local_scale: tuple[float, float] = (0.05, 0.25)
+    ratio: tuple[float, float] = (0.75, 4.0 / 3.0)
+    flip_p: float = 0.5
+    jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1)  # brightness, contrast, saturation, hue
+    jitter_p: float = 0.8
+    grayscale_p: float = 0.2
+    blur_p: tuple[float, float, float] = (1.0, 0.1, 0.5)  # global 1, global 2, locals
+    blur_radius: tuple[float, float] = (0.1, 2.0)
+    solarize_p: tuple[float, float, float] = (0.0, 0.2, 0.0)  # global 1, global 2, locals
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    num_workers: int = 4
+    on_bad_image: Literal["skip", "error"] = "skip"
+
+
+@dataclasses.dataclass
+class OptimConfig:
+    """AdamW and the per-iteration LR / weight-decay schedules (linear warm-up, then cosine)."""
+
+    lr: float = 5e-4  # per 256 images: peak lr = lr * global_batch / 256
+    min_lr: float = 1e-6  # absolute (not scaled)
+    warmup_epochs: float = 10.0
+    weight_decay: float = 0.04
+    weight_decay_end: float = 0.4
+    betas: tuple[float, float] = (0.9, 0.999)
+    clip_grad: float = 3.0  # 0 disables clipping
+    clip_mode: Literal["global", "per_param"] = "global"  # per_param = DINO's utils.clip_gradients
+    freeze_last_layer_epochs: int = 0
+    last_layer: str = ""  # parameter-name prefix in the student (e.g. "head.last_layer") frozen for those epochs
+
+
+@dataclasses.dataclass
+class EMAConfig:
+    """Teacher: an EMA of the student with momentum on a per-iteration cosine from ``momentum`` to ``momentum_end``."""
+
+    enabled: bool = True  # False = teacher-free (the method uses the student for its targets)
+    momentum: float = 0.996
+    momentum_end: float = 1.0
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """The loop: length, batch, precision, devices, checkpoints and logging."""
+
+    out: str = "runs/pretrain"
+    epochs: int = 100
+    batch_size: int = 64  # per process; the global batch is batch_size * world_size
+    precision: Literal["fp32", "bf16", "fp16"] = "bf16"
+    device: str = "auto"  # auto = cuda:<local_rank> if available else cpu
+    seed: int = 0
+    checkpoint_every_steps: int = 0  # 0 = only at the end of each epoch
+    keep_every_epochs: int = 0  # also keep checkpoint<epoch>.pth every N epochs (0 = never)
+    log_every: int = 10
+    export_every_epoch: bool = True  # refresh <out>/backbone.pth at each epoch end
+
+
+@dataclasses.dataclass
+class CCropConfig:
+    """ContrastiveCrop boxes from the teacher's last-block CLS attention (BAM App. G; notes/bam.md §4)."""
+
+    enabled: bool = False
+    warmup_epochs: int = 40  # boxes are first computed at the end of this epoch
+    interval: int = 20  # then refreshed every `interval` epochs (paper 20, official code 40)
+    alpha: float = 0.6  # Beta(alpha, alpha) crop-centre sampling
+    threshold: float = 0.1
+    size: int = 224  # images are resized (squashed) to size x size for the attention pass
+    batch_size: int = 64
+
+
+@dataclasses.dataclass
+class KnnConfig:
+    """Online weighted k-NN monitor (DINO-style) on an ImageFolder train/val pair."""
+
+    every_epochs: int = 0  # 0 = off
+    train_root: str = ""
+    val_root: str = ""
+    k: int = 20
+    temperature: float = 0.07
+    size: int = 224  # resize to size/0.875, centre crop size
+    batch_size: int = 128
+    network: Literal["teacher", "student"] = "teacher"
+
+
+@dataclasses.dataclass
+class BAMConfig:
+    """BAM loss and projector (paper §3, notes/bam.md §1-2)."""
+
+    tau: float = 0.1  # source softmax temperature
+    eps: float = 0.05  # Sinkhorn entropy regularisation
+    eps_final: float = 0.05
+    eps_warmup_epochs: int = 30  # linear eps -> eps_final over these epochs (per epoch, as the official code)
+    sinkhorn_iters: int = 3
+    top_k: int = 0  # 0 = no sparsification; the official scripts use 128
+    mask_positives: bool = True
+    target_crops: int = 2  # columns: the first T (global) crops
+    proj_hidden: int = 4096
+    proj_out: int = 4096
+    proj_layers: int = 3
+    proj_bn: bool = False  # BN variant (paper: for teacher-free ViT runs)
+
+
+@dataclasses.dataclass
+class PretrainConfig:
+    method: str = "bam"  # a key of pretrain.methods.METHODS, or "package.module:Class"
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    ema: EMAConfig = dataclasses.field(default_factory=EMAConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    ccrop: CCropConfig = dataclasses.field(default_factory=CCropConfig)
+    knn: KnnConfig = dataclasses.field(default_factory=KnnConfig)
+    bam: BAMConfig = dataclasses.field(default_factory=BAMConfig)
+
+    def __post_init__(self) -> None:
+        if self.data.global_crops < 1:
+            raise ValueError(f"data.global_crops must be >= 1, got {self.data.global_crops}")
+        if self.train.batch_size < 1 or self.train.epochs < 1:
+            raise ValueError("train.batch_size and train.epochs must be >= 1")

@@ -1,0 +1,183 @@
+"""Pretraining data: an ImageFolder source, deterministic per-image augmentation, a resumable distributed sampler.
+
+Determinism (what makes ``--resume`` exact): the sampler yields ``(index, epoch)`` pairs and the dataset seeds the torch
+generator from ``(seed, epoch, index)`` before augmenting that image, inside ``torch.random.fork_rng`` so the caller's
+generator is untouched. An image's views therefore depend only on the seed, the epoch and the index: not on the worker
+that loads it, the number of workers or on where a run was interrupted. The sampler's permutation depends only on
+(seed, epoch) and it can start mid-epoch (``start_batch``).
+
+Unreadable images: with ``on_bad_image="skip"`` the image is replaced by the next readable one in index order (so the
+batch keeps its size, which the losses need), a warning names the file, and the item carries ``skipped=1``, which the
+engine sums into the log. With ``"error"`` a :class:`~evaluate.errors.DataError` naming the file stops the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, Sampler
+from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+
+from evaluate.errors import DataError
+from pretrain.config import PretrainConfig
+from pretrain.crops import MultiCropAugment
+from pretrain.dist import Distributed
+
+logger = logging.getLogger("sslbench")
+
+_SEED_MIX = (1_000_003, 7_919)
+
+
+def image_folder(root: str | Path) -> tuple[list[tuple[str, int]], list[str]]:
+    """``([(path, label), ...], classes)`` of an ImageFolder tree ``<root>/<class>/<image>`` (sorted, as torchvision)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: image folder not found (expected <root>/<class>/<image>)")
+    try:
+        classes, class_to_idx = find_classes(str(root))
+        samples = make_dataset(str(root), class_to_idx, extensions=IMG_EXTENSIONS)
+    except (FileNotFoundError, OSError) as exc:
+        raise DataError(f"{root}: {exc}") from None
+    if not samples:
+        raise DataError(f"{root}: no images found")
+    return samples, classes
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    return (seed * _SEED_MIX[0] + epoch) * _SEED_MIX[1] * 1_000_000_007 + index
+
+
+class MultiCropDataset(Dataset):
+    """Items ``{"views": [V x (3, S, S)], "boxes": (V, 4), "flips": (V,), "index", "label", "skipped"}``.
+
+    ``dataset[(index, epoch)]`` (what :class:`ResumableSampler` yields) or ``dataset[index]`` (epoch 0).
+    ``crop_boxes`` (N, 4) normalised ContrastiveCrop boxes, or None for plain random crops.
+    """
+
+    def __init__(
+        self,
+        samples: list[tuple[str, int]],
+        augment: MultiCropAugment,
+        seed: int = 0,
+        on_bad_image: str = "skip",
+        crop_boxes: torch.Tensor | None = None,
+    ) -> None:
+        self.samples = samples
+        self.augment = augment
+        self.seed = seed
+        self.on_bad_image = on_bad_image
+        self.crop_boxes = crop_boxes
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _load(self, index: int) -> tuple[Image.Image, int, int]:
+        """(image, label, number of unreadable files passed over)."""
+        for skipped in range(len(self.samples)):
+            path, label = self.samples[(index + skipped) % len(self.samples)]
+            try:
+                with Image.open(path) as img:
+                    img.load()
+                    return img.convert("RGB"), label, skipped
+            except (OSError, ValueError, Image.DecompressionBombError) as exc:
+                if self.on_bad_image == "error":
+                    raise DataError(f"{path}: unreadable image ({type(exc).__name__}: {exc})") from None
+                logger.warning("skipping unreadable image %s (%s)", path, type(exc).__name__)
+        raise DataError(f"no readable image among the {len(self.samples)} files of the dataset")
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        index, epoch = key if isinstance(key, tuple) else (key, 0)
+        img, label, skipped = self._load(index)
+        box = None if self.crop_boxes is None else self.crop_boxes[(index + skipped) % len(self.samples)]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(sample_seed(self.seed, epoch, index) % (2**63 - 1))
+            views, boxes, flips = self.augment(img, box)
+        return {"views": views, "boxes": boxes, "flips": flips, "index": index, "label": label, "skipped": skipped}
+
+
+class ResumableSampler(Sampler):
+    """DistributedSampler semantics (shuffle by (seed, epoch), drop_last) that yields ``(index, epoch)`` pairs.
+
+    Each rank takes every ``world_size``-th index of the epoch's permutation, truncated to ``iters_per_epoch *
+    batch_size`` per rank; ``set_epoch(epoch, start_batch)`` resumes after ``start_batch`` batches.
+    """
+
+    def __init__(self, n: int, batch_size: int, rank: int = 0, world_size: int = 1, seed: int = 0) -> None:
+        self.n, self.batch_size, self.rank, self.world_size, self.seed = n, batch_size, rank, world_size, seed
+        self.iters_per_epoch = n // (batch_size * world_size)
+        if self.iters_per_epoch < 1:
+            raise DataError(
+                f"dataset of {n} images is smaller than one global batch ({batch_size} x {world_size} processes)"
+            )
+        self.epoch, self.start_batch = 0, 0
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def indices(self, epoch: int) -> list[int]:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        perm = torch.randperm(self.n, generator=g).tolist()
+        per_rank = self.iters_per_epoch * self.batch_size
+        return perm[self.rank :: self.world_size][:per_rank]
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        idx = self.indices(self.epoch)[self.start_batch * self.batch_size :]
+        return iter([(i, self.epoch) for i in idx])
+
+    def __len__(self) -> int:
+        return (self.iters_per_epoch - self.start_batch) * self.batch_size
+
+
+def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack views per crop: ``views`` = V tensors (B, 3, S_v, S_v); boxes (B, V, 4); flips (B, V)."""
+    num_views = len(items[0]["views"])
+    return {
+        "views": [torch.stack([it["views"][v] for it in items]) for v in range(num_views)],
+        "boxes": torch.stack([it["boxes"] for it in items]),
+        "flips": torch.stack([it["flips"] for it in items]),
+        "index": torch.tensor([it["index"] for it in items]),
+        "label": torch.tensor([it["label"] for it in items]),
+        "skipped": int(sum(it["skipped"] for it in items)),
+    }
+
+
+def make_loader(
+    dataset: MultiCropDataset, sampler: ResumableSampler, num_workers: int, pin_memory: bool = False
+) -> torch.utils.data.DataLoader:
+    """A DataLoader that never draws from the global torch generator (it gets its own, fixed one)."""
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=sampler.batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=collate,
+        pin_memory=pin_memory,
+        drop_last=True,
+        generator=torch.Generator().manual_seed(0),
+        persistent_workers=False,
+        prefetch_factor=4 if num_workers > 0 else None,
+    )
+
+
+@dataclasses.dataclass
+class PretrainData:
+    dataset: MultiCropDataset
+    sampler: ResumableSampler
+    classes: list[str]
+
+
+def build_data(cfg: PretrainConfig, dist: Distributed) -> PretrainData:
+    """The training set of ``cfg.data.root`` with its multi-crop augmentation and this rank's sampler."""
+    if not cfg.data.root:
+        raise DataError("data.root: no training image folder given")
+    samples, classes = image_folder(cfg.data.root)
+    augment = MultiCropAugment(cfg.data, alpha=cfg.ccrop.alpha)
+    dataset = MultiCropDataset(samples, augment, seed=cfg.train.seed, on_bad_image=cfg.data.on_bad_image)
+    sampler = ResumableSampler(len(samples), cfg.train.batch_size, dist.rank, dist.world_size, cfg.train.seed)
+    return PretrainData(dataset, sampler, classes)

@@ -1,0 +1,382 @@
+"""The pretraining engine: one loop for every method (BAM now; ADCLR, SERE, DINO, iBOT later).
+
+A *method* (``pretrain.methods``) is an ``nn.Module`` that owns ``student`` (a :class:`MultiCropWrapper`), ``teacher``
+(an EMA copy, or None when ``ema.enabled`` is false) and ``loss(student, views, ctx) -> (loss, diagnostics)``, where
+``student`` is the (possibly DDP-wrapped) student to call and ``ctx`` a :class:`StepContext` with the step, epoch and
+the collectives. The engine does everything else:
+
+* per-iteration schedules (``pretrain.schedules``): LR = linear warm-up from 0 to ``lr * global_batch / 256`` then
+  cosine to ``min_lr``; weight decay cosine ``weight_decay -> weight_decay_end``; teacher momentum cosine
+  ``momentum -> momentum_end``;
+* AdamW with two groups: decay on parameters with ndim > 1, none on biases and other 1-D parameters (norms); frozen
+  parameters (``requires_grad=False``, e.g. BAM's patch projection) are not in the optimizer;
+* gradient clipping by global norm (``clip_mode="global"``) or DINO's per-parameter rule, optional freezing of a
+  last layer for the first epochs;
+* precision: ``fp32``, ``bf16`` autocast, or ``fp16`` autocast with a GradScaler; methods compute the loss in fp32;
+* DDP (``torchrun``) with a resumable distributed sampler; one process needs no set-up;
+* checkpoints (atomic) at each epoch end and every ``checkpoint_every_steps`` steps, exact resume (see
+  :mod:`pretrain.checkpoint`), the JSONL log of ``docs/records.md``, the exported backbone ``<out>/backbone.pth``;
+* a non-finite loss raises :class:`NonFiniteLossError` before the backward pass: no weight is touched and the last
+  checkpoint on disk stays the last good one;
+* ContrastiveCrop boxes from the teacher's attention (``ccrop``) and an online k-NN monitor (``knn``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from evaluate.config import save_config, to_dict
+from evaluate.errors import SSLBenchError
+from evaluate.io import atomic_torch_save, git_sha
+from pretrain import checkpoint as ckpt
+from pretrain.config import PretrainConfig
+from pretrain.dist import Distributed
+from pretrain.ema import ema_update
+from pretrain.schedules import cosine_schedule, scaled_lr
+
+logger = logging.getLogger("sslbench")
+
+
+class NonFiniteLossError(SSLBenchError):
+    """The loss became NaN or infinite; the run stops before the step is applied."""
+
+
+class MultiCropWrapper(nn.Module):
+    """``forward(views: list of (B, 3, S_v, S_v)) -> (V * B, D_out)``, crop-major ([view 0: B rows][view 1: B]...).
+
+    Consecutive views of the same resolution go through ``backbone`` in one batch (so DDP sees a single forward per
+    step); ``head`` runs once on all the backbone outputs.
+    """
+
+    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def forward(self, views: list[Tensor]) -> Tensor:
+        sizes = [v.shape[-1] for v in views]
+        feats, start = [], 0
+        while start < len(views):
+            end = start
+            while end < len(views) and sizes[end] == sizes[start]:
+                end += 1
+            feats.append(self.backbone(torch.cat(views[start:end])))
+            start = end
+        return self.head(torch.cat(feats))
+
+
+@dataclasses.dataclass
+class StepContext:
+    """What a method's loss may use besides the views."""
+
+    step: int
+    epoch: int
+    epochs: int
+    iters_per_epoch: int
+    rank: int
+    world_size: int
+    all_gather: Callable[[Tensor], Tensor]
+    all_reduce: Callable[[Tensor, str], Tensor]
+    teacher_momentum: float = 0.0
+
+
+def param_groups(model: nn.Module) -> list[dict[str, Any]]:
+    """AdamW groups: ``decay`` (ndim > 1) and ``no_decay`` (biases, norms, other 1-D); frozen params left out."""
+    decay, no_decay = [], []
+    for _, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 else decay).append(p)
+    return [{"params": decay, "name": "decay"}, {"params": no_decay, "name": "no_decay", "weight_decay": 0.0}]
+
+
+def clip_gradients(params: list[nn.Parameter], clip: float, mode: str) -> float:
+    """Clip in place; returns the global gradient norm before clipping."""
+    grads = [p for p in params if p.grad is not None]
+    if not grads:
+        return 0.0
+    if mode == "global":
+        return float(torch.nn.utils.clip_grad_norm_(grads, clip))
+    norms = []
+    for p in grads:  # DINO utils.clip_gradients: each parameter's gradient norm capped at `clip`
+        norm = p.grad.detach().norm(2)
+        norms.append(norm)
+        coef = clip / (norm + 1e-6)
+        if coef < 1:
+            p.grad.mul_(coef)
+    return float(torch.stack(norms).norm(2))
+
+
+def resolve_device(name: str, local_rank: int) -> torch.device:
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class Trainer:
+    """Builds the method, optimizer, schedules and data from a :class:`PretrainConfig` and runs the loop.
+
+    ``iters_per_epoch`` may be given to use the trainer without a dataset (tests drive :meth:`train_step` directly).
+    """
+
+    def __init__(
+        self, cfg: PretrainConfig, dist: Distributed | None = None, iters_per_epoch: int | None = None
+    ) -> None:
+        from pretrain.methods import build_method
+
+        self.cfg = cfg
+        self.device = resolve_device(cfg.train.device, int(dist.local_rank) if dist else 0)
+        self.dist = dist or Distributed.from_env(self.device.type)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        ckpt.seed_everything(cfg.train.seed)
+        self.method = build_method(cfg).to(self.device)
+        ckpt.seed_everything(cfg.train.seed + self.dist.rank)
+        self.student: nn.Module = self.method.student
+        if self.dist.enabled:
+            self.student = nn.parallel.DistributedDataParallel(
+                self.method.student, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+        self.params = [p for p in self.method.student.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(param_groups(self.method.student), lr=0.0, betas=cfg.optim.betas)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.train.precision == "fp16")
+        self.global_batch = cfg.train.batch_size * self.dist.world_size
+        self.data = None
+        if iters_per_epoch is None:
+            from pretrain.data import build_data
+
+            self.data = build_data(cfg, self.dist)
+            iters_per_epoch = self.data.sampler.iters_per_epoch
+        self.iters_per_epoch = iters_per_epoch
+        ep, ipe, o = cfg.train.epochs, iters_per_epoch, cfg.optim
+        self.lr_schedule = cosine_schedule(scaled_lr(o.lr, self.global_batch), o.min_lr, ep, ipe, o.warmup_epochs)
+        self.wd_schedule = cosine_schedule(o.weight_decay, o.weight_decay_end, ep, ipe)
+        self.momentum_schedule = cosine_schedule(cfg.ema.momentum, cfg.ema.momentum_end, ep, ipe)
+        self.frozen_last = [
+            p for n, p in self.method.student.named_parameters() if o.last_layer and n.startswith(o.last_layer)
+        ]
+        if o.freeze_last_layer_epochs > 0 and not self.frozen_last:
+            raise SSLBenchError(f"optim.last_layer: no student parameter starts with {o.last_layer!r}")
+        self.step = 0
+        self.crop_boxes: Tensor | None = None
+        self.epoch_stats = {"loss_sum": 0.0, "count": 0}
+        self.skipped_images = 0
+        self.log_lines = 0
+        self.out = Path(cfg.train.out)
+
+    # ------------------------------------------------------------------ one step
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        precision = self.cfg.train.precision
+        if precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def context(self, step: int) -> StepContext:
+        return StepContext(
+            step=step,
+            epoch=step // self.iters_per_epoch,
+            epochs=self.cfg.train.epochs,
+            iters_per_epoch=self.iters_per_epoch,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+            all_gather=self.dist.all_gather,
+            all_reduce=self.dist.all_reduce,
+            teacher_momentum=float(self.momentum_schedule[step]),
+        )
+
+    def forward_backward(self, views: list[Tensor]) -> tuple[Tensor, dict[str, Any]]:
+        """Loss and gradients for one batch (no optimizer step); raises NonFiniteLossError before the backward."""
+        ctx = self.context(self.step)
+        self.method.train()
+        with self.autocast():
+            loss, diag = self.method.loss(self.student, views, ctx)
+        mean_loss = self.dist.all_reduce(loss.detach().float(), "mean")
+        if not math.isfinite(float(mean_loss)):
+            raise NonFiniteLossError(
+                f"non-finite loss ({float(mean_loss)}) at step {self.step} (epoch {ctx.epoch}); stopping. "
+                f"Last good checkpoint: {self.out / 'checkpoint.pth'}"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        return mean_loss, diag
+
+    def train_step(self, views: list[Tensor]) -> tuple[float, dict[str, Any]]:
+        """One optimizer step at ``self.step`` (schedules, backward, clip, step, EMA); advances ``self.step``."""
+        step, o = self.step, self.cfg.optim
+        for group in self.optimizer.param_groups:
+            group["lr"] = float(self.lr_schedule[step])
+            if group["name"] == "decay":
+                group["weight_decay"] = float(self.wd_schedule[step])
+        views = [v.to(self.device, non_blocking=True) for v in views]
+        loss, diag = self.forward_backward(views)
+        self.scaler.unscale_(self.optimizer)
+        if o.clip_grad > 0:
+            diag["grad_norm"] = clip_gradients(self.params, o.clip_grad, o.clip_mode)
+        if step // self.iters_per_epoch < o.freeze_last_layer_epochs:
+            for p in self.frozen_last:
+                p.grad = None
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.method.teacher is not None:
+            ema_update(self.method.teacher, self.method.student, float(self.momentum_schedule[step]))
+        self.step += 1
+        return float(loss), diag
+
+    # ------------------------------------------------------------------ the loop
+
+    def log(self, record: dict[str, Any]) -> None:
+        if not self.dist.is_main:
+            return
+        with open(self.out / "log.jsonl", "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        self.log_lines += 1
+
+    def fit(self, resume: bool = False) -> Path:
+        """Train to ``train.epochs`` (from the checkpoint in ``train.out`` when ``resume``); returns backbone.pth."""
+        cfg, data = self.cfg, self.data
+        if data is None:
+            raise SSLBenchError("Trainer.fit needs a dataset (data.root)")
+        self.out.mkdir(parents=True, exist_ok=True)
+        path = self.out / "checkpoint.pth"
+        if resume and path.is_file():
+            ckpt.load_training_state(self, path)
+            ckpt.truncate_log(self.out / "log.jsonl", self.log_lines)
+            logger.info("resumed from %s at step %d (epoch %d)", path, self.step, self.step // self.iters_per_epoch)
+        else:
+            if resume:
+                logger.warning("--resume: no checkpoint at %s, starting from scratch", path)
+            if self.dist.is_main:
+                (self.out / "log.jsonl").unlink(missing_ok=True)
+                save_config(cfg, self.out / "config.yaml")
+            self.log({"kind": "meta", "git": git_sha(), "world_size": self.dist.world_size, "config": to_dict(cfg)})
+        total = cfg.train.epochs * self.iters_per_epoch
+        while self.step < total:
+            self.run_epoch(self.step // self.iters_per_epoch)
+        out = self.export()
+        self.dist.barrier()
+        return out
+
+    def _batches(self, epoch: int, start_batch: int) -> Iterator[dict[str, Any]]:
+        from pretrain.data import make_loader
+
+        data = self.data
+        data.dataset.crop_boxes = self.crop_boxes
+        data.sampler.set_epoch(epoch, start_batch)
+        yield from make_loader(data.dataset, data.sampler, self.cfg.data.num_workers, self.device.type == "cuda")
+
+    def run_epoch(self, epoch: int) -> None:
+        cfg, ipe = self.cfg, self.iters_per_epoch
+        start_batch = self.step - epoch * ipe
+        if start_batch == 0:
+            self.epoch_stats = {"loss_sum": 0.0, "count": 0}
+        bar = tqdm(total=ipe, initial=start_batch, desc=f"epoch {epoch}", disable=not self.dist.is_main, leave=False)
+        t_last, n_last, t_epoch = time.perf_counter(), 0, time.perf_counter()
+        for batch in self._batches(epoch, start_batch):
+            skipped = torch.tensor(float(batch["skipped"]))
+            self.skipped_images += int(self.dist.all_reduce(skipped, "sum"))
+            loss, diag = self.train_step(batch["views"])
+            self.epoch_stats["loss_sum"] += loss
+            self.epoch_stats["count"] += 1
+            n_last += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}")
+            if self.step % cfg.train.log_every == 0 or self.step % ipe == 0:
+                now = time.perf_counter()
+                self.log(self._step_record(loss, diag, n_last * self.global_batch / max(now - t_last, 1e-9)))
+                t_last, n_last = now, 0
+            if self.step % ipe == 0:
+                break
+            every = cfg.train.checkpoint_every_steps
+            if every > 0 and self.step % every == 0:
+                self.save()
+        bar.close()
+        self.end_epoch(epoch, time.perf_counter() - t_epoch)
+
+    def _step_record(self, loss: float, diag: dict[str, Any], imgs_per_s: float) -> dict[str, Any]:
+        s = self.step - 1
+        rec = {
+            "kind": "step",
+            "step": s,
+            "epoch": s / self.iters_per_epoch,
+            "loss": loss,
+            "lr": float(self.lr_schedule[s]),
+            "wd": float(self.wd_schedule[s]),
+            "momentum": float(self.momentum_schedule[s]),
+            "imgs_per_s": imgs_per_s,
+            "mem_mb": ckpt.memory_mb(self.device),
+        }
+        rec.update({k: float(v) for k, v in diag.items()})
+        return rec
+
+    def end_epoch(self, epoch: int, seconds: float) -> None:
+        cfg = self.cfg
+        done = epoch + 1
+        stats = self.epoch_stats
+        rec: dict[str, Any] = {
+            "kind": "epoch",
+            "epoch": epoch,
+            "step": self.step,
+            "loss": stats["loss_sum"] / max(stats["count"], 1),
+            "lr": float(self.lr_schedule[self.step - 1]),
+            "skipped_images": self.skipped_images,
+            "seconds": seconds,
+        }
+        cc = cfg.ccrop
+        if cc.enabled and done >= cc.warmup_epochs and (done - cc.warmup_epochs) % cc.interval == 0:
+            if done < cfg.train.epochs:
+                from pretrain.monitor import compute_crop_boxes
+
+                self.crop_boxes = compute_crop_boxes(self)
+                rec["crop_boxes_updated"] = True
+        if cfg.knn.every_epochs > 0 and (done % cfg.knn.every_epochs == 0 or done == cfg.train.epochs):
+            from pretrain.monitor import knn_monitor
+
+            rec["knn_top1"] = knn_monitor(self)
+        self.log(rec)
+        self.save(epoch_end=done)
+        if cfg.train.export_every_epoch:
+            self.export()
+
+    # ------------------------------------------------------------------ outputs
+
+    def save(self, epoch_end: int | None = None) -> None:
+        """Write ``<out>/checkpoint.pth`` atomically (all ranks call it: RNG states are gathered; rank 0 writes)."""
+        state = ckpt.training_state(self)
+        if not self.dist.is_main:
+            return
+        atomic_torch_save(state, self.out / "checkpoint.pth")
+        keep = self.cfg.train.keep_every_epochs
+        if epoch_end is not None and keep > 0 and epoch_end % keep == 0:
+            atomic_torch_save(state, self.out / f"checkpoint{epoch_end:04d}.pth")
+
+    def export(self) -> Path:
+        """Write ``<out>/backbone.pth`` (teacher when there is one) as a ``pretrain.vit.export_backbone`` payload."""
+        from pretrain.vit import export_backbone
+
+        path = self.out / "backbone.pth"
+        if self.dist.is_main:
+            net = self.method.teacher if self.method.teacher is not None else self.method.student
+            meta = {
+                "method": self.cfg.method,
+                "which": "teacher" if self.method.teacher is not None else "student",
+                "step": self.step,
+                "epoch": self.step / self.iters_per_epoch,
+                "git": git_sha(),
+                "config": to_dict(self.cfg),
+            }
+            atomic_torch_save(export_backbone(net.backbone, meta), path)
+        return path
