@@ -32,7 +32,9 @@ RESUME_FREE_KEYS = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="YAML recipe (pretrain/configs/*.yaml); schema: pretrain.config")
+    parser.add_argument(
+        "--config", help="YAML recipe (pretrain/configs/*.yaml); without it, schema defaults + overrides"
+    )
     parser.add_argument("--out", help="output directory (overrides train.out)")
     parser.add_argument("--resume", action="store_true", help="continue exactly from <out>/checkpoint.pth")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. optim.lr=1e-3")
@@ -70,10 +72,8 @@ def run_cli(args: argparse.Namespace) -> int:
     if args.out:
         overrides.append(f"train.out={args.out}")
     config_path = args.config
-    if not config_path:
-        if not (args.resume and args.out):
-            raise ConfigError("--config: a recipe is required (or --resume --out DIR to reuse DIR/config.yaml)")
-        config_path = str(Path(args.out) / "config.yaml")
+    if not config_path and args.resume and args.out and (Path(args.out) / "config.yaml").is_file():
+        config_path = str(Path(args.out) / "config.yaml")  # --resume --out DIR reuses the run's resolved config
     cfg = load_config(PretrainConfig, config_path, overrides)
     ckpt_path = Path(cfg.train.out) / "checkpoint.pth"
     if args.resume and ckpt_path.is_file():

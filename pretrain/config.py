@@ -86,6 +86,7 @@ class TrainConfig:
     precision: Literal["fp32", "bf16", "fp16"] = "bf16"
     device: str = "auto"  # auto = cuda:<local_rank> if available else cpu
     seed: int = 0
+    threads: int = 0  # torch CPU threads (0 = torch's default); results are bit-reproducible per thread count
     checkpoint_every_steps: int = 0  # 0 = only at the end of each epoch
     keep_every_epochs: int = 0  # also keep checkpoint<epoch>.pth every N epochs (0 = never)
     log_every: int = 10

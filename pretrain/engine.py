@@ -141,6 +141,8 @@ class Trainer:
         self.dist = dist or Distributed.from_env(self.device.type)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
+        if cfg.train.threads > 0:
+            torch.set_num_threads(cfg.train.threads)
         ckpt.seed_everything(cfg.train.seed)
         self.method = build_method(cfg).to(self.device)
         ckpt.seed_everything(cfg.train.seed + self.dist.rank)
@@ -285,25 +287,27 @@ class Trainer:
             self.epoch_stats = {"loss_sum": 0.0, "count": 0}
         bar = tqdm(total=ipe, initial=start_batch, desc=f"epoch {epoch}", disable=not self.dist.is_main, leave=False)
         t_last, n_last, t_epoch = time.perf_counter(), 0, time.perf_counter()
-        for batch in self._batches(epoch, start_batch):
-            skipped = torch.tensor(float(batch["skipped"]))
-            self.skipped_images += int(self.dist.all_reduce(skipped, "sum"))
-            loss, diag = self.train_step(batch["views"])
-            self.epoch_stats["loss_sum"] += loss
-            self.epoch_stats["count"] += 1
-            n_last += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}")
-            if self.step % cfg.train.log_every == 0 or self.step % ipe == 0:
-                now = time.perf_counter()
-                self.log(self._step_record(loss, diag, n_last * self.global_batch / max(now - t_last, 1e-9)))
-                t_last, n_last = now, 0
-            if self.step % ipe == 0:
-                break
-            every = cfg.train.checkpoint_every_steps
-            if every > 0 and self.step % every == 0:
-                self.save()
-        bar.close()
+        try:
+            for batch in self._batches(epoch, start_batch):
+                skipped = torch.tensor(float(batch["skipped"]))
+                self.skipped_images += int(self.dist.all_reduce(skipped, "sum"))
+                loss, diag = self.train_step(batch["views"])
+                self.epoch_stats["loss_sum"] += loss
+                self.epoch_stats["count"] += 1
+                n_last += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}")
+                if self.step % cfg.train.log_every == 0 or self.step % ipe == 0:
+                    now = time.perf_counter()
+                    self.log(self._step_record(loss, diag, n_last * self.global_batch / max(now - t_last, 1e-9)))
+                    t_last, n_last = now, 0
+                if self.step % ipe == 0:
+                    break
+                every = cfg.train.checkpoint_every_steps
+                if every > 0 and self.step % every == 0:
+                    self.save()
+        finally:
+            bar.close()
         self.end_epoch(epoch, time.perf_counter() - t_epoch)
 
     def _step_record(self, loss: float, diag: dict[str, Any], imgs_per_s: float) -> dict[str, Any]:

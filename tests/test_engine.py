@@ -1,0 +1,322 @@
+"""The pretraining engine, tested with a toy method defined here (independent of BAM).
+
+``ToyDINO``: DINO-style cross-entropy between the teacher's centred/sharpened global views and every other student
+view, plus an InfoNCE term between the student's two global views over the *gathered* world batch, so both
+collectives (a batch centre through ``all_reduce``, keys through a differentiable ``all_gather``) are exercised.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from evaluate.cli import main as cli_main
+from evaluate.config import load_config
+from evaluate.errors import DataError
+from pretrain.config import PretrainConfig
+from pretrain.dist import Distributed
+from pretrain.ema import ema_update
+from pretrain.engine import NonFiniteLossError, Trainer, clip_gradients, param_groups
+from pretrain.methods.base import SSLMethod
+from pretrain.vit import build_vit
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class ToyDINO(SSLMethod):
+    nan_at_step: int | None = None
+
+    def __init__(self, cfg: PretrainConfig) -> None:
+        backbone = build_vit(cfg.model.arch, drop_path_rate=cfg.model.drop_path)
+        super().__init__(cfg, backbone, nn.Linear(backbone.embed_dim, 16))
+
+    def loss(self, student, views, ctx):
+        b, g = views[0].shape[0], self.cfg.data.global_crops
+        s = student(views).float()
+        with torch.no_grad():
+            t = (self.teacher if self.teacher is not None else self.student)(views[:g]).float()
+            center = ctx.all_reduce(t.sum(0), "sum") / (t.shape[0] * ctx.world_size)
+            t_prob = F.softmax((t - center) / 0.04, dim=-1).chunk(g)
+        s_logp = F.log_softmax(s / 0.1, dim=-1).chunk(len(views))
+        terms = [-(tp * s_logp[v]).sum(-1).mean() for i, tp in enumerate(t_prob) for v in range(len(views)) if v != i]
+        dino = torch.stack(terms).mean()
+        z = F.normalize(s[: 2 * b], dim=-1)
+        keys = ctx.all_gather(z[b:])  # (world * B, D), rank-major
+        logits = z[:b] @ keys.T / 0.2
+        nce = F.cross_entropy(logits, torch.arange(b) + ctx.rank * b)
+        loss = dino + 0.5 * nce
+        if self.nan_at_step is not None and ctx.step == self.nan_at_step:
+            loss = loss * float("nan")
+        return loss, {"diag/nce": nce.detach()}
+
+
+class ToyNaN(ToyDINO):
+    nan_at_step = 4
+
+
+def toy_cfg(tmp: Path, root: str = "", **over) -> PretrainConfig:
+    overrides = {
+        "method": "test_engine:ToyDINO",
+        "model.arch": "vit_femto",
+        "data.root": root,
+        "data.global_size": 32,
+        "data.local_size": 16,
+        "data.local_crops": 2,
+        "data.num_workers": 0,
+        "train.out": str(tmp / "run"),
+        "train.epochs": 3,
+        "train.batch_size": 16,
+        "train.precision": "fp32",
+        "train.threads": 1,
+        "train.log_every": 1,
+        "train.checkpoint_every_steps": 3,
+        "optim.warmup_epochs": 1,
+        "optim.lr": 1e-3,
+        "optim.clip_grad": 0.3,
+        "ema.momentum": 0.99,
+    }
+    overrides.update(over)
+    return load_config(PretrainConfig, None, [f"{k}={v}" for k, v in overrides.items()])
+
+
+def random_views(batch: int, seed: int) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(batch, 3, s, s, generator=g) for s in (32, 32, 16, 16)]
+
+
+# ---------------------------------------------------------------------------------------------- units
+
+
+def test_param_groups_no_decay_on_1d_and_frozen_excluded():
+    model = nn.Sequential(nn.Linear(4, 3), nn.LayerNorm(3), nn.Linear(3, 2))
+    model[2].weight.requires_grad_(False)
+    decay, no_decay = param_groups(model)
+    assert [tuple(p.shape) for p in decay["params"]] == [(3, 4)]
+    assert sorted(tuple(p.shape) for p in no_decay["params"]) == [(2,), (3,), (3,), (3,)]
+    assert no_decay["weight_decay"] == 0.0
+
+
+def test_ema_update_matches_formula():
+    torch.manual_seed(0)
+    student, teacher = nn.Linear(3, 2), nn.Linear(3, 2)
+    t0, s0 = teacher.weight.detach().clone(), student.weight.detach().clone()
+    ema_update(teacher, student, 0.9)
+    assert torch.allclose(teacher.weight, 0.9 * t0 + 0.1 * s0)
+    ema_update(teacher, student, 1.0)  # momentum 1 freezes the teacher
+    assert torch.allclose(teacher.weight, 0.9 * t0 + 0.1 * s0)
+    ema_update(teacher, student, 0.0)  # momentum 0 copies the student
+    assert torch.equal(teacher.weight, student.weight)
+
+
+def test_clip_gradients_global_and_per_param():
+    a, b = nn.Parameter(torch.zeros(2)), nn.Parameter(torch.zeros(2))
+    a.grad, b.grad = torch.tensor([3.0, 4.0]), torch.tensor([0.0, 0.5])  # norms 5 and 0.5
+    norm = clip_gradients([a, b], 1.0, "global")
+    assert norm == pytest.approx((25 + 0.25) ** 0.5)
+    assert float(torch.cat([a.grad, b.grad]).norm()) == pytest.approx(1.0, rel=1e-5)
+    a.grad, b.grad = torch.tensor([3.0, 4.0]), torch.tensor([0.0, 0.5])
+    clip_gradients([a, b], 1.0, "per_param")
+    assert float(a.grad.norm()) == pytest.approx(1.0, rel=1e-5)  # capped
+    assert torch.equal(b.grad, torch.tensor([0.0, 0.5]))  # under the cap: untouched
+
+
+def test_trainer_schedules_and_teacher_free(tmp_path):
+    cfg = toy_cfg(tmp_path, **{"train.batch_size": 32, "optim.lr": 8e-4, "optim.min_lr": 1e-5})
+    trainer = Trainer(cfg, iters_per_epoch=4)
+    assert len(trainer.lr_schedule) == 12
+    assert trainer.lr_schedule[3] == pytest.approx(8e-4 * 32 / 256)  # end of the 1-epoch warm-up
+    assert trainer.momentum_schedule[0] == pytest.approx(0.99)
+    loss, _ = trainer.train_step(random_views(32, 0))
+    assert np.isfinite(loss) and trainer.step == 1
+    assert trainer.optimizer.param_groups[0]["weight_decay"] == pytest.approx(0.04)
+    assert trainer.optimizer.param_groups[1]["weight_decay"] == 0.0
+    free = Trainer(toy_cfg(tmp_path, **{"ema.enabled": False}), iters_per_epoch=4)
+    assert free.method.teacher is None
+    assert np.isfinite(free.train_step(random_views(16, 0))[0])
+
+
+def test_bf16_autocast_step_on_cpu(tmp_path):
+    trainer = Trainer(toy_cfg(tmp_path, **{"train.precision": "bf16"}), iters_per_epoch=2)
+    loss, diag = trainer.train_step(random_views(16, 1))
+    assert np.isfinite(loss) and "grad_norm" in diag
+
+
+# ---------------------------------------------------------------------------------------------- gloo
+
+
+def _gloo_worker(rank: int, world: int, init_file: str, out_dir: str, tmp: str) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    cfg = toy_cfg(Path(tmp), **{"train.batch_size": 4})
+    trainer = Trainer(cfg, dist=Distributed(rank=rank, world_size=world), iters_per_epoch=5)
+    views = [v[rank * 4 : (rank + 1) * 4] for v in random_views(8, 3)]
+    loss, _ = trainer.forward_backward(views)
+    grads = {n: p.grad.clone() for n, p in trainer.method.student.named_parameters() if p.grad is not None}
+    trainer.train_step(views)  # and one full step (clip, AdamW, EMA) on the same batch
+    if rank == 0:
+        teacher = {n: p.detach().clone() for n, p in trainer.method.teacher.named_parameters()}
+        torch.save({"loss": loss, "grads": grads, "teacher": teacher}, Path(out_dir) / "rank0.pt")
+    dist.destroy_process_group()
+
+
+@pytest.mark.dist
+@pytest.mark.slow
+def test_two_gloo_processes_equal_one_process(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_gloo_worker, args=(2, str(tmp_path / "init"), str(tmp_path), str(tmp_path)), nprocs=2, join=True)
+    got = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    trainer = Trainer(toy_cfg(tmp_path, **{"train.batch_size": 8}), iters_per_epoch=5)
+    views = random_views(8, 3)
+    loss, _ = trainer.forward_backward(views)
+    assert torch.allclose(got["loss"], loss, atol=1e-6), (float(got["loss"]), float(loss))
+    grads = {n: p.grad for n, p in trainer.method.student.named_parameters() if p.grad is not None}
+    assert got["grads"].keys() == grads.keys() and len(grads) > 10
+    for name, g in grads.items():
+        assert torch.allclose(got["grads"][name], g, atol=1e-6, rtol=1e-4), name
+    trainer.train_step(views)
+    for name, p in trainer.method.teacher.named_parameters():
+        assert torch.allclose(got["teacher"][name], p, atol=1e-6), name
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+
+
+def _final_state(out: Path) -> dict[str, torch.Tensor]:
+    state = torch.load(out / "checkpoint.pth", weights_only=True)
+    flat = {f"student.{k}": v for k, v in state["student"].items()}
+    flat.update({f"teacher.{k}": v for k, v in state["teacher"].items()})
+    flat.update(
+        {f"backbone.{k}": v for k, v in torch.load(out / "backbone.pth", weights_only=True)["state_dict"].items()}
+    )
+    return flat
+
+
+def _steps(out: Path) -> list[tuple[int, float]]:
+    lines = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    return [(r["step"], r["loss"]) for r in lines if r["kind"] == "step"]
+
+
+def _overrides(cfg_over: dict) -> list[str]:
+    return [f"{k}={v}" for k, v in cfg_over.items()]
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path, shapes_root):
+    root = str(shapes_root / "classification" / "train")
+    base = toy_cfg(tmp_path, root)
+    args = {
+        "method": base.method,
+        "model.arch": "vit_femto",
+        "data.root": root,
+        "data.global_size": 32,
+        "data.local_size": 16,
+        "data.local_crops": 2,
+        "data.num_workers": 0,
+        "train.epochs": 3,
+        "train.batch_size": 16,
+        "train.precision": "fp32",
+        "train.threads": 1,
+        "train.log_every": 1,
+        "train.checkpoint_every_steps": 3,
+        "optim.warmup_epochs": 1,
+        "optim.clip_grad": 0.3,
+        "model.drop_path": 0.1,  # the global RNG matters for the trajectory
+    }
+    ref, killed = tmp_path / "ref", tmp_path / "killed"
+    assert cli_main(["pretrain", "--out", str(ref), *_overrides(args)]) == 0
+
+    t0 = time.time()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
+    cmd = [sys.executable, "-m", "sslbench_entry", "pretrain", "--out", str(killed), *_overrides(args)]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while not (killed / "checkpoint.pth").exists():
+            assert proc.poll() is None, "the run ended before writing its first checkpoint"
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    state = torch.load(killed / "checkpoint.pth", weights_only=True)
+    ipe = state["sampler"]
+    assert 0 < state["step"] < 3 * 7, state["step"]
+    assert cli_main(["pretrain", "--out", str(killed), "--resume", *_overrides(args)]) == 0
+    elapsed = time.time() - t0
+
+    a, b = _final_state(ref), _final_state(killed)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert _steps(ref) == _steps(killed)  # same losses, no duplicated or missing step lines
+    print(f"resume test: killed at step {state['step']} (sampler {ipe}); kill+resume took {elapsed:.1f}s")
+
+
+@pytest.mark.slow
+def test_non_finite_loss_stops_with_message_and_keeps_last_checkpoint(tmp_path, shapes_root, capsys):
+    root = str(shapes_root / "classification" / "train")
+    out = tmp_path / "nan"
+    args = {
+        "method": "test_engine:ToyNaN",
+        "model.arch": "vit_femto",
+        "data.root": root,
+        "data.global_size": 32,
+        "data.local_size": 16,
+        "data.local_crops": 2,
+        "data.num_workers": 0,
+        "train.batch_size": 16,
+        "train.epochs": 2,
+        "train.precision": "fp32",
+        "train.threads": 1,
+        "train.checkpoint_every_steps": 2,
+    }
+    assert cli_main(["pretrain", "--out", str(out), *_overrides(args)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].split("\r")[-1].startswith("sslbench: error: non-finite loss (nan) at step 4")
+    state = torch.load(out / "checkpoint.pth", weights_only=True)
+    assert state["step"] == 4 and state["format"] == "sslbench-train"
+    assert all(torch.isfinite(v).all() for v in state["student"].values())
+
+
+def test_non_finite_raises_before_touching_weights(tmp_path):
+    trainer = Trainer(toy_cfg(tmp_path, method="test_engine:ToyNaN"), iters_per_epoch=10)
+    trainer.step = 4
+    before = {k: v.clone() for k, v in trainer.method.state_dict().items()}
+    with pytest.raises(NonFiniteLossError, match="step 4"):
+        trainer.train_step(random_views(16, 0))
+    assert all(torch.equal(before[k], v) for k, v in trainer.method.state_dict().items())
+
+
+@pytest.mark.slow
+def test_corrupt_image_is_skipped_and_counted(tmp_path, shapes_root):
+    src = sorted((shapes_root / "classification" / "train").rglob("*.png"))[:15]
+    root = tmp_path / "imgs"
+    for i, path in enumerate(src):
+        (root / f"c{i % 3}").mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, root / f"c{i % 3}" / f"{i:02d}.png")
+    (root / "c0" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    cfg = toy_cfg(tmp_path, str(root), **{"train.epochs": 1, "train.batch_size": 8})
+    trainer = Trainer(cfg)
+    bad = next(i for i, (p, _) in enumerate(trainer.data.dataset.samples) if p.endswith("bad.png"))
+    item = trainer.data.dataset[(bad, 0)]
+    assert item["skipped"] == 1 and len(item["views"]) == 4
+    trainer.fit()
+    epoch = [json.loads(x) for x in (Path(cfg.train.out) / "log.jsonl").read_text().splitlines()][-1]
+    assert epoch["kind"] == "epoch" and epoch["skipped_images"] == 1
+    trainer.data.dataset.on_bad_image = "error"
+    with pytest.raises(DataError, match="bad.png"):
+        trainer.data.dataset[(bad, 0)]
