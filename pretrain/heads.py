@@ -8,8 +8,8 @@ BAM (paper App. 0.C; official ``models/heads.py``): three Linear layers, GELU, h
 normalisation when an EMA teacher is used; the paper adds BatchNorm after each layer for teacher-free ViT runs, which
 ``batch_norm=True`` gives (the official argparse defaults put an affine-free BatchNorm on the output, as MoCo v3;
 ``last_bn_affine`` controls that). Weights: ``trunc_normal_(std=0.02)`` (cut at +-2, i.e. effectively normal), zero
-biases, as the official head. Without
-BN the ``state_dict`` keys are ``layers.{0,2,4}.{weight,bias}``, the official ``projector.{0,2,4}`` order.
+biases, as the official head. Without BN the ``state_dict`` keys are ``layers.{0,2,4}.{weight,bias}``, the official
+``projector.{0,2,4}`` order.
 """
 
 from __future__ import annotations
