@@ -129,9 +129,10 @@ class BAMConfig:
     eps_final: float = 0.05
     eps_warmup_epochs: int = 30  # linear eps -> eps_final over these epochs (per epoch, as the official code)
     sinkhorn_iters: int = 3
-    top_k: int = 0  # 0 = no sparsification; the official scripts use 128
+    top_k: int = 0  # 0 = no sparsification; the official scripts use 128 (not in the paper)
     mask_positives: bool = True
-    target_crops: int = 2  # columns: the first T (global) crops
+    positive_mode: Literal["paper", "code"] = "paper"  # exclude positives exactly, or the release's finfo.min fill
+    teacher_rows: Literal["all", "global"] = "all"  # teacher crops entering the Sinkhorn (official code: all V)
     proj_hidden: int = 4096
     proj_out: int = 4096
     proj_layers: int = 3

@@ -10,7 +10,7 @@ train images vote for their class with weight exp(sim / T); ``knn_top1`` is the 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +27,7 @@ logger = logging.getLogger("sslbench")
 
 
 class _Plain(torch.utils.data.Dataset):
-    def __init__(self, samples: list[tuple[str, int]], transform: T.Compose, size: int) -> None:
+    def __init__(self, samples: list[tuple[str, int]], transform: T.Compose | Any, size: int) -> None:
         self.samples, self.transform, self.size = samples, transform, size
 
     def __len__(self) -> int:
@@ -99,3 +99,57 @@ def knn_monitor(trainer: Trainer) -> float | None:
     top1 = weighted_knn_top1(train_f, labels, val_f, val_labels, cfg.k, cfg.temperature)
     logger.info("k-NN monitor: top-1 %.2f%% (k=%d, T=%g)", top1, cfg.k, cfg.temperature)
     return top1
+
+
+@torch.no_grad()
+def compute_crop_boxes(trainer: Trainer) -> Tensor:
+    """ContrastiveCrop boxes (N, 4) for the whole training set from the teacher's (else student's) attention.
+
+    Each image is squashed to ``ccrop.size`` squared (no augmentation, as the official code), boxes come from
+    :func:`pretrain.contrastive_crop.boxes_for_images`. Ranks split the images (every W-th) and gather the boxes, so
+    every rank ends with the same (N, 4) table, indexed by dataset position.
+    """
+    from pretrain.contrastive_crop import boxes_for_images
+
+    cfg, dist = trainer.cfg, trainer.dist
+    method = trainer.method
+    net = (method.teacher if method.teacher is not None else method.student).backbone
+    samples = trainer.data.dataset.samples
+    size = cfg.ccrop.size
+    transform = T.Compose(
+        [
+            T.Resize((size, size), interpolation=T.InterpolationMode.BICUBIC),
+            T.ToTensor(),
+            T.Normalize(list(cfg.data.mean), list(cfg.data.std)),
+        ]
+    )
+    mine = list(range(dist.rank, len(samples), dist.world_size))
+    loader = torch.utils.data.DataLoader(
+        _Plain([samples[i] for i in mine], transform, size),
+        batch_size=cfg.ccrop.batch_size,
+        shuffle=False,
+        generator=torch.Generator().manual_seed(0),
+    )
+    with trainer.autocast():
+        boxes = [boxes_for_images(net, x.to(trainer.device), cfg.ccrop.threshold).float().cpu() for x, _ in loader]
+    local = torch.cat(boxes) if boxes else torch.zeros(0, 4)
+    per_rank = -(-len(samples) // dist.world_size)
+    padded = torch.zeros(per_rank, 4)
+    padded[: len(local)] = local
+    table = torch.zeros(len(samples), 4)
+    if dist.enabled:
+        import torch.distributed as tdist
+
+        parts = [torch.zeros_like(padded, device=trainer.device) for _ in range(dist.world_size)]
+        tdist.all_gather(parts, padded.to(trainer.device))
+        for r, part in enumerate(parts):
+            idx = list(range(r, len(samples), dist.world_size))
+            table[idx] = part[: len(idx)].cpu()
+    else:
+        table[mine] = local
+    logger.info("ContrastiveCrop: %d boxes, mean area %.3f", len(table), float(_areas(table).mean()))
+    return table
+
+
+def _areas(boxes: Tensor) -> Tensor:
+    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])

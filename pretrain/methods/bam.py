@@ -1,0 +1,77 @@
+"""BAM (Shalam & Korman, ECCV 2024) on the sslbench engine: backbone + projector + ``pretrain.losses.bam_loss``.
+
+* Backbone: ``pretrain.backbones.build_backbone`` from the ``model`` section (the BAM recipes use ``vit_small_12h`` /
+  ``vit_base``, fixed sin-cos positions, a frozen random patch projection and the MoCo init).
+* Projector: :class:`pretrain.heads.BAMProjector` (3 Linear layers, GELU, 4096 hidden/out; BN as an option for
+  teacher-free runs). Student and EMA teacher are backbone + projector (``ema.enabled=false``: teacher-free, the
+  student's own detached similarities give the Sinkhorn target and its global crops the columns).
+* Loss per step: the student runs on all V crops; the teacher (no gradient) on all V crops (``bam.teacher_rows=all``,
+  the official code: local-crop rows only help balance the columns) or on the G global crops; the columns are the
+  teacher's global crops gathered over all ranks (``ctx.all_gather``) and the Sinkhorn column sums are all-reduced
+  (``ctx.all_reduce``), so the target is balanced over the world batch.
+* eps follows the official per-epoch schedule: linear from ``bam.eps`` to ``bam.eps_final`` over
+  ``bam.eps_warmup_epochs`` epochs, then constant (the paper and the released scripts keep 0.05 throughout).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from pretrain.backbones import build_backbone
+from pretrain.config import PretrainConfig
+from pretrain.heads import BAMProjector
+from pretrain.losses.bam import bam_loss
+from pretrain.methods.base import SSLMethod
+from pretrain.schedules import linear_then_constant
+
+
+class BAM(SSLMethod):
+    def __init__(self, cfg: PretrainConfig) -> None:
+        m, b = cfg.model, cfg.bam
+        backbone = build_backbone(
+            m.arch,
+            pos_embed=m.pos_embed,
+            freeze_patch_embed=m.freeze_patch_embed,
+            init=m.init,
+            drop_path=m.drop_path,
+            pos_interp=m.pos_interp,
+        )
+        head = BAMProjector(
+            backbone.embed_dim,
+            hidden_dim=b.proj_hidden,
+            out_dim=b.proj_out,
+            num_layers=b.proj_layers,
+            batch_norm=b.proj_bn,
+        )
+        super().__init__(cfg, backbone, head)
+        self.eps_schedule = linear_then_constant(b.eps, b.eps_final, cfg.train.epochs, b.eps_warmup_epochs)
+
+    def loss(self, student: nn.Module, views: list[Tensor], ctx: Any) -> tuple[Tensor, dict[str, Any]]:
+        b, n_global = self.cfg.bam, self.cfg.data.global_crops
+        s_out = student(views)
+        teacher = None
+        if self.teacher is not None:
+            with torch.no_grad():
+                t_views = views if b.teacher_rows == "all" else views[:n_global]
+                teacher = self.teacher(t_views)
+        eps = float(self.eps_schedule[min(ctx.epoch, len(self.eps_schedule) - 1)])
+        loss, diag = bam_loss(
+            s_out,
+            teacher,
+            num_crops=len(views),
+            num_global=n_global,
+            tau=b.tau,
+            eps=eps,
+            sinkhorn_iters=b.sinkhorn_iters,
+            topk=b.top_k or None,
+            mask_positives=b.mask_positives,
+            positive_mode=b.positive_mode,
+            all_gather=ctx.all_gather,
+            all_reduce=ctx.all_reduce,
+            rank=ctx.rank,
+        )
+        diag["eps"] = eps
+        return loss, diag
