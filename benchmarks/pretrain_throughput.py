@@ -1,0 +1,144 @@
+"""Pretraining step throughput: steps/s and images/s of full BAM training steps (forward, backward, clip, AdamW, EMA).
+
+CPU (always, about 30 s): a tiny BAM (vit_femto, 2x32 + 2x16 crops, batch 32, projector 256) in fp32 and bf16 side by
+side, plus the multi-crop data pipeline alone (images/s of ``MultiCropAugment`` on 64x64 images), so the ratio of data
+to model throughput can be read. GPU (when CUDA is available): ViT-S/16 BAM as in the paper (2x224 + 6x96 crops,
+projector 4096, top-k 128) at ``--gpu-batch`` images per GPU in bf16: steps/s, images/s, peak memory, and the model
+FLOPs of one step counted by ``torch.utils.flop_counter`` so that MFU = FLOPs x steps/s / peak FLOP/s can be read
+(``--peak-tflops``, default 989 = H100 SXM dense bf16).
+
+    python benchmarks/pretrain_throughput.py [--steps 10] [--gpu-batch 256] [--no-gpu]
+
+Inputs are random tensors (the loader is measured separately), so the numbers are the engine's step rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from evaluate.config import load_config  # noqa: E402
+from pretrain.config import PretrainConfig  # noqa: E402
+from pretrain.engine import Trainer  # noqa: E402
+
+
+def make_trainer(overrides: dict) -> Trainer:
+    cfg = load_config(PretrainConfig, None, [f"{k}={v}" for k, v in overrides.items()])
+    return Trainer(cfg, iters_per_epoch=10_000)
+
+
+def views_for(cfg: PretrainConfig, batch: int, device: str) -> list[torch.Tensor]:
+    d = cfg.data
+    sizes = [d.global_size] * d.global_crops + [d.local_size] * d.local_crops
+    return [torch.randn(batch, 3, s, s, device=device) for s in sizes]
+
+
+def time_steps(trainer: Trainer, views: list[torch.Tensor], steps: int, warmup: int = 2) -> float:
+    """Seconds per step (after warm-up)."""
+    for _ in range(warmup):
+        trainer.train_step(views)
+    if views[0].is_cuda:
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        trainer.train_step(views)
+    if views[0].is_cuda:
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / steps
+
+
+def step_flops(trainer: Trainer, views: list[torch.Tensor]) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        trainer.train_step(views)
+    return counter.get_total_flops()
+
+
+def cpu_bench(steps: int) -> None:
+    base = {
+        "model.arch": "vit_femto",
+        "model.pos_embed": "sincos",
+        "model.freeze_patch_embed": True,
+        "model.init": "moco",
+        "data.global_size": 32,
+        "data.local_size": 16,
+        "data.local_crops": 2,
+        "train.batch_size": 32,
+        "train.device": "cpu",
+        "bam.proj_hidden": 256,
+        "bam.proj_out": 256,
+    }
+    rows = []
+    for precision in ("fp32", "bf16"):
+        trainer = make_trainer({**base, "train.precision": precision})
+        views = views_for(trainer.cfg, 32, "cpu")
+        sec = time_steps(trainer, views, steps)
+        rows.append((precision, 1 / sec, 32 / sec))
+    print(f"CPU tiny BAM (vit_femto, 2x32+2x16, batch 32, {torch.get_num_threads()} threads)")
+    for precision, sps, ips in rows:
+        print(f"  {precision:5s} {sps:7.2f} steps/s {ips:8.1f} images/s   ratio to fp32 {sps / rows[0][1]:.2f}")
+
+    import numpy as np
+    from PIL import Image
+
+    from pretrain.config import DataConfig
+    from pretrain.crops import MultiCropAugment
+
+    aug = MultiCropAugment(DataConfig(global_size=32, local_size=16, local_crops=2))
+    imgs = [Image.fromarray(np.random.default_rng(i).integers(0, 256, (64, 64, 3), dtype=np.uint8)) for i in range(64)]
+    start = time.perf_counter()
+    for img in imgs:
+        aug(img)
+    ips = len(imgs) / (time.perf_counter() - start)
+    print(f"  data  multi-crop augmentation, one process: {ips:8.1f} images/s ({ips / rows[0][2]:.2f}x the fp32 step)")
+
+
+def gpu_bench(steps: int, batch: int, peak_tflops: float) -> None:
+    cfg = {
+        "model.arch": "vit_small_12h",
+        "model.pos_embed": "sincos",
+        "model.freeze_patch_embed": True,
+        "model.init": "moco",
+        "model.pos_interp": "timm",
+        "data.local_crops": 6,
+        "train.batch_size": batch,
+        "train.precision": "bf16",
+        "train.device": "cuda",
+        "optim.clip_grad": 0.3,
+        "bam.top_k": 128,
+    }
+    trainer = make_trainer(cfg)
+    views = views_for(trainer.cfg, batch, "cuda")
+    torch.cuda.reset_peak_memory_stats()
+    sec = time_steps(trainer, views, steps)
+    peak_gb = torch.cuda.max_memory_allocated() / 2**30
+    flops = step_flops(trainer, views)
+    achieved = flops / sec / 1e12
+    print(f"GPU {torch.cuda.get_device_name()}: BAM ViT-S/16 (12 heads), 2x224+6x96, batch {batch}/GPU, bf16")
+    print(f"  {1 / sec:.3f} steps/s  {batch / sec:.1f} images/s  peak memory {peak_gb:.1f} GiB")
+    print(
+        f"  model FLOPs per step {flops / 1e12:.2f} TFLOP -> {achieved:.1f} TFLOP/s, MFU {achieved / peak_tflops:.1%}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--gpu-batch", type=int, default=256)
+    parser.add_argument("--peak-tflops", type=float, default=989.0)
+    parser.add_argument("--no-gpu", action="store_true")
+    args = parser.parse_args()
+    cpu_bench(args.steps)
+    if torch.cuda.is_available() and not args.no_gpu:
+        gpu_bench(args.steps, args.gpu_batch, args.peak_tflops)
+
+
+if __name__ == "__main__":
+    main()
