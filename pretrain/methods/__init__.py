@@ -32,4 +32,9 @@ def method_class(name: str) -> type[SSLMethod]:
 
 
 def build_method(cfg: PretrainConfig) -> SSLMethod:
-    return method_class(cfg.method)(cfg)
+    """The method named by ``cfg.method``; a bad model/method setting (ValueError) becomes a ConfigError."""
+    cls = method_class(cfg.method)
+    try:
+        return cls(cfg)
+    except ValueError as exc:
+        raise ConfigError(f"{cfg.method}: {exc}") from None
