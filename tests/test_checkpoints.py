@@ -175,7 +175,9 @@ def write_mae(path, state):
 def write_sslbench_train(path, teacher, student):
     t = _prefixed(teacher, "backbone.") | {"head.layers.0.weight": torch.randn(4, 32)}
     s = _prefixed(student, "backbone.") | {"head.layers.0.weight": torch.randn(4, 32)}
-    torch.save({"teacher": t, "student": s, "arch": FEMTO.to_dict(), "epoch": 2, "optimizer": {}}, path)
+    config = {"method": "bam", "model": {"arch": "vit_femto", "pos_embed": "learned", "pos_interp": "dino"}}
+    payload = {"format": "sslbench-train", "version": 1, "teacher": t, "student": s, "config": config, "step": 8}
+    torch.save(payload | {"optimizer": {}, "scaler": {}, "crop_boxes": None, "rng": []}, path)
 
 
 def write_sslbench_export(path, state):
@@ -515,3 +517,13 @@ def test_truncated_safetensors_names_the_file(tmp_path, official):
     (tmp_path / "cut.safetensors").write_bytes(data[: len(data) - 100])
     with pytest.raises(SSLBenchError, match=r"cut\.safetensors: cannot read checkpoint \(truncated or corrupt"):
         load_backbone(tmp_path / "cut.safetensors")
+
+
+def test_sslbench_training_checkpoint_reads_arch_from_config_and_handles_teacher_free(tmp_path, official):
+    loaded = load_backbone(official["sslbench_train"][0])  # no num_heads: config.model.arch = vit_femto
+    assert loaded.info["num_heads_source"] == "stored arch" and loaded.info["arch"] == FEMTO.to_dict()
+    payload = torch.load(official["sslbench_train"][0], weights_only=True)
+    torch.save(payload | {"teacher": None}, tmp_path / "free.pth")
+    with pytest.raises(SSLBenchError, match=r"no teacher \(a teacher-free run\); use which='student'"):
+        load_backbone(tmp_path / "free.pth")
+    assert torch.equal(load_backbone(tmp_path / "free.pth", which="student").model.cls_token, STUDENT["cls_token"])
