@@ -221,20 +221,37 @@ def is_number(cell: Cell) -> bool:
 
 
 def published_records(directory: str | Path | None = None) -> list[Record]:
-    """Every numeric published cell as a Record (``protocol`` = the table's evaluation, ``metric`` = column key)."""
+    """Every numeric published cell as a Record.
+
+    A column that sslbench measures (:data:`evaluate.table_specs.COLUMN_SOURCES`) gets that protocol, the paper's
+    dataset and sslbench's metric name, so published and measured numbers line up in queries; any other column
+    keeps the table's evaluation name as protocol, the table id as dataset and the column key as metric.
+    """
+    from evaluate.table_specs import COLUMN_SOURCES
+
     out = []
     for table in reference_tables("all", directory):
         evaluation = table.protocol.get("evaluation", "")
-        protocol = evaluation if isinstance(evaluation, str) else "+".join(evaluation)
+        evaluation = evaluation if isinstance(evaluation, str) else "+".join(evaluation)
         units = {c.key: c.unit or "%" for c in table.columns}
+        mapped = COLUMN_SOURCES.get(table.id, {})
         for i, row in enumerate(table.rows):
             for key, value in row.values.items():
                 if not is_number(value):
                     continue
+                if key in mapped:
+                    protocol, dataset, metric = (
+                        mapped[key][0].protocol,
+                        mapped[key][0].datasets[0],
+                        mapped[key][0].metric,
+                    )
+                else:
+                    protocol, dataset, metric = evaluation, table.id, key
                 settings = {
                     "citation": table.citation,
                     "table": table.id,
                     "paper_table": table.paper_table,
+                    "column": key,
                     "row": i,
                     "pretrain_epochs": row.pretrain_epochs,
                     "batch": row.batch,
@@ -243,9 +260,9 @@ def published_records(directory: str | Path | None = None) -> list[Record]:
                 out.append(
                     Record(
                         protocol=protocol,
-                        dataset=table.id,
+                        dataset=dataset,
                         split="published",
-                        metric=key,
+                        metric=metric,
                         value=float(value),
                         checkpoint={"name": row.label},
                         settings=settings,
