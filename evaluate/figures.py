@@ -187,7 +187,7 @@ def load_image(image: Any) -> np.ndarray:
 
         try:
             arr = load_sample_image(image.split(":", 1)[1])
-        except AttributeError:
+        except (AttributeError, ValueError):
             raise SSLBenchError(
                 f"{image}: unknown sample image (valid: sklearn:china.jpg, sklearn:flower.jpg)"
             ) from None
@@ -279,28 +279,6 @@ def plot_attention(
     return _save(fig, out, name)
 
 
-def load_model(path: str | Path) -> torch.nn.Module:
-    """The backbone of a checkpoint, through ``evaluate.checkpoints.load_backbone`` when available; otherwise only
-    sslbench's own exported-backbone format is understood."""
-    try:
-        from evaluate.checkpoints import load_backbone
-    except ImportError:
-        load_backbone = None
-    if load_backbone is not None:
-        return load_backbone(path).model
-    from pretrain.vit import EXPORT_FORMAT, SSLViT, ViTArch
-
-    path = Path(path)
-    if not path.is_file():
-        raise SSLBenchError(f"{path}: checkpoint not found")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(payload, dict) or payload.get("format") != EXPORT_FORMAT:
-        raise SSLBenchError(f"{path}: not an {EXPORT_FORMAT!r} export (other formats need evaluate.checkpoints)")
-    model = SSLViT(ViTArch.from_dict(payload["arch"]), pos_interp=payload.get("pos_interp", "dino"))
-    model.load_state_dict(payload["state_dict"])
-    return model
-
-
 # ---------------------------------------------------------------------------------------------------- CLI
 def _add_logs(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("--log", action="append", required=True, help="a pretraining log.jsonl (repeatable)")
@@ -336,7 +314,9 @@ def run_curves(args: argparse.Namespace) -> int:
 
 
 def add_attention_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="checkpoint file")
+    parser.add_argument("--checkpoint", required=True, help="checkpoint file (any format evaluate.checkpoints reads)")
+    parser.add_argument("--format", default=None, help="checkpoint format (default: detected)")
+    parser.add_argument("--which", default="teacher", choices=("teacher", "student"), help="weights to load")
     parser.add_argument("--image", required=True, help="image file, or sklearn:china.jpg / sklearn:flower.jpg")
     parser.add_argument("--threshold", type=float, default=0.6, help="attention mass kept by the masks")
     parser.add_argument("--image-size", type=int, default=224, help="square input size (cropped to the patch grid)")
@@ -345,7 +325,9 @@ def add_attention_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_attention(args: argparse.Namespace) -> int:
-    model = load_model(args.checkpoint)
+    from evaluate.checkpoints import load_backbone
+
+    model = load_backbone(args.checkpoint, format=args.format, which=args.which).model
     stem = Path(args.image.split(":", 1)[-1]).stem
     name = args.name or f"attention_{Path(args.checkpoint).stem}_{stem}"
     paths = plot_attention(
