@@ -82,7 +82,7 @@ def _save(fig: plt.Figure, out: str | Path, name: str) -> list[Path]:
     for ext in ("png", "pdf"):
         path = out / f"{name}.{ext}"
         with atomic_open(path, "wb") as handle:
-            fig.savefig(handle, format=ext, dpi=120, bbox_inches="tight")
+            fig.savefig(handle, format=ext, dpi=120)
         paths.append(path)
     plt.close(fig)
     return paths
@@ -111,6 +111,7 @@ def plot_entropy(
     ax.set_title("Source vs target entropy")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    fig.tight_layout()
     return _save(fig, out, name)
 
 

@@ -206,7 +206,7 @@ def to_markdown(view: TableView, settings: dict | None = None, citation: str = "
         lines += [f"Note: {note}", ""]
     if view.refs:
         lines += ["Records:", ""]
-        lines += [f'<a id="{view.id}-r{r.number}"></a>[{r.number}] {r.text}  ' for r in view.refs]
+        lines += [f'- <a id="{view.id}-r{r.number}"></a>[{r.number}] {r.text}' for r in view.refs]
         lines.append("")
     return "\n".join(lines)
 
