@@ -174,7 +174,7 @@ def regenerate(table: RefTable, frame: pd.DataFrame, checkpoints: Iterable[str] 
         rows.append(cells)
     title = f"{table.id}: {table.title}"
     if table.paper_table:
-        title += f" ({table.paper or ''} Table {table.paper_table})".replace("( ", "(")
+        title += f" ({(table.paper or '').upper()} Table {table.paper_table})".replace("( ", "(")
     return TableView(table.id, title, headers, rows, refs, cell_refs, notes)
 
 
