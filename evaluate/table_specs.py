@@ -13,18 +13,21 @@ sslbench protocol (VOC, ImageNet-S, iNaturalist fine-tuning...): its measured ce
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 
 @dataclasses.dataclass(frozen=True)
 class Source:
-    """A measured number: ``protocol`` records on the first of ``datasets`` that has one, metric ``metric``."""
+    """A measured number: ``protocol`` records on the first of ``datasets`` that has one, metric ``metric``, whose
+    settings contain every ``(key, value)`` of ``settings``."""
 
     protocol: str
     datasets: tuple[str, ...]
     metric: str
+    settings: tuple[tuple[str, Any], ...] = ()
 
-    def describe(self) -> str:
-        return f"{self.protocol} / {'|'.join(self.datasets)} / {self.metric}"
+    def matches(self, settings: dict[str, Any]) -> bool:
+        return all(settings.get(k) == v for k, v in self.settings)
 
 
 IMAGENET = ("imagenet", "shapesworld")
@@ -32,7 +35,8 @@ COCO = ("coco2017", "shapesworld-coco")
 ADE = ("ade20k", "shapesworld-ade20k")
 DAVIS = ("davis2017", "shapesworld-davis")
 
-LINEAR = (Source("linear", IMAGENET, "top1"),)
+# The papers' linear probes follow DINO's recipe: prefer sslbench's "dino" variant when both variants were run.
+LINEAR = (Source("linear", IMAGENET, "top1", (("variant", "dino"),)), Source("linear", IMAGENET, "top1"))
 KNN = (Source("knn", IMAGENET, "top1@k20"),)
 FINETUNE = (Source("finetune", IMAGENET, "top1"),)
 BOX = {

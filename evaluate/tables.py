@@ -81,7 +81,7 @@ def lookup(frame: pd.DataFrame, checkpoint_key: str, sources: Iterable[Source]) 
     for source in sources:
         for dataset in source.datasets:
             hits = mine[(mine["protocol"] == source.protocol) & (mine["dataset"] == dataset)]
-            hits = hits[hits["metric"] == source.metric]
+            hits = hits[(hits["metric"] == source.metric) & hits["settings"].map(source.matches)]
             if not hits.empty:
                 hits = hits.sort_values(["created_ts", "_order"], na_position="first", kind="stable")
                 return hits.iloc[-1], source

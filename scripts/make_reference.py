@@ -198,9 +198,9 @@ def convert_table(table: dict) -> dict:
     }
 
 
-def main(source: Path = DEFAULT_SOURCE) -> None:
+def main(source: Path = DEFAULT_SOURCE, out_dir: Path = REPO / "results" / "reference") -> None:
     data = yaml.safe_load(source.read_text())
-    out_dir = REPO / "results" / "reference"
+    out_dir.mkdir(parents=True, exist_ok=True)
     for paper, meta in PAPERS.items():
         if paper == "readme":
             tables = [t for t in data["tables"] if t["kind"] == "readme"]

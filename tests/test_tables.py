@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pandas as pd
@@ -85,6 +86,18 @@ def test_reference_counts_match_the_transcription():
     ours = {t.id: t for p in papers.values() for t in p.tables}
     for table in data["tables"]:
         assert [r["values"] for r in table["rows"]] == [r.values for r in ours[table["id"]].rows]
+
+
+@pytest.mark.skipif(not SHARED.is_file(), reason="shared transcription not available")
+def test_generator_reproduces_committed_files(tmp_path):
+    spec = importlib.util.spec_from_file_location(
+        "make_reference", REFERENCE_DIR.parents[1] / "scripts" / "make_reference.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(SHARED, tmp_path)
+    for name in ("bam", "adclr", "sere", "readme"):
+        assert (tmp_path / f"{name}.yaml").read_text() == (REFERENCE_DIR / f"{name}.yaml").read_text()
 
 
 def test_null_dash_and_string_semantics():
@@ -177,6 +190,18 @@ def test_paper_dataset_preferred_over_stand_in(store):
     )
     view = regenerate(_table("dino.readme"), query(store))
     assert view.rows[4][4] == "70.0" and "run `inknn0000001`: knn on imagenet, split" in view.refs[0].text
+
+
+def test_linear_prefers_the_dino_variant(store):
+    lin = [
+        rec("linear", "shapesworld", "top1", 33.0, "lindino00001", created="2026-01-01T08:00:00+0000"),
+        rec("linear", "shapesworld", "top1", 35.0, "lingrid00001", created="2026-01-01T11:00:00+0000"),
+    ]
+    lin[0].settings, lin[1].settings = {"variant": "dino"}, {"variant": "grid"}
+    append_records(lin, store)
+    view = regenerate(_table("dino.readme"), query(store), checkpoints=["bam-femto"])
+    assert view.rows[4][5] == "33.0" and view.refs[1].run_id == "lindino00001"
+    assert 'variant="dino"' in view.refs[1].text
 
 
 def test_unmapped_columns_and_extra_columns(store):
