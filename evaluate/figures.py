@@ -67,7 +67,13 @@ def read_log(path: str | Path) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFra
                 steps.append(obj)
             elif kind == "epoch":
                 epochs.append(obj)
-    return meta, pd.DataFrame(steps), pd.DataFrame(epochs)
+    steps_df, epochs_df = pd.DataFrame(steps), pd.DataFrame(epochs)
+    # a resumed run re-logs the steps/epochs after its last checkpoint: the later lines win
+    if "step" in steps_df.columns:
+        steps_df = steps_df.drop_duplicates("step", keep="last").sort_values("step", kind="stable")
+    if "epoch" in epochs_df.columns:
+        epochs_df = epochs_df.drop_duplicates("epoch", keep="last").sort_values("epoch", kind="stable")
+    return meta, steps_df.reset_index(drop=True), epochs_df.reset_index(drop=True)
 
 
 def run_label(path: str | Path) -> str:
@@ -120,7 +126,9 @@ def plot_curves(
 ) -> list[Path]:
     """Loss, learning rate and (when logged) online k-NN top-1 against the epoch, one colour per run.
 
-    Step lines are drawn thin against their fractional epoch; epoch lines as markers.
+    Step lines are drawn thin against their fractional epoch; epoch lines as markers, the mean loss of epoch ``e``
+    at ``e + 0.5`` and the k-NN accuracy measured after it at ``e + 1`` (epochs completed). Lines repeated by a
+    resumed run count once (the later one).
     """
     if not log_paths:
         raise SSLBenchError("plot curves: no log given")
@@ -141,8 +149,10 @@ def plot_curves(
                 ax.plot(data["epoch"], data[key], color=color, lw=0.8, alpha=0.7, label=label)
             if key in epochs.columns:
                 data = epochs.dropna(subset=[key])
+                # epoch e's mean loss sits mid-epoch; the k-NN monitor runs after it ends
+                x = data["epoch"] + (1.0 if key == "knn_top1" else 0.5)
                 style = "o-" if key == "knn_top1" else "o"
-                ax.plot(data["epoch"], data[key], style, color=color, ms=3, label=None if key in steps else label)
+                ax.plot(x, data[key], style, color=color, ms=3, label=None if key in steps else label)
     titles = {"loss": "training loss", "lr": "learning rate", "knn_top1": "online k-NN top-1 [%]"}
     for ax, key in zip(axes[0], panels):
         ax.set_xlabel("epoch")

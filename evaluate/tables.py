@@ -192,7 +192,10 @@ def to_markdown(view: TableView, settings: dict | None = None, citation: str = "
     if citation:
         lines += [f"Source: {citation}.", ""]
     if settings:
-        lines += ["Protocol: " + "; ".join(f"{k}: {_setting_text(v)}" for k, v in settings.items()) + ".", ""]
+        lines += [
+            "Protocol: " + "; ".join(f"{k}: {_setting_text(v)}" for k, v in settings.items() if v is not None) + ".",
+            "",
+        ]
     lines.append("| " + " | ".join(_md_escape(h) for h in view.headers) + " |")
     lines.append("|" + "|".join("---" for _ in view.headers) + "|")
     for i, row in enumerate(view.rows):

@@ -19,6 +19,7 @@ from evaluate.figures import (
     plot_curves,
     plot_entropy,
     preprocess,
+    read_log,
 )
 from pretrain.vit import build_vit, export_backbone
 
@@ -162,3 +163,19 @@ def test_cli_plots(tmp_path, capsys):
     assert main([*args, "--out", str(out)]) == 0
     assert (out / "attention_femto_china.png").stat().st_size > 1000
     assert main(["plot", "attention", "--checkpoint", str(ckpt), "--image", str(tmp_path / "no.png")]) == 2
+
+
+def test_read_log_resumed_run_keeps_later_lines(tmp_path):
+    log = tmp_path / "log.jsonl"
+    lines = [
+        {"kind": "meta", "git": "abc"},
+        {"kind": "step", "step": 0, "epoch": 0.0, "loss": 3.0},
+        {"kind": "step", "step": 1, "epoch": 0.5, "loss": 2.0},
+        {"kind": "step", "step": 1, "epoch": 0.5, "loss": 2.5},  # re-logged after a resume
+        {"kind": "epoch", "epoch": 0, "loss": 2.4, "knn_top1": 30.0},
+    ]
+    log.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    meta, steps, epochs = read_log(log)
+    assert meta["git"] == "abc"
+    assert steps["loss"].tolist() == [3.0, 2.5]
+    assert epochs["knn_top1"].tolist() == [30.0]
