@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -264,6 +265,11 @@ def to_frame(view: TableView) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------------------ full-protocol table
+def natural_key(text: str) -> tuple:
+    """Sort key with digit runs compared as numbers: ``top1@k10 < top1@k20 < top1@k100``."""
+    return tuple(int(part) if i % 2 else part for i, part in enumerate(re.split(r"(\d+)", text)))
+
+
 def full_protocol_table(records_df: pd.DataFrame, checkpoints: Iterable[str] | None = None) -> pd.DataFrame:
     """One row per measured checkpoint, one column per ``protocol/dataset/metric`` (latest record), cost columns.
 
@@ -278,7 +284,8 @@ def full_protocol_table(records_df: pd.DataFrame, checkpoints: Iterable[str] | N
     combos = measured[["protocol", "dataset", "split", "metric"]].drop_duplicates()
     splits = combos.groupby(["protocol", "dataset", "metric"])["split"].nunique()
     combos = combos.assign(_rank=combos["protocol"].map(lambda p: rank.get(p, len(rank))))
-    combos = combos.sort_values(["_rank", "protocol", "dataset", "metric", "split"])
+    combos = combos.assign(_metric=combos["metric"].map(natural_key))
+    combos = combos.sort_values(["_rank", "protocol", "dataset", "_metric", "split"])
     protocols = list(dict.fromkeys(combos["protocol"]))
     rows = []
     for key, label, arch in ckpts:

@@ -247,6 +247,13 @@ def test_full_protocol_table(store):
     assert full.loc["bam-femto", "knn wall [s]"] == 10.0  # one distinct (deduplicated) run
     assert full.loc["bam-femto", "total wall [s]"] == 15.0 and full.loc["bam-femto", "peak RSS [MiB]"] == 300.0
     assert full.loc["random", "linear/shapesworld/top1"] == 20.0 and full.loc["random", "total wall [s]"] == 3.0
+    metric_columns = [c for c in full.columns if "/" in c]
+    assert metric_columns == [
+        "knn/shapesworld/top1@k10",
+        "knn/shapesworld/top1@k20",
+        "linear/shapesworld/top1",
+        "davis/shapesworld-davis/J&F-Mean",
+    ]
     assert list(full_protocol_table(query(store), ["random"]).index) == ["random"]
     assert full_protocol_table(query(store / "empty")).empty
 
@@ -261,7 +268,7 @@ def test_build_tables_writes_every_table(store, tmp_path):
     femto = csv[csv["Method"] == "bam-femto"].iloc[0]
     assert femto["k-NN"] == "52.2" and femto["Linear"] == "n/m" and femto["records"] == "k-NN=newknn000001"
     full_md = (out / "full_protocol.md").read_text()
-    assert "| bam-femto | ViT-p8 d32 L2 h2 | 50.00 | 52.25 |" in full_md
+    assert "| bam-femto | ViT-p8 d32 L2 h2 | 50.00 | 52.25 | n/m | 30.00 | 10.0 |" in full_md
     assert "(full_protocol.md)" in (out / "README.md").read_text()
 
 
