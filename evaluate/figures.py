@@ -251,11 +251,14 @@ def plot_attention(
     name: str = "attention",
     title: str | None = None,
 ) -> list[Path]:
-    """Per-head and head-mean CLS attention maps of ``model`` on ``image``, with mass-thresholded masks.
+    """Per-head and head-mean CLS attention maps of ``model`` (an SSLViT or a ``LoadedBackbone``) on ``image``, with
+    mass-thresholded masks.
 
     Top row: the image, then each head's map and the head mean. Bottom row: the same maps' masks (``threshold`` of
     the attention mass) as contours over the image, the maps blended in.
     """
+    if not isinstance(model, torch.nn.Module):  # a LoadedBackbone from evaluate.checkpoints
+        model = model.model
     model = model.eval()
     patch = model.patch_embed.patch_size[0]
     device = next(model.parameters()).device

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import types
 
 import numpy as np
 import pytest
@@ -83,7 +84,7 @@ def test_plot_attention_differs_between_models_and_images(tmp_path):
     b = build_vit("vit_femto")
     paths_a = plot_attention(a, "sklearn:china.jpg", tmp_path, image_size=64, name="a")
     paths_b = plot_attention(b, "sklearn:china.jpg", tmp_path, image_size=64, name="b")
-    paths_c = plot_attention(a, "sklearn:flower.jpg", tmp_path, image_size=64, name="c")
+    paths_c = plot_attention(types.SimpleNamespace(model=a), "sklearn:flower.jpg", tmp_path, image_size=64, name="c")
     assert [p.name for p in paths_a] == ["a.png", "a.pdf"] and all(p.stat().st_size > 1000 for p in paths_a)
     img_a, img_b, img_c = (image_array(p[0]) for p in (paths_a, paths_b, paths_c))
     assert img_a.std() > 0.01
