@@ -23,7 +23,7 @@ import pandas as pd
 
 from evaluate.errors import SSLBenchError
 from evaluate.io import atomic_write_text
-from evaluate.reference import RefRow, RefTable, is_number, reference_tables
+from evaluate.reference import RefRow, RefTable, reference_tables
 from evaluate.table_specs import EXTRA_COLUMNS, Source, sources_for
 
 logger = logging.getLogger("sslbench")
@@ -396,4 +396,4 @@ def run_cli(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["build_tables", "full_protocol_table", "regenerate", "to_markdown", "to_latex", "is_number"]
+__all__ = ["build_tables", "full_protocol_table", "regenerate", "to_latex", "to_markdown"]

@@ -283,3 +283,11 @@ def test_cli_tables(store, tmp_path, capsys):
     text = (out / "sere.table1_transfer.md").read_text()
     assert "| bam-femto | ViT-p8 d32 L2 h2 |  |  | n/a | n/a | n/m |" in text
     assert main(["tables", "--store", str(store), "--out", str(out), "--checkpoints", "ghost"]) == 2
+
+
+def test_empty_store_still_regenerates_published_tables(tmp_path):
+    paths = build_tables(query(tmp_path / "none"), tmp_path / "out", which="adclr")
+    assert len(paths) == 3 * 7 + 1 and not (tmp_path / "out" / "full_protocol.md").exists()
+    text = (tmp_path / "out" / "adclr.table3_coco_maskrcnn.md").read_text()
+    assert "| Moco-V2 | RN50 | 200 |  | 23 | 38.9 | 59.2 | 42.4 | 35.5 | 56.2 | 37.8 |" in text
+    assert "n/m" not in text.split("Cells:")[0]
