@@ -335,6 +335,12 @@ def full_table_view(table: pd.DataFrame) -> TableView:
     )
 
 
+def full_protocol_markdown(records_df: pd.DataFrame, checkpoints: Iterable[str] | None = None) -> str:
+    """The full-protocol table as Markdown (for reports that inline it); empty string without measured records."""
+    full = full_protocol_table(records_df, checkpoints)
+    return "" if full.empty else to_markdown(full_table_view(full))
+
+
 # ------------------------------------------------------------------------------------------------- writer
 def _write_view(view: TableView, out_dir: Path, settings: dict | None = None, citation: str = "") -> list[Path]:
     paths = [
@@ -396,4 +402,4 @@ def run_cli(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["build_tables", "full_protocol_table", "regenerate", "to_latex", "to_markdown"]
+__all__ = ["build_tables", "full_protocol_markdown", "full_protocol_table", "regenerate", "to_latex", "to_markdown"]

@@ -14,7 +14,7 @@ from evaluate.errors import SSLBenchError
 from evaluate.records import Record, append_records
 from evaluate.reference import REFERENCE_DIR, is_number, load_paper, load_reference, published_records
 from evaluate.results import query
-from evaluate.tables import build_tables, full_protocol_table, regenerate, to_latex, to_markdown
+from evaluate.tables import build_tables, full_protocol_markdown, full_protocol_table, regenerate, to_latex, to_markdown
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "reference" / "published_results.yaml"
 ARCH = {"patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2, "img_size": 32}
@@ -255,7 +255,9 @@ def test_full_protocol_table(store):
         "davis/shapesworld-davis/J&F-Mean",
     ]
     assert list(full_protocol_table(query(store), ["random"]).index) == ["random"]
-    assert full_protocol_table(query(store / "empty")).empty
+    assert full_protocol_table(query(store / "empty")).empty and full_protocol_markdown(query(store / "empty")) == ""
+    row = "| random | ViT-p8 d32 L2 h2 | n/m | n/m | 20.00 | n/m |  | 3.0 |  | 3.0 | 100.0 |"  # knn, linear, davis wall
+    assert row in full_protocol_markdown(query(store))
 
 
 def test_build_tables_writes_every_table(store, tmp_path):
