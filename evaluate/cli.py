@@ -29,6 +29,14 @@ GROUPS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
         "generate or prepare datasets",
         {"shapes": ("evaluate.shapesworld.cli", "generate ShapesWorld in the official dataset formats")},
     ),
+    "ckpt": (
+        "inspect, convert or create ViT checkpoints",
+        {
+            "inspect": ("evaluate.checkpoints.cmd_inspect", "format, architecture and key report of a checkpoint"),
+            "convert": ("evaluate.checkpoints.cmd_convert", "write a tensor-only timm/mmdet/mmseg backbone file"),
+            "init": ("evaluate.checkpoints.cmd_init", "write a randomly initialised sslbench backbone export"),
+        },
+    ),
 }
 
 GROUPS["results"] = (
