@@ -39,6 +39,23 @@ GROUPS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
     ),
 }
 
+GROUPS["results"] = (
+    "query the results store",
+    {
+        "ls": ("evaluate.commands.results_ls", "one line per run of the results store"),
+        "show": ("evaluate.commands.results_show", "the full records of one run"),
+        "export": ("evaluate.commands.results_export", "export the (de-duplicated) records as CSV or JSONL"),
+    },
+)
+GROUPS["plot"] = (
+    "figures from pretraining logs and checkpoints",
+    {
+        "entropy": ("evaluate.commands.plot_entropy", "source vs target entropy over training steps (BAM Fig. 3)"),
+        "attention": ("evaluate.commands.plot_attention", "last-block CLS attention maps and mass-thresholded masks"),
+        "curves": ("evaluate.commands.plot_curves", "loss, lr and k-NN accuracy over epochs"),
+    },
+)
+COMMANDS["tables"] = ("evaluate.tables", "regenerate the papers' tables and the full-protocol table from records")
 COMMANDS["demo"] = ("evaluate.demo", "the end-to-end demo on ShapesWorld (data -> pretrain -> protocols -> reports)")
 
 
