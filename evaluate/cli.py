@@ -29,8 +29,33 @@ GROUPS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
         "generate or prepare datasets",
         {"shapes": ("evaluate.shapesworld.cli", "generate ShapesWorld in the official dataset formats")},
     ),
+    "ckpt": (
+        "inspect, convert or create ViT checkpoints",
+        {
+            "inspect": ("evaluate.checkpoints.cmd_inspect", "format, architecture and key report of a checkpoint"),
+            "convert": ("evaluate.checkpoints.cmd_convert", "write a tensor-only timm/mmdet/mmseg backbone file"),
+            "init": ("evaluate.checkpoints.cmd_init", "write a randomly initialised sslbench backbone export"),
+        },
+    ),
 }
 
+GROUPS["results"] = (
+    "query the results store",
+    {
+        "ls": ("evaluate.commands.results_ls", "one line per run of the results store"),
+        "show": ("evaluate.commands.results_show", "the full records of one run"),
+        "export": ("evaluate.commands.results_export", "export the (de-duplicated) records as CSV or JSONL"),
+    },
+)
+GROUPS["plot"] = (
+    "figures from pretraining logs and checkpoints",
+    {
+        "entropy": ("evaluate.commands.plot_entropy", "source vs target entropy over training steps (BAM Fig. 3)"),
+        "attention": ("evaluate.commands.plot_attention", "last-block CLS attention maps and mass-thresholded masks"),
+        "curves": ("evaluate.commands.plot_curves", "loss, lr and k-NN accuracy over epochs"),
+    },
+)
+COMMANDS["tables"] = ("evaluate.tables", "regenerate the papers' tables and the full-protocol table from records")
 COMMANDS["pretrain"] = ("pretrain.cli", "pretrain a ViT (BAM, ...) from a YAML recipe; resumable, torchrun-ready")
 COMMANDS["demo"] = ("evaluate.demo", "the end-to-end demo on ShapesWorld (data -> pretrain -> protocols -> reports)")
 

@@ -249,7 +249,20 @@ class _ThreadGroup:
         return parts
 
     def all_gather(self, rank: int):
-        return lambda t: torch.cat([t if r == rank else p.detach() for r, p in enumerate(self._exchange(rank, t))])
+        group = self
+
+        class Gather(torch.autograd.Function):  # backward: sum the gradients of all ranks, keep this rank's slice
+            @staticmethod
+            def forward(ctx, t):
+                ctx.n = t.shape[0]
+                return torch.cat(group._exchange(rank, t.detach()))
+
+            @staticmethod
+            def backward(ctx, grad):
+                total = torch.stack(group._exchange(rank, grad)).sum(0)
+                return total[rank * ctx.n : (rank + 1) * ctx.n]
+
+        return Gather.apply
 
     def all_reduce(self, rank: int):
         return lambda t: torch.stack(self._exchange(rank, t)).sum(0)
@@ -291,10 +304,19 @@ def test_split_batch_over_two_ranks_equals_full_batch(teacher_rows):
     assert mean_loss.item() == pytest.approx(full_loss.item(), rel=1e-5)
     for _, diag in results:
         assert diag == pytest.approx(full_diag, rel=1e-4, abs=1e-6)
-    if teacher is not None:  # gradients reach the student rows only: DDP's mean over ranks = full-batch gradient
-        for r in range(world):
-            (grad,) = torch.autograd.grad(results[r][0] / world, shards[r])
-            assert torch.allclose(grad, shard(full_s.grad, r), atol=1e-6)
+    # DDP averages the ranks' gradients; teacher-free gradients also flow through the gathered columns
+    grads = [None] * world
+
+    def backward(r):
+        (grads[r],) = torch.autograd.grad(results[r][0] / world, shards[r])
+
+    threads = [threading.Thread(target=backward, args=(r,)) for r in range(world)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    for r in range(world):
+        assert torch.allclose(grads[r], shard(full_s.grad, r), atol=1e-6)
 
 
 def test_positive_mode_code_matches_paper_and_unmasked_differs():
