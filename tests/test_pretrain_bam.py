@@ -82,7 +82,7 @@ def test_bam_shapesworld_run_beats_random_init(tmp_path, shapes_cls):
     random_init = build_backbone("vit_pico", pos_embed="sincos", freeze_patch_embed=True, init="moco")
     acc_trained, acc_random = knn_top1(trained, shapes_cls), knn_top1(random_init, shapes_cls)
     print(f"BAM ShapesWorld k-NN top-1: pretrained {acc_trained:.1f}% vs random init {acc_random:.1f}%")
-    assert acc_trained >= acc_random + 8.0, (acc_trained, acc_random)
+    assert acc_trained >= acc_random + 5.0, (acc_trained, acc_random)  # seen: 32.0 vs 23.0 (100 val images)
 
     lines = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
     assert lines[0]["kind"] == "meta" and lines[0]["config"]["method"] == "bam"
