@@ -103,3 +103,12 @@ def test_bam_shapesworld_run_beats_random_init(tmp_path, shapes_cls):
     assert set(state["teacher"]) == set(state["student"])
     assert {k.split(".")[0] for k in state["teacher"]} == {"backbone", "head"}
     assert not state["student"]["backbone.pos_embed"].requires_grad
+
+    # the evaluation side's checkpoint adapter reads both outputs, teacher by default, to the same weights
+    from evaluate.checkpoints import load_backbone
+
+    for path in (out / "backbone.pth", out / "checkpoint.pth"):
+        loaded = load_backbone(path)
+        assert loaded.report.ok and loaded.info["arch"]["embed_dim"] == 64, path
+        for key, value in loaded.model.state_dict().items():
+            assert torch.equal(value, payload["state_dict"][key]), (path, key)
