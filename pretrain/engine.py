@@ -148,6 +148,8 @@ class Trainer:
         ckpt.seed_everything(cfg.train.seed + self.dist.rank)
         self.student: nn.Module = self.method.student
         if self.dist.enabled:
+            if self.device.type == "cuda":  # BN projectors (teacher-free BAM) normalise over the world batch
+                self.method.student = nn.SyncBatchNorm.convert_sync_batchnorm(self.method.student)
             self.student = nn.parallel.DistributedDataParallel(
                 self.method.student, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )

@@ -156,12 +156,15 @@ def test_bf16_autocast_step_on_cpu(tmp_path):
 # ---------------------------------------------------------------------------------------------- gloo
 
 
-def _gloo_worker(rank: int, world: int, init_file: str, out_dir: str, tmp: str) -> None:
+BAM_OVER = {"method": "bam", "model.pos_embed": "sincos", "bam.proj_hidden": 64, "bam.proj_out": 64, "bam.top_k": 8}
+
+
+def _gloo_worker(rank: int, world: int, init_file: str, out_dir: str, tmp: str, over: dict) -> None:
     import torch.distributed as dist
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    cfg = toy_cfg(Path(tmp), **{"train.batch_size": 4})
+    cfg = toy_cfg(Path(tmp), **{**over, "train.batch_size": 4})
     trainer = Trainer(cfg, dist=Distributed(rank=rank, world_size=world), iters_per_epoch=5)
     views = [v[rank * 4 : (rank + 1) * 4] for v in random_views(8, 3)]
     loss, _ = trainer.forward_backward(views)
@@ -175,12 +178,18 @@ def _gloo_worker(rank: int, world: int, init_file: str, out_dir: str, tmp: str) 
 
 @pytest.mark.dist
 @pytest.mark.slow
-def test_two_gloo_processes_equal_one_process(tmp_path):
+@pytest.mark.parametrize("over", [{}, BAM_OVER], ids=["toy", "bam"])
+def test_two_gloo_processes_equal_one_process(tmp_path, over):
+    """Same global batch of 8: 2 gloo ranks x 4 images == 1 process x 8 (loss, gradients, teacher after a step).
+
+    BAM's columns are gathered over ranks and its Sinkhorn column sums all-reduced, so its target is global.
+    """
     import torch.multiprocessing as mp
 
-    mp.spawn(_gloo_worker, args=(2, str(tmp_path / "init"), str(tmp_path), str(tmp_path)), nprocs=2, join=True)
+    args = (2, str(tmp_path / "init"), str(tmp_path), str(tmp_path), over)
+    mp.spawn(_gloo_worker, args=args, nprocs=2, join=True)
     got = torch.load(tmp_path / "rank0.pt", weights_only=True)
-    trainer = Trainer(toy_cfg(tmp_path, **{"train.batch_size": 8}), iters_per_epoch=5)
+    trainer = Trainer(toy_cfg(tmp_path, **{**over, "train.batch_size": 8}), iters_per_epoch=5)
     views = random_views(8, 3)
     loss, _ = trainer.forward_backward(views)
     assert torch.allclose(got["loss"], loss, atol=1e-6), (float(got["loss"]), float(loss))
@@ -253,7 +262,7 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path, shapes_root):
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
     state = torch.load(killed / "checkpoint.pth", weights_only=True)
-    ipe = state["sampler"]
+    sampler = state["sampler"]
     assert 0 < state["step"] < 3 * 7, state["step"]
     assert cli_main(["pretrain", "--out", str(killed), "--resume", *_overrides(args)]) == 0
     elapsed = time.time() - t0
@@ -263,7 +272,7 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path, shapes_root):
     for key in a:
         assert torch.equal(a[key], b[key]), key
     assert _steps(ref) == _steps(killed)  # same losses, no duplicated or missing step lines
-    print(f"resume test: killed at step {state['step']} (sampler {ipe}); kill+resume took {elapsed:.1f}s")
+    print(f"resume test: killed at step {state['step']} (sampler {sampler}); kill+resume took {elapsed:.1f}s")
 
 
 @pytest.mark.slow
