@@ -147,10 +147,14 @@ def test_trainer_schedules_and_teacher_free(tmp_path):
     assert np.isfinite(free.train_step(random_views(16, 0))[0])
 
 
-def test_bf16_autocast_step_on_cpu(tmp_path):
-    trainer = Trainer(toy_cfg(tmp_path, **{"train.precision": "bf16"}), iters_per_epoch=2)
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_step_on_cpu(tmp_path, precision):
+    trainer = Trainer(toy_cfg(tmp_path, **{"train.precision": precision}), iters_per_epoch=2)
     loss, diag = trainer.train_step(random_views(16, 1))
     assert np.isfinite(loss) and "grad_norm" in diag
+    assert trainer.scaler.is_enabled() == (precision == "fp16")
+    if precision == "fp16":
+        assert trainer.scaler.get_scale() > 1.0  # the loss was scaled (2**16 at the start)
 
 
 # ---------------------------------------------------------------------------------------------- gloo
@@ -245,6 +249,10 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path, shapes_root):
         "optim.warmup_epochs": 1,
         "optim.clip_grad": 0.3,
         "model.drop_path": 0.1,  # the global RNG matters for the trajectory
+        "ccrop.enabled": True,  # boxes from the teacher after epoch 0, refreshed after epoch 1: in the checkpoint
+        "ccrop.warmup_epochs": 1,
+        "ccrop.interval": 1,
+        "ccrop.size": 32,
     }
     ref, killed = tmp_path / "ref", tmp_path / "killed"
     assert cli_main(["pretrain", "--out", str(ref), *_overrides(args)]) == 0
@@ -254,8 +262,9 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path, shapes_root):
     cmd = [sys.executable, "-m", "sslbench_entry", "pretrain", "--out", str(killed), *_overrides(args)]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        while not (killed / "checkpoint.pth").exists():
-            assert proc.poll() is None, "the run ended before writing its first checkpoint"
+        log = killed / "log.jsonl"  # wait for step 9 (epoch 1): the checkpoint of step 9 exists, boxes too
+        while not (log.exists() and '"step": 9,' in log.read_text()):
+            assert proc.poll() is None, "the run ended before step 9"
             time.sleep(0.005)
         proc.send_signal(signal.SIGKILL)
     finally:
@@ -263,7 +272,8 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path, shapes_root):
     assert proc.returncode == -signal.SIGKILL
     state = torch.load(killed / "checkpoint.pth", weights_only=True)
     sampler = state["sampler"]
-    assert 0 < state["step"] < 3 * 7, state["step"]
+    assert 9 <= state["step"] < 3 * 7 and state["step"] % 7, state["step"]  # mid-epoch, not the last
+    assert state["crop_boxes"] is not None and state["crop_boxes"].shape == (120, 4)
     assert cli_main(["pretrain", "--out", str(killed), "--resume", *_overrides(args)]) == 0
     elapsed = time.time() - t0
 
