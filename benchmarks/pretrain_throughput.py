@@ -75,13 +75,15 @@ def cpu_bench(steps: int) -> None:
         "bam.proj_hidden": 256,
         "bam.proj_out": 256,
     }
-    rows = []
+    rows, flops = [], 0
     for precision in ("fp32", "bf16"):
         trainer = make_trainer({**base, "train.precision": precision})
         views = views_for(trainer.cfg, 32, "cpu")
         sec = time_steps(trainer, views, steps)
         rows.append((precision, 1 / sec, 32 / sec))
+        flops = flops or step_flops(trainer, views)
     print(f"CPU tiny BAM (vit_femto, 2x32+2x16, batch 32, {torch.get_num_threads()} threads)")
+    print(f"  model FLOPs per step {flops / 1e9:.3f} GFLOP -> {flops * rows[0][1] / 1e9:.1f} GFLOP/s in fp32")
     for precision, sps, ips in rows:
         print(f"  {precision:5s} {sps:7.2f} steps/s {ips:8.1f} images/s   ratio to fp32 {sps / rows[0][1]:.2f}")
 

@@ -24,7 +24,7 @@ from torch import nn
 
 from evaluate.cli import main as cli_main
 from evaluate.config import load_config
-from evaluate.errors import DataError
+from evaluate.errors import DataError, SSLBenchError
 from pretrain.config import PretrainConfig
 from pretrain.dist import Distributed
 from pretrain.ema import ema_update
@@ -145,6 +145,20 @@ def test_trainer_schedules_and_teacher_free(tmp_path):
     free = Trainer(toy_cfg(tmp_path, **{"ema.enabled": False}), iters_per_epoch=4)
     assert free.method.teacher is None
     assert np.isfinite(free.train_step(random_views(16, 0))[0])
+
+
+def test_freeze_last_layer_for_the_first_epochs(tmp_path):
+    over = {"optim.freeze_last_layer_epochs": 1, "optim.last_layer": "head.", "optim.warmup_epochs": 0}
+    trainer = Trainer(toy_cfg(tmp_path, **over), iters_per_epoch=1)
+    head = trainer.method.student.head.weight.detach().clone()
+    block = trainer.method.student.backbone.blocks[0].mlp.fc1.weight.detach().clone()
+    trainer.train_step(random_views(16, 2))  # epoch 0: the head is frozen, the backbone trains
+    assert torch.equal(trainer.method.student.head.weight, head)
+    assert not torch.equal(trainer.method.student.backbone.blocks[0].mlp.fc1.weight, block)
+    trainer.train_step(random_views(16, 3))  # epoch 1: the head trains too
+    assert not torch.equal(trainer.method.student.head.weight, head)
+    with pytest.raises(SSLBenchError, match="optim.last_layer"):
+        Trainer(toy_cfg(tmp_path, **{**over, "optim.last_layer": "nothing."}), iters_per_epoch=1)
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
