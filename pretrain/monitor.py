@@ -147,7 +147,8 @@ def compute_crop_boxes(trainer: Trainer) -> Tensor:
             table[idx] = part[: len(idx)].cpu()
     else:
         table[mine] = local
-    logger.info("ContrastiveCrop: %d boxes, mean area %.3f", len(table), float(_areas(table).mean()))
+    if dist.is_main:
+        logger.info("ContrastiveCrop: %d boxes, mean area %.3f", len(table), float(_areas(table).mean()))
     return table
 
 
