@@ -28,6 +28,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -137,7 +138,8 @@ class Trainer:
         from pretrain.methods import build_method
 
         self.cfg = cfg
-        self.device = resolve_device(cfg.train.device, int(dist.local_rank) if dist else 0)
+        local_rank = dist.local_rank if dist else int(os.environ.get("LOCAL_RANK", "0"))  # torchrun sets it
+        self.device = resolve_device(cfg.train.device, local_rank)
         self.dist = dist or Distributed.from_env(self.device.type)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
