@@ -36,6 +36,14 @@ GROUPS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
             "davis-score": ("evaluate.davis.score_cli", "J&F of a folder of DAVIS masks (official metric)"),
         },
     ),
+    "ckpt": (
+        "inspect, convert or create ViT checkpoints",
+        {
+            "inspect": ("evaluate.checkpoints.cmd_inspect", "format, architecture and key report of a checkpoint"),
+            "convert": ("evaluate.checkpoints.cmd_convert", "write a tensor-only timm/mmdet/mmseg backbone file"),
+            "init": ("evaluate.checkpoints.cmd_init", "write a randomly initialised sslbench backbone export"),
+        },
+    ),
 }
 
 COMMANDS["demo"] = ("evaluate.demo", "the end-to-end demo on ShapesWorld (data -> pretrain -> protocols -> reports)")
