@@ -171,3 +171,39 @@ def test_oracle_features_score_near_one(small_video, tmp_path):
     half = run(cfg, features_fn=oracle_features(2, 24), checkpoint_info={"name": "oracle"})[0]["metrics"]
     # labels downsampled x2 lose the small ShapesWorld objects' edges in J (measured J&F 80.1, F 97.9)
     assert half["J&F-Mean"] > 75.0 and half["F-Mean"] > 90.0
+
+
+@pytest.mark.slow
+def test_cli_end_to_end_with_a_random_checkpoint(shapes_root, tmp_path, monkeypatch):
+    from evaluate.cli import main
+    from evaluate.davis import features
+    from evaluate.davis.data import read_split
+    from evaluate.records import read_records
+
+    ckpt, out, davis = tmp_path / "rand.pth", tmp_path / "out", shapes_root / "davis"
+    assert main(["ckpt", "init", "--arch", "vit_femto", str(ckpt)]) == 0
+    args = ["eval", "davis", "--checkpoint", str(ckpt), "--davis-root", str(davis), "--out", str(out)]
+    assert main([*args, "--short-side", "48", "--n-last-frames", "1,7"]) == 0
+    records = read_records()
+    assert len(records) == 2 * 7
+    assert {r["settings"]["n_last_frames"] for r in records} == {1, 7}
+    assert all(r["dataset"] == "shapesworld-davis" and r["unit"] == "%" and r["split"] == "val" for r in records)
+    assert all(len(r["checkpoint"]["sha256"]) == 64 and r["checkpoint"]["name"] == "rand" for r in records)
+    jf = [r["value"] for r in records if r["metric"] == "J&F-Mean"]
+    assert all(0.0 <= v <= 100.0 for v in jf)
+    for seq in read_split(davis, "val"):
+        gt = sorted((davis / "Annotations" / "480p" / seq).glob("*.png"))
+        pred = sorted((out / "nlast7-topk5-nbhd12" / seq).glob("*.png"))
+        assert [p.name for p in pred] == [p.name for p in gt]
+        assert all(Image.open(p).mode == "P" and Image.open(p).size == Image.open(gt[0]).size for p in pred)
+        np.testing.assert_array_equal(read_label(pred[0]), read_label(gt[0]))  # frame 0 is the GT
+    assert (out / "nlast1-topk5-nbhd12" / "global_results-val.csv").is_file()
+    assert (out / "config.yaml").is_file()
+    # a sweep of propagation settings reuses the cached features: the backbone is never run again
+    monkeypatch.setattr(features, "extract", lambda *a, **k: pytest.fail("features recomputed"))
+    assert main([*args, "--short-side", "48", "--topk", "1,3"]) == 0
+    assert len(read_records()) == 4 * 7
+    # bad input: one line, exit 2
+    assert main([*args, "--short-side", "48", "--split", "nope"]) == 2
+    assert main([*args[:3], str(tmp_path / "missing.pth"), "--davis-root", str(davis)]) == 2
+    assert main([*args, "--set", "topk=[0]"]) == 2

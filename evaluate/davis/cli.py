@@ -33,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pos-interp", choices=["dino", "timm"], help="positional-embedding resampling (dino)")
     parser.add_argument("--which", choices=["teacher", "student"], help="network inside an SSL checkpoint (teacher)")
     parser.add_argument("--format", help="checkpoint format (default: detected)")
+    parser.add_argument("--name", help="checkpoint label in records and tables (default: the file stem)")
     parser.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
     parser.add_argument("--batch-size", type=int, help="frames per forward pass (8)")
     parser.add_argument("--no-cache", action="store_true", help="recompute features instead of using the cache")
@@ -55,6 +56,7 @@ _FLAGS = {
     "pos_interp": "pos_interp",
     "which": "which",
     "format": "format",
+    "name": "name",
     "device": "device",
     "batch_size": "batch_size",
     "dataset": "dataset",

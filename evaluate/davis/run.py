@@ -48,6 +48,7 @@ class DavisConfig:
     num_heads: int | None = None
     img_size: int | None = None
     trust_pickle: bool = False
+    name: str | None = None
     davis_root: str = ""
     split: str = "val"
     sequences: list[str] = dataclasses.field(default_factory=list)
@@ -144,6 +145,7 @@ def load_model(cfg: DavisConfig) -> tuple[torch.nn.Module, dict[str, Any]]:
         img_size=cfg.img_size,
         pos_interp=cfg.pos_interp,
         trust_pickle=cfg.trust_pickle,
+        name=cfg.name,
     )
     return lb.model, dict(lb.info)
 
