@@ -207,3 +207,35 @@ def test_cli_end_to_end_with_a_random_checkpoint(shapes_root, tmp_path, monkeypa
     assert main([*args, "--short-side", "48", "--split", "nope"]) == 2
     assert main([*args[:3], str(tmp_path / "missing.pth"), "--davis-root", str(davis)]) == 2
     assert main([*args, "--set", "topk=[0]"]) == 2
+
+
+def test_resize_rule_and_layout_errors(shapes_root, tmp_path):
+    from evaluate.davis.data import first_labels, load_sequence, read_frame, read_split
+    from evaluate.errors import DataError
+
+    assert resized_shape(480, 854) == (480, 832)
+    assert resized_shape(480, 910) == (480, 896)
+    assert resized_shape(480, 1152) == (480, 1152)
+    assert resized_shape(854, 480) == (832, 480)  # portrait: the width is the short side
+    assert resized_shape(96, 160, short_side=96) == (96, 128)
+    davis = shapes_root / "davis"
+    seq = load_sequence(davis, read_split(davis, "val")[0], annotations="all")
+    frame, size = read_frame(seq.frames[0], short_side=48)
+    assert frame.shape == (3, 48, 64) and size == (48, 64)
+    # the two normalisations differ only in the red channel's std (0.229 vs DINO's 0.228)
+    dino, _ = read_frame(seq.frames[0], short_side=48, normalize="dino")
+    torch.testing.assert_close(dino[0] * 0.228, frame[0] * 0.229)
+    torch.testing.assert_close(dino[1:], frame[1:])
+    full, small = first_labels(seq.annotations[0], (6, 8))
+    assert small.shape == (6, 8) and full.shape == (48, 64) and set(np.unique(small)) <= set(np.unique(full))
+    with pytest.raises(DataError, match="split file not found .*available: train, val"):
+        read_split(davis, "test")
+    with pytest.raises(DataError, match="missing frames of sequence 'nope'"):
+        load_sequence(davis, "nope")
+    empty = tmp_path / "D"
+    (empty / "JPEGImages" / "480p" / "s").mkdir(parents=True)
+    (empty / "JPEGImages" / "480p" / "s" / "00000.jpg").write_bytes((seq.frames[0]).read_bytes())
+    with pytest.raises(DataError, match="missing annotations of sequence 's'"):
+        load_sequence(empty, "s")
+    with pytest.raises(DataError, match="empty .* resize"):
+        read_frame(seq.frames[0], short_side=8)  # long side floors to 0
