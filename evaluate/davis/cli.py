@@ -43,32 +43,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides, e.g. topk=[1,5]")
 
 
-_FLAGS = {
-    "checkpoint": "checkpoint",
-    "davis_root": "davis_root",
-    "split": "split",
-    "out": "out",
-    "n_last_frames": "n_last_frames",
-    "topk": "topk",
-    "size_mask_neighborhood": "size_mask_neighborhood",
-    "short_side": "short_side",
-    "normalize": "normalize",
-    "pos_interp": "pos_interp",
-    "which": "which",
-    "format": "format",
-    "name": "name",
-    "device": "device",
-    "batch_size": "batch_size",
-    "dataset": "dataset",
-}
+_FLAGS = (
+    "checkpoint",
+    "davis_root",
+    "split",
+    "out",
+    "n_last_frames",
+    "topk",
+    "size_mask_neighborhood",
+    "short_side",
+    "normalize",
+    "pos_interp",
+    "which",
+    "format",
+    "name",
+    "device",
+    "batch_size",
+    "dataset",
+)
 
 
 def build_config(args: argparse.Namespace):
     from evaluate.davis.run import DavisConfig
 
-    overrides = [
-        f"{key}={json.dumps(getattr(args, flag))}" for flag, key in _FLAGS.items() if getattr(args, flag) is not None
-    ]
+    overrides = [f"{key}={json.dumps(getattr(args, key))}" for key in _FLAGS if getattr(args, key) is not None]
     if args.sequences:
         overrides.append(f"sequences={json.dumps([s.strip() for s in args.sequences.split(',') if s.strip()])}")
     if args.no_cache:

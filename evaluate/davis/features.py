@@ -95,17 +95,19 @@ def sequence_features(
                 return torch.load(path, map_location="cpu", weights_only=True)
             except Exception as exc:  # noqa: BLE001 (a corrupt cache file is recomputed, never fatal)
                 logger.warning("ignoring unreadable feature cache %s (%s)", path, exc)
-    images, sizes = zip(*(read_frame(p, short_side, normalize) for p in seq.frames))
-    shapes = {tuple(im.shape) for im in images}
-    if len(shapes) != 1 or len(set(sizes)) != 1:
-        raise DataError(f"{seq.name}: frames differ in size ({sorted(set(sizes))})")
-    frames = torch.stack(images)
     p = patch_size(model)
-    grid = (frames.shape[-2] // p, frames.shape[-1] // p)
-    feats = extract(model, frames.to(device), batch_size).cpu()
+    chunks, size, orig = [], None, None
+    for start in range(0, len(seq.frames), batch_size):  # read and encode batch by batch (bounded memory)
+        images, sizes = zip(*(read_frame(f, short_side, normalize) for f in seq.frames[start : start + batch_size]))
+        size, orig = size or tuple(images[0].shape[-2:]), orig or sizes[0]
+        if any(tuple(im.shape[-2:]) != size for im in images) or any(s != orig for s in sizes):
+            raise DataError(f"{seq.name}: frames differ in size (frame {start}.. vs frame 0: {orig})")
+        chunks.append(extract(model, torch.stack(images).to(device), batch_size).cpu())
+    feats = torch.cat(chunks)
+    grid = (size[0] // p, size[1] // p)
     if feats.shape[1] != grid[0] * grid[1]:
-        raise ValueError(f"{seq.name}: model returned {feats.shape[1]} patch tokens, expected {grid[0]}x{grid[1]}")
-    out = {"features": feats, "grid": grid, "patch": p, "size": tuple(frames.shape[-2:]), "orig_size": sizes[0]}
+        raise DataError(f"{seq.name}: model returned {feats.shape[1]} patch tokens, expected {grid[0]}x{grid[1]}")
+    out = {"features": feats, "grid": grid, "patch": p, "size": size, "orig_size": orig}
     if key is not None:
         atomic_torch_save(out, cache_root() / f"{key}.pt")
     return out
