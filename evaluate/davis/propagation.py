@@ -8,7 +8,9 @@ upsampling and normalisation, not the argmax). With L2-normalised patch features
 1. affinity A[i, (c, j)] = exp(<f_t,i, f_c,j> / 0.1) for target patch i and patch j of context frame c;
 2. zeroed outside a (2s+1)x(2s+1) window, s = ``size_mask_neighborhood`` patches (Chebyshev distance, s <= 0: off);
 3. per target patch, every entry below the k-th largest over *all context frames jointly* is zeroed (ties with
-   the k-th value are kept, as DINO's ``aff[aff < kth] = 0``), and the kept entries are normalised to sum to 1;
+   the k-th value are kept, as DINO's ``aff[aff < kth] = 0``; ties are judged on the scaled similarities rather
+   than on their float32 exponentials, which differs only if two distinct similarities round to one exponential),
+   and the kept entries are normalised to sum to 1;
 4. label_t[i] = sum over (c, j) of W[i, (c, j)] * label_c[j].
 
 Layouts (letters): T frames, B a chunk of target frames, C context slots, N = h*w patches (row-major), D feature
