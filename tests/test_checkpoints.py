@@ -175,7 +175,9 @@ def write_mae(path, state):
 def write_sslbench_train(path, teacher, student):
     t = _prefixed(teacher, "backbone.") | {"head.layers.0.weight": torch.randn(4, 32)}
     s = _prefixed(student, "backbone.") | {"head.layers.0.weight": torch.randn(4, 32)}
-    torch.save({"teacher": t, "student": s, "arch": FEMTO.to_dict(), "epoch": 2, "optimizer": {}}, path)
+    config = {"method": "bam", "model": {"arch": "vit_femto", "pos_embed": "learned", "pos_interp": "dino"}}
+    payload = {"format": "sslbench-train", "version": 1, "teacher": t, "student": s, "config": config, "step": 8}
+    torch.save(payload | {"optimizer": {}, "scaler": {}, "crop_boxes": None, "rng": []}, path)
 
 
 def write_sslbench_export(path, state):
@@ -316,7 +318,9 @@ def test_bam_default_heads_change_the_features_as_twelve_heads_should(tmp_path):
     assert not torch.allclose(got, reference_tokens(state, x, heads=6, **kw), atol=1e-3)
 
 
-@pytest.mark.parametrize(("name", "rule"), [("dino", "dino"), ("deit", "timm"), ("mae", "timm"), ("bam", "dino")])
+@pytest.mark.parametrize(
+    ("name", "rule"), [("dino", "dino"), ("deit", "timm"), ("mae", "timm"), ("bam", "timm"), ("adclr", "dino")]
+)
 def test_pos_embed_resampled_for_another_size_with_the_format_rule(official, name, rule):
     path, _, teacher, _ = official[name]
     loaded = load_backbone(path, num_heads=2, img_size=48)
@@ -472,7 +476,7 @@ def test_convert_to_mm_is_tensor_only_with_meta(tmp_path, capsys, official, targ
     assert set(payload) == {"state_dict", "meta"}
     assert set(payload["state_dict"]) == set(timm_vit().state_dict())
     meta = payload["meta"]
-    assert meta["format"] == "bam" and meta["pos_interp"] == "dino"
+    assert meta["format"] == "bam" and meta["pos_interp"] == "timm"
     assert meta["arch"]["num_heads"] == 2 and meta["arch"]["pos_embed"] == "sincos"
     assert meta["source_sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
 
@@ -485,3 +489,41 @@ def test_init_writes_a_random_export_that_loads(tmp_path, capsys):
     torch.manual_seed(7)
     ref = SSLViT(FEMTO)
     assert all(torch.equal(v, ref.state_dict()[k]) for k, v in loaded.model.state_dict().items())
+
+
+def test_bam_wrapper_variants_bn_projector_and_compile(tmp_path):
+    """``teacher.module.backbone.`` (DDP teacher when the projector has BN) and ``_orig_mod.`` (torch.compile)."""
+    model = _prefixed(TEACHER, "teacher.module._orig_mod.backbone.") | _prefixed(STUDENT, "student.module.backbone.")
+    torch.save({"model": model, "epoch": 1}, tmp_path / "bam_bn.pth")
+    loaded = load_backbone(tmp_path / "bam_bn.pth", num_heads=2)
+    assert loaded.info["format"] == "bam"
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model.tokens(X)[0], reference_tokens(TEACHER, X), rtol=0, atol=1e-6)
+
+
+def test_sslbench_training_checkpoint_without_arch_marker_can_be_forced(tmp_path):
+    t, s = _prefixed(TEACHER, "backbone."), _prefixed(STUDENT, "backbone.")
+    torch.save({"teacher": t | {"projector.0.weight": torch.ones(2)}, "student": s}, tmp_path / "run.pth")
+    assert detect_format(torch.load(tmp_path / "run.pth", weights_only=True)) == "dino"
+    with pytest.raises(SSLBenchError, match=r"as dino \(unexpected: projector\.0\.weight\)"):  # DINO: head.* only
+        load_backbone(tmp_path / "run.pth", num_heads=2)
+    forced = load_backbone(tmp_path / "run.pth", num_heads=2, format="sslbench", which="student")
+    assert (forced.info["format"], forced.info["which"], forced.report.dropped) == ("sslbench", "student", [])
+    assert torch.equal(forced.model.cls_token, STUDENT["cls_token"])
+
+
+def test_truncated_safetensors_names_the_file(tmp_path, official):
+    data = official["safetensors"][0].read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(data[: len(data) - 100])
+    with pytest.raises(SSLBenchError, match=r"cut\.safetensors: cannot read checkpoint \(truncated or corrupt"):
+        load_backbone(tmp_path / "cut.safetensors")
+
+
+def test_sslbench_training_checkpoint_reads_arch_from_config_and_handles_teacher_free(tmp_path, official):
+    loaded = load_backbone(official["sslbench_train"][0])  # no num_heads: config.model.arch = vit_femto
+    assert loaded.info["num_heads_source"] == "stored arch" and loaded.info["arch"] == FEMTO.to_dict()
+    payload = torch.load(official["sslbench_train"][0], weights_only=True)
+    torch.save(payload | {"teacher": None}, tmp_path / "free.pth")
+    with pytest.raises(SSLBenchError, match=r"no teacher \(a teacher-free run\); use which='student'"):
+        load_backbone(tmp_path / "free.pth")
+    assert torch.equal(load_backbone(tmp_path / "free.pth", which="student").model.cls_token, STUDENT["cls_token"])
