@@ -29,6 +29,13 @@ GROUPS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
         "generate or prepare datasets",
         {"shapes": ("evaluate.shapesworld.cli", "generate ShapesWorld in the official dataset formats")},
     ),
+    "eval": (
+        "evaluate a checkpoint on a protocol",
+        {
+            "davis": ("evaluate.davis.cli", "DAVIS-2017 video segmentation by label propagation (J&F)"),
+            "davis-score": ("evaluate.davis.score_cli", "J&F of a folder of DAVIS masks (official metric)"),
+        },
+    ),
     "ckpt": (
         "inspect, convert or create ViT checkpoints",
         {
