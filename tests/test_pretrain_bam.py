@@ -112,3 +112,33 @@ def test_bam_shapesworld_run_beats_random_init(tmp_path, shapes_cls):
         assert loaded.report.ok and loaded.info["arch"]["embed_dim"] == 64, path
         for key, value in loaded.model.state_dict().items():
             assert torch.equal(value, payload["state_dict"][key]), (path, key)
+
+
+def test_bam_teacher_free_with_bn_projector_steps_and_exports_the_student(tmp_path):
+    from evaluate.config import load_config
+    from pretrain.config import PretrainConfig
+    from pretrain.engine import Trainer
+
+    over = {
+        "model.arch": "vit_femto",
+        "ema.enabled": False,
+        "bam.proj_bn": True,
+        "bam.proj_hidden": 64,
+        "bam.proj_out": 64,
+        "train.batch_size": 8,
+        "train.precision": "fp32",
+        "train.out": str(tmp_path / "free"),
+    }
+    cfg = load_config(PretrainConfig, None, [f"{k}={v}" for k, v in over.items()])
+    trainer = Trainer(cfg, iters_per_epoch=3)
+    assert trainer.method.teacher is None
+    assert any(isinstance(m, torch.nn.BatchNorm1d) for m in trainer.method.student.head.modules())
+    g = torch.Generator().manual_seed(0)
+    views = [torch.randn(8, 3, s, s, generator=g) for s in (32, 32, 16, 16, 16, 16)]
+    before = trainer.method.student.backbone.blocks[0].attn.qkv.weight.detach().clone()
+    trainer.step = 1  # past the zero-LR first warm-up step
+    loss, diag = trainer.train_step(views)
+    assert torch.isfinite(torch.tensor(loss)) and diag["diag/target_entropy"] < diag["diag/source_entropy"]
+    assert not torch.equal(trainer.method.student.backbone.blocks[0].attn.qkv.weight, before)
+    payload = torch.load(trainer.export(), weights_only=True)
+    assert payload["meta"]["which"] == "student"
