@@ -118,3 +118,17 @@ def test_sampler_partitions_ranks_and_resumes_mid_epoch():
     assert {e for _, e in ranks[0]} == {3}
     with pytest.raises(Exception, match="smaller than one global batch"):
         ResumableSampler(5, 4, world_size=2)
+
+
+def test_weighted_knn_top1_hand_example():
+    from pretrain.monitor import weighted_knn_top1
+
+    train = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+    labels = torch.tensor([0, 0, 1, 1])
+    test = torch.tensor([[1.0, 0.05], [0.05, 1.0], [0.6, 0.4]])
+    # k=1: nearest neighbours are train rows 0, 2 and 1 -> predictions 0, 1, 0
+    assert weighted_knn_top1(train, labels, test, torch.tensor([0, 1, 1]), k=1, temperature=0.07) == pytest.approx(
+        200 / 3
+    )
+    # k=4: all train rows vote; exp(s / T) weights favour the class of the closer rows (0, 1, 0)
+    assert weighted_knn_top1(train, labels, test, torch.tensor([0, 1, 0]), k=4, temperature=0.07) == 100.0
