@@ -29,6 +29,15 @@ GROUPS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
         "generate or prepare datasets",
         {"shapes": ("evaluate.shapesworld.cli", "generate ShapesWorld in the official dataset formats")},
     ),
+    "eval": (
+        "evaluate a checkpoint with a frozen-feature protocol",
+        {
+            "knn": ("evaluate.knn", "weighted k-NN classification (DINO protocol)"),
+            "linear": ("evaluate.linear", "linear probing: DINO v1 protocol or a DINOv2-style grid of heads"),
+            "logreg": ("evaluate.logreg", "L-BFGS logistic regression with a regularisation sweep (Kornblith)"),
+            "cluster": ("evaluate.cluster", "k-means on random class subsets: NMI, ARI, Hungarian accuracy"),
+        },
+    ),
 }
 
 COMMANDS["demo"] = ("evaluate.demo", "the end-to-end demo on ShapesWorld (data -> pretrain -> protocols -> reports)")

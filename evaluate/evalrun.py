@@ -1,0 +1,164 @@
+"""What every frozen-feature protocol's ``run(cfg)`` shares: backbone and data sections, loading, outputs, the CLI.
+
+Each protocol config (a dataclass) has a ``backbone`` section (:class:`BackboneConfig`, the arguments of
+:func:`evaluate.checkpoints.load_backbone`), a ``data`` section (:class:`DataConfig`, an ImageFolder root with named
+splits) and a ``features`` section (:class:`evaluate.features.FeatureConfig`). A run writes ``config.yaml`` and
+``metrics.json`` into its output directory (default ``runs/eval/<protocol>/<name>-<dataset>-<time>``, or ``runs/eval`` beside ``$SSLBENCH_RESULTS``) and
+appends its records to the store.
+
+The command line of every protocol is ``sslbench eval <protocol> CHECKPOINT --data ROOT [--config YAML] [key=value
+...]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from evaluate.config import load_config, save_config, to_dict
+from evaluate.datasets import LabeledImages, apply_subset, load_split, read_subset_file, resolve_subset
+from evaluate.errors import SSLBenchError
+from evaluate.io import REPO_ROOT, atomic_write_json
+from evaluate.records import append_records, make_records
+
+
+@dataclasses.dataclass
+class BackboneConfig:
+    """Which weights to evaluate (see :func:`evaluate.checkpoints.load_backbone`)."""
+
+    path: str = ""
+    format: str | None = None
+    which: Literal["teacher", "student"] = "teacher"
+    num_heads: int | None = None
+    img_size: int | None = None
+    pos_interp: Literal["dino", "timm"] | None = None
+    trust_pickle: bool = False
+    name: str | None = None  # row label in tables (default: the file stem)
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """An ImageFolder dataset ``<root>/<split>/<class>/<image>``; ``name`` labels the records."""
+
+    root: str = ""
+    name: str = "shapesworld"
+    train: str = "train"
+    test: str = "val"
+    subset: str | None = None  # SimCLR-style list (path, or name in <root>/subsets/) restricting the train split
+
+
+def load_model(cfg: BackboneConfig, backbone: Any = None) -> tuple[Any, dict[str, Any]]:
+    """(model in eval mode, checkpoint info) from ``backbone`` (a LoadedBackbone or a bare SSLViT) or ``cfg.path``."""
+    if backbone is not None:
+        if hasattr(backbone, "model") and hasattr(backbone, "info"):
+            model, info = backbone.model, dict(backbone.info)
+        else:
+            model = backbone
+            arch = getattr(model, "arch", None)
+            info = {
+                "path": None,
+                "name": cfg.name or "in-memory",
+                "format": "in-memory",
+                "arch": arch.to_dict() if hasattr(arch, "to_dict") else None,
+                "which": cfg.which,
+                "pos_interp": getattr(model, "pos_interp", None),
+            }
+    else:
+        if not cfg.path:
+            raise SSLBenchError("backbone.path: no checkpoint given")
+        from evaluate.checkpoints import load_backbone
+
+        loaded = load_backbone(
+            cfg.path,
+            format=cfg.format,
+            which=cfg.which,
+            num_heads=cfg.num_heads,
+            img_size=cfg.img_size,
+            pos_interp=cfg.pos_interp,
+            trust_pickle=cfg.trust_pickle,
+        )
+        model, info = loaded.model, dict(loaded.info)
+    if cfg.name:
+        info["name"] = cfg.name
+    info.setdefault("name", Path(info.get("path") or "model").stem)
+    return model.eval(), info
+
+
+def load_train_test(cfg: DataConfig) -> tuple[LabeledImages, LabeledImages]:
+    """The train split (restricted to ``cfg.subset`` if given) and the test split; class lists must agree."""
+    if not cfg.root:
+        raise SSLBenchError("data.root: no dataset directory given")
+    train = load_split(cfg.root, cfg.train)
+    if cfg.subset:
+        path = resolve_subset(cfg.root, cfg.subset)
+        train = apply_subset(train, read_subset_file(path), str(path))
+    test = load_split(cfg.root, cfg.test)
+    if train.classes != test.classes:
+        raise SSLBenchError(f"data.root={cfg.root}: the {cfg.train} and {cfg.test} splits have different classes")
+    return train, test
+
+
+def output_dir(out: str | None, protocol: str, info: dict[str, Any], dataset: str) -> Path:
+    if out:
+        return Path(out)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = (
+        Path(os.environ["SSLBENCH_RESULTS"]).parent / "runs"
+        if os.environ.get("SSLBENCH_RESULTS")
+        else REPO_ROOT / "runs"
+    )
+    return base / "eval" / protocol / f"{info.get('name', 'model')}-{dataset}-{stamp}"
+
+
+def finish(
+    protocol: str,
+    dataset: str,
+    split: str,
+    metrics: dict[str, float],
+    *,
+    cfg: Any,
+    info: dict[str, Any],
+    started: float,
+    out: Path,
+    seed: int | None = None,
+    extra_settings: dict[str, Any] | None = None,
+    details: dict[str, Any] | None = None,
+) -> list:
+    """Append the records of one result, and write ``config.yaml`` + ``metrics.json`` into ``out``."""
+    settings = {**to_dict(cfg), **(extra_settings or {})}
+    records = make_records(
+        protocol, dataset, split, metrics, checkpoint=info, settings=settings, seed=seed, started=started
+    )
+    append_records(records)
+    save_config(cfg, out / "config.yaml")
+    atomic_write_json(out / "metrics.json", {"metrics": metrics, "settings": settings, **(details or {})})
+    return records
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The common command line of the frozen-feature protocols."""
+    parser.add_argument("checkpoint", nargs="?", help="checkpoint file (any supported format)")
+    parser.add_argument("--data", help="dataset root with <train>/ and <test>/ ImageFolder splits (data.root)")
+    parser.add_argument("--config", help="YAML file with the differences from the defaults")
+    parser.add_argument("--out", help="output directory (default: runs/eval/<protocol>/<name>-<dataset>-<time>)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. features.crop=64")
+
+
+def config_from_args(schema: type, args: argparse.Namespace) -> Any:
+    cfg = load_config(schema, args.config, args.overrides)
+    if args.checkpoint:
+        cfg.backbone.path = args.checkpoint
+    if args.data:
+        cfg.data.root = args.data
+    if getattr(args, "out", None):
+        cfg.out = args.out
+    return cfg
+
+
+def print_metrics(protocol: str, dataset: str, metrics: dict[str, float]) -> None:
+    body = ", ".join(f"{k}={v:.2f}" for k, v in metrics.items())
+    print(f"{protocol} {dataset}: {body}")
