@@ -80,6 +80,7 @@ def load_model(cfg: BackboneConfig, backbone: Any = None) -> tuple[Any, dict[str
             img_size=cfg.img_size,
             pos_interp=cfg.pos_interp,
             trust_pickle=cfg.trust_pickle,
+            name=cfg.name,
         )
         model, info = loaded.model, dict(loaded.info)
     if cfg.name:
@@ -141,17 +142,25 @@ def finish(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The common command line of the frozen-feature protocols."""
-    parser.add_argument("checkpoint", nargs="?", help="checkpoint file (any supported format)")
     parser.add_argument("--data", help="dataset root with <train>/ and <test>/ ImageFolder splits (data.root)")
     parser.add_argument("--config", help="YAML file with the differences from the defaults")
     parser.add_argument("--out", help="output directory (default: runs/eval/<protocol>/<name>-<dataset>-<time>)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. features.crop=64")
+    parser.add_argument(
+        "positional",
+        nargs="*",
+        metavar="CHECKPOINT | key=value",
+        help="the checkpoint file (any supported format) and dotted overrides, e.g. features.crop=64, in any order",
+    )
 
 
 def config_from_args(schema: type, args: argparse.Namespace) -> Any:
-    cfg = load_config(schema, args.config, args.overrides)
-    if args.checkpoint:
-        cfg.backbone.path = args.checkpoint
+    checkpoints = [a for a in args.positional if "=" not in a or Path(a).is_file()]
+    overrides = [a for a in args.positional if a not in checkpoints]
+    if len(checkpoints) > 1:
+        raise SSLBenchError(f"one checkpoint expected, got {len(checkpoints)}: {' '.join(checkpoints)}")
+    cfg = load_config(schema, args.config, overrides)
+    if checkpoints:
+        cfg.backbone.path = checkpoints[0]
     if args.data:
         cfg.data.root = args.data
     if getattr(args, "out", None):

@@ -63,9 +63,10 @@ def _chunks(
         rows = slice(start, min(start + chunk, len(test_feats)))
         query = F.normalize(test_feats[rows].to(train.device, train.dtype), dim=1)
         sims, idx = (query @ train.T).topk(kmax, dim=1)  # (m, kmax), sorted descending
-        weights = (sims.float() / T).exp()
+        dtype = torch.float64 if train.dtype == torch.float64 else torch.float32  # half features vote in float32
+        weights = (sims.to(dtype) / T).exp()
         votes = labels[idx]
-        scores = torch.zeros(len(query), num_classes, dtype=torch.float32, device=train.device)
+        scores = torch.zeros(len(query), num_classes, dtype=dtype, device=train.device)
         out, done = {}, 0
         for k in order:  # grow the scores incrementally: neighbours of a smaller k are a prefix
             upto = min(k, kmax)
