@@ -6,8 +6,9 @@ splits) and a ``features`` section (:class:`evaluate.features.FeatureConfig`). A
 ``metrics.json`` into its output directory (default ``runs/eval/<protocol>/<name>-<dataset>-<time>``, or ``runs/eval`` beside ``$SSLBENCH_RESULTS``) and
 appends its records to the store.
 
-The command line of every protocol is ``sslbench eval <protocol> CHECKPOINT --data ROOT [--config YAML] [key=value
-...]``.
+The command line of every protocol is ``sslbench eval <protocol> --data ROOT [--config YAML] CHECKPOINT [key=value
+...]``: the checkpoint and the dotted overrides are positionals and must stay together (argparse does not collect
+positionals across options).
 """
 
 from __future__ import annotations
@@ -149,7 +150,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "positional",
         nargs="*",
         metavar="CHECKPOINT | key=value",
-        help="the checkpoint file (any supported format) and dotted overrides, e.g. features.crop=64, in any order",
+        help="the checkpoint file (any supported format) and dotted overrides (e.g. features.crop=64), in one run after "
+        "the options",
     )
 
 

@@ -97,10 +97,10 @@ class HeadGrid(nn.Module):
 
     def scale_grads(self, weight_decay: float = 0.0) -> None:
         """grad <- lr_h * (grad + wd * param) for every head h (see the module docstring)."""
-        lr = torch.tensor(self.lrs)
         for p in [*self.weights, *self.biases]:
             if p.grad is None:
                 continue
+            lr = torch.tensor(self.lrs, dtype=p.dtype)
             if weight_decay:
                 p.grad.add_(p.detach(), alpha=weight_decay)
             p.grad.mul_(lr.to(p.device).view(-1, *([1] * (p.ndim - 1))))
