@@ -6,9 +6,8 @@ splits) and a ``features`` section (:class:`evaluate.features.FeatureConfig`). A
 ``metrics.json`` into its output directory (default ``runs/eval/<protocol>/<name>-<dataset>-<time>``, or ``runs/eval`` beside ``$SSLBENCH_RESULTS``) and
 appends its records to the store.
 
-The command line of every protocol is ``sslbench eval <protocol> --data ROOT [--config YAML] CHECKPOINT [key=value
-...]``: the checkpoint and the dotted overrides are positionals and must stay together (argparse does not collect
-positionals across options).
+The command line of every protocol is ``sslbench eval <protocol> CHECKPOINT --data ROOT [--config YAML] [key=value
+...]``, in any order.
 """
 
 from __future__ import annotations
@@ -141,23 +140,40 @@ def finish(
     return records
 
 
+class _OptionThenPositionals(argparse.Action):
+    """An option whose first value is its own and whose further values are positionals that followed it.
+
+    argparse matches a ``nargs="*"`` positional to one contiguous run of arguments only; this lets the checkpoint and
+    the overrides come before, between or after the options.
+    """
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        setattr(namespace, self.dest, values[0])
+        namespace.trailing = [*getattr(namespace, "trailing", []), *values[1:]]
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The common command line of the frozen-feature protocols."""
-    parser.add_argument("--data", help="dataset root with <train>/ and <test>/ ImageFolder splits (data.root)")
-    parser.add_argument("--config", help="YAML file with the differences from the defaults")
-    parser.add_argument("--out", help="output directory (default: runs/eval/<protocol>/<name>-<dataset>-<time>)")
+    parser.usage = "%(prog)s CHECKPOINT --data ROOT [--config YAML] [--out DIR] [key=value ...] (any order)"
+    parser.set_defaults(trailing=[])
+    for flag, help_text in (
+        ("--data", "dataset root with <train>/ and <test>/ ImageFolder splits (data.root)"),
+        ("--config", "YAML file with the differences from the defaults"),
+        ("--out", "output directory (default: runs/eval/<protocol>/<name>-<dataset>-<time>)"),
+    ):
+        parser.add_argument(flag, nargs="+", action=_OptionThenPositionals, metavar=flag[2:].upper(), help=help_text)
     parser.add_argument(
         "positional",
         nargs="*",
         metavar="CHECKPOINT | key=value",
-        help="the checkpoint file (any supported format) and dotted overrides (e.g. features.crop=64), in one run after "
-        "the options",
+        help="the checkpoint file (any supported format) and dotted overrides (e.g. features.crop=64)",
     )
 
 
 def config_from_args(schema: type, args: argparse.Namespace) -> Any:
-    checkpoints = [a for a in args.positional if "=" not in a or Path(a).is_file()]
-    overrides = [a for a in args.positional if a not in checkpoints]
+    positional = [*args.positional, *getattr(args, "trailing", [])]
+    checkpoints = [a for a in positional if "=" not in a or Path(a).is_file()]
+    overrides = [a for a in positional if a not in checkpoints]
     if len(checkpoints) > 1:
         raise SSLBenchError(f"one checkpoint expected, got {len(checkpoints)}: {' '.join(checkpoints)}")
     cfg = load_config(schema, args.config, overrides)

@@ -25,8 +25,9 @@ def femto_file(tmp_path) -> Path:
 @pytest.mark.slow
 def test_all_four_protocols_from_the_cli(femto_file, shapes_root, tmp_path, capsys):
     data = str(shapes_root / "classification")
-    common = ["--data", data, str(femto_file), "features.progress=false"]  # options first, then positionals
-    assert main(["eval", "knn", "--out", str(tmp_path / "knn"), *common]) == 0
+    common = ["--data", data, str(femto_file), "features.progress=false"]
+    # positionals before, between and after options
+    assert main(["eval", "knn", "features.batch_size=7", "--out", str(tmp_path / "knn"), *common]) == 0
     assert main(["eval", "linear", *common, "variant=grid", "epochs=3", "lrs=[0.01, 0.1]"]) == 0
     assert main(["eval", "linear", *common, "epochs=2", "mode=augmented", "batch_size=64"]) == 0
     assert main(["eval", "logreg", *common, "num_lambdas=3", "max_iter=200"]) == 0
