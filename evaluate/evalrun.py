@@ -129,7 +129,14 @@ def finish(
     extra_settings: dict[str, Any] | None = None,
     details: dict[str, Any] | None = None,
 ) -> list:
-    """Append the records of one result, and write ``config.yaml`` + ``metrics.json`` into ``out``."""
+    """Append the records of one result, and write ``config.yaml`` + ``metrics.json`` into ``out``.
+
+    Under ``torchrun`` every rank computes the same result; only rank 0 writes.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+        return []
     settings = {**to_dict(cfg), **(extra_settings or {})}
     records = make_records(
         protocol, dataset, split, metrics, checkpoint=info, settings=settings, seed=seed, started=started

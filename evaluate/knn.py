@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from evaluate import evalrun
-from evaluate.features import FeatureConfig, get_features
+from evaluate.features import FeatureConfig, get_features, resolve_device
 
 DEFAULT_KS = (10, 20, 100, 200)
 
@@ -145,7 +145,7 @@ def run(cfg: KNNConfig, backbone: Any = None) -> dict[str, float]:
     train, test = evalrun.load_train_test(cfg.data)
     tr = get_features(model, info, train, cfg.features)
     te = get_features(model, info, test, cfg.features)
-    device = "cuda" if torch.cuda.is_available() and cfg.features.device in ("auto", "cuda") else "cpu"
+    device = resolve_device(cfg.features.device)
     metrics = knn_accuracy(
         tr.features.to(device), tr.labels, te.features, te.labels, cfg.ks, cfg.T, len(train.classes), cfg.chunk
     )

@@ -72,6 +72,7 @@ def test_all_four_protocols_from_the_cli(femto_file, shapes_root, tmp_path, caps
         assert 0.0 <= r["value"] <= 100.0 and r["wall_time_s"] is not None and r["peak_memory"]["cpu_rss_mb"] > 0
     assert (tmp_path / "knn" / "config.yaml").is_file() and (tmp_path / "knn" / "metrics.json").is_file()
     knn_runs = [r for r in by["knn"] if r["metric"] == "top1@k20"]
+    assert knn_runs[0]["settings"]["features"]["batch_size"] == 7
     assert knn_runs[0]["settings"]["transform"] == {"resize": 37, "crop": 32, "interpolation": "bicubic"}
 
 
