@@ -14,8 +14,8 @@ No renames are needed: the official ViTs of DINO, iBOT, SERE, PQCL/ADCLR, BAM (a
 blocks) all use timm's parameter names. Layouts (from the official code; see docs/checkpoints.md):
 
 =========  ===========================================================================================
-sslbench   ``pretrain.vit.export_backbone`` payload, or a training checkpoint ``{"teacher", "student"}``
-           with ``backbone.`` prefixes (anything outside ``backbone.`` is a head/projector)
+sslbench   ``pretrain.vit.export_backbone`` payload, or a training checkpoint ``{"format": "sslbench-train",
+           "teacher", "student", "config", ...}`` with ``backbone.``/``head.`` prefixes (teacher None when teacher-free)
 dino       DINO/iBOT ``{"teacher", "student", "args", ...}``: ``backbone.*`` + ``head.*``, the student
            DDP-wrapped (``module.``); iBOT students carry ``backbone.masked_embed``
 bam        ``{"model": StudentTeacherWrapper state, "args": Namespace, ...}``: ``teacher.backbone.*``,
@@ -110,6 +110,8 @@ def _network(checkpoint: Mapping[str, Any], which: str) -> Mapping[str, Any]:
     _check_which(which)
     if any(n in checkpoint for n in NETWORKS):
         net = checkpoint.get(which)
+        if net is None and which == "teacher" and _is_state_dict(checkpoint.get("student")):
+            raise SSLBenchError("checkpoint has no teacher (a teacher-free run); use which='student' (--which student)")
         if not _is_state_dict(net):
             raise SSLBenchError(f"checkpoint has no {which!r} state dict (entries: {', '.join(map(str, checkpoint))})")
         return net
@@ -160,8 +162,27 @@ def convert_timm(checkpoint: Mapping[str, Any], which: str = "teacher") -> Conve
 
 
 # --------------------------------------------------------------------------------------------- hints and defaults
+def _config_arch(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
+    """Architecture of an ``sslbench-train`` checkpoint from its resolved config (``config.model.arch`` names one of
+    ``pretrain.vit.ARCHS``; ``config.model.pos_embed``/``pos_interp`` complete it)."""
+    from pretrain.vit import ARCHS
+
+    config = checkpoint.get("config")
+    model = config.get("model") if isinstance(config, Mapping) else None
+    if not isinstance(model, Mapping) or model.get("arch") not in ARCHS:
+        return {}
+    arch = ARCHS[model["arch"]].to_dict()
+    if model.get("pos_embed") in ("learned", "sincos"):
+        arch["pos_embed"] = model["pos_embed"]
+    out: dict[str, Any] = {"arch": arch}
+    if model.get("pos_interp") in ("dino", "timm"):
+        out["pos_interp"] = model["pos_interp"]
+    return out
+
+
 def _stored_arch(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
-    """Architecture/pos-rule stored by sslbench: the export payload's, a training checkpoint's, or convert's meta."""
+    """Architecture/pos-rule stored by sslbench: the export payload's, a training checkpoint's (top-level ``arch`` or
+    its resolved ``config``), or ``ckpt convert``'s meta."""
     meta = checkpoint.get("meta") if isinstance(checkpoint.get("meta"), Mapping) else {}
     out: dict[str, Any] = {}
     for source in (meta, checkpoint):
@@ -169,7 +190,7 @@ def _stored_arch(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
             out["arch"] = dict(source["arch"])
         if source.get("pos_interp") in ("dino", "timm") and "pos_interp" not in out:
             out["pos_interp"] = source["pos_interp"]
-    return out
+    return out or _config_arch(checkpoint)
 
 
 def standard_heads(width: int) -> int:
@@ -281,7 +302,7 @@ CHECKPOINT_FORMATS: dict[str, CheckpointFormat] = {
         convert=convert_bam,
         detect=_detect_bam,
         allowed=(_OTHER_NET, r"proj_head\..*", _HEADS),
-        pos_interp="dino",
+        pos_interp="timm",  # BAM's ViT is a timm subclass (dynamic_img_size): timm's resampling at run time
         heads=bam_heads,
         heads_note="BAM ViT-S/16: 12 heads; otherwise standard",
         networks=True,

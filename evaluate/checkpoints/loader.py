@@ -15,8 +15,9 @@ The sin-cos detector compares the stored table with two locally generated 2-D ta
 first half of the channels encodes the row-major *outer* grid index) and the MAE layout (PQCL/ADCLR; the first half
 encodes the *inner* index). It is computed here rather than imported from ``pretrain`` on purpose (a detector only).
 
-Positional resampling: ``pos_interp`` (default: the rule of the format's own code, DINO's ``+0.1`` scale-factor
-bicubic for the DINO family incl. iBOT/SERE/PQCL/BAM, timm's size-based antialiased bicubic for timm/DeiT/MAE) is the
+Positional resampling: ``pos_interp`` (default: the rule of the format's own code: DINO's ``+0.1`` scale-factor
+bicubic for DINO, iBOT, SERE and PQCL/ADCLR, whose ViTs copy DINO's ``interpolate_pos_encoding``; timm's size-based
+antialiased bicubic for timm/DeiT, MAE and BAM, whose ViT subclasses timm's with ``dynamic_img_size``) is the
 model's run-time rule, and the same rule resamples the stored table at load time when ``img_size`` differs from the
 stored grid. MAE's own ``interpolate_pos_embed`` resizes by target size with bicubic and no antialias: identical to
 timm's when enlarging the grid (antialias only acts when shrinking), hence ``"timm"``.
