@@ -9,6 +9,9 @@ C in 10^linspace(-6, 5, 45) is the same set of values). Each value is fitted on 
 validation part; the best (first maximum, scanning from strong to weak regularisation) is refitted on train + val
 and scored on the test split.
 
+``solver="torch"`` solves the same objective with ``torch.optim.LBFGS`` in float64 on ``features.device`` (a GPU for
+ImageNet-size feature sets); it matches sklearn's coefficients to ~1e-4 and its accuracy within 0.1 point (tested).
+
 Validation part: the dataset's predefined validation split when there is one (``data.val``), else a seeded random
 ``val_fraction`` of train (0.2, as ssl-transfer; DINOv2 uses 0.1). Metric: ``top1`` or ``mean_per_class``
 (Aircraft, Caltech-101, Flowers, Pets in Kornblith's list).
@@ -32,7 +35,7 @@ import numpy as np
 from evaluate import evalrun
 from evaluate.datasets import load_split
 from evaluate.errors import SSLBenchError
-from evaluate.features import FeatureConfig, get_features
+from evaluate.features import FeatureConfig, get_features, resolve_device
 
 logger = logging.getLogger("sslbench")
 
@@ -53,11 +56,25 @@ def score(y_true: np.ndarray, y_pred: np.ndarray, metric: str, num_classes: int 
     raise SSLBenchError(f"metric={metric!r}: expected top1 or mean_per_class")
 
 
-def fit_logreg(x: np.ndarray, y: np.ndarray, C: float, max_iter: int = 1000, tol: float = 1e-4, seed: int = 0) -> Any:
-    """One sklearn L-BFGS logistic regression (with intercept); convergence warnings are logged, not raised."""
+def fit_logreg(
+    x: np.ndarray,
+    y: np.ndarray,
+    C: float,
+    max_iter: int = 1000,
+    tol: float = 1e-4,
+    seed: int = 0,
+    solver: str = "sklearn",
+    device: str = "cpu",
+) -> Any:
+    """One L-BFGS logistic regression (with intercept) by sklearn or :class:`TorchLogReg` (``solver="torch"``).
+
+    sklearn convergence warnings are logged, not raised.
+    """
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
 
+    if solver == "torch":
+        return TorchLogReg(C, max_iter, tol, device).fit(x, y)
     clf = LogisticRegression(C=C, solver="lbfgs", max_iter=max_iter, tol=tol, random_state=seed)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
@@ -65,6 +82,71 @@ def fit_logreg(x: np.ndarray, y: np.ndarray, C: float, max_iter: int = 1000, tol
     if any(issubclass(w.category, ConvergenceWarning) for w in caught):
         logger.debug("logreg C=%g did not converge in %d iterations", C, max_iter)
     return clf
+
+
+class TorchLogReg:
+    """The same model and objective as sklearn's lbfgs ``LogisticRegression``, solved by ``torch.optim.LBFGS``.
+
+    Minimises C * sum_i CE_i + 0.5 * ||W||^2 (intercept not penalised) in float64, divided by C * n for conditioning
+    (same minimiser). Two classes use one weight vector and the logistic loss, as sklearn does; more use the full
+    multinomial (C, D) matrix. Runs on any torch device (the GPU solver for large feature sets).
+    """
+
+    def __init__(self, C: float, max_iter: int = 1000, tol: float = 1e-4, device: str = "cpu") -> None:
+        self.C, self.max_iter, self.tol, self.device = C, max_iter, tol, device
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> TorchLogReg:
+        import torch
+        import torch.nn.functional as F
+
+        self.classes_, target = np.unique(y, return_inverse=True)
+        xt = torch.as_tensor(x, dtype=torch.float64, device=self.device)
+        yt = torch.as_tensor(target, device=self.device)
+        rows = 1 if len(self.classes_) == 2 else len(self.classes_)
+        w = torch.zeros(rows, x.shape[1], dtype=torch.float64, device=self.device, requires_grad=True)
+        b = torch.zeros(rows, dtype=torch.float64, device=self.device, requires_grad=True)
+        opt = torch.optim.LBFGS(
+            [w, b],
+            lr=1,
+            max_iter=self.max_iter,
+            tolerance_grad=self.tol / len(x),
+            tolerance_change=1e-12,
+            history_size=10,
+            line_search_fn="strong_wolfe",
+        )
+        scale = 1.0 / (self.C * len(x))
+
+        def closure():
+            opt.zero_grad()
+            logits = xt @ w.T + b
+            if rows == 1:
+                data = F.binary_cross_entropy_with_logits(logits[:, 0], yt.double(), reduction="mean")
+            else:
+                data = F.cross_entropy(logits, yt, reduction="mean")
+            loss = data + 0.5 * scale * (w * w).sum()
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        self.coef_, self.intercept_ = w.detach().cpu().numpy(), b.detach().cpu().numpy()
+        return self
+
+    def decision_function(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(x, dtype=np.float64) @ self.coef_.T + self.intercept_
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        z = self.decision_function(x)
+        if z.shape[1] == 1:
+            p = 1.0 / (1.0 + np.exp(-z[:, 0]))
+            return np.stack([1 - p, p], axis=1)
+        z = z - z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        z = self.decision_function(x)
+        index = (z[:, 0] > 0).astype(int) if z.shape[1] == 1 else z.argmax(axis=1)
+        return self.classes_[index]
 
 
 def sweep_logreg(
@@ -80,6 +162,8 @@ def sweep_logreg(
     tol: float = 1e-4,
     seed: int = 0,
     progress: bool = False,
+    solver: str = "sklearn",
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Choose lambda on validation, refit on train + val, score test.
 
@@ -91,12 +175,19 @@ def sweep_logreg(
     order = np.sort(np.asarray(lambdas, dtype=float))[::-1]
     val_scores = []
     for lam in tqdm(order, desc="logreg sweep", disable=not progress, leave=False):
-        clf = fit_logreg(x_train, y_train, 1.0 / lam, max_iter, tol, seed)
+        clf = fit_logreg(x_train, y_train, 1.0 / lam, max_iter, tol, seed, solver, device)
         val_scores.append(score(y_val, clf.predict(x_val), metric))
     best = int(np.argmax(val_scores))
     lam = float(order[best])
     final = fit_logreg(
-        np.concatenate([x_train, x_val]), np.concatenate([y_train, y_val]), 1.0 / lam, max_iter, tol, seed
+        np.concatenate([x_train, x_val]),
+        np.concatenate([y_train, y_val]),
+        1.0 / lam,
+        max_iter,
+        tol,
+        seed,
+        solver,
+        device,
     )
     return {
         "lambda": lam,
@@ -123,6 +214,7 @@ class LogRegConfig:
     l2_normalize: bool = False
     max_iter: int = 1000
     tol: float = 1e-4
+    solver: Literal["sklearn", "torch"] = "sklearn"  # torch: L-BFGS on features.device (GPU for large sets)
     seed: int = 0
     out: str | None = None
 
@@ -165,7 +257,20 @@ def run(cfg: LogRegConfig, backbone: Any = None) -> dict[str, float]:
         raise SSLBenchError(f"{cfg.data.root}: the training part has fewer than 2 classes ({len(y_tr)} images)")
     lambdas = lambda_grid(cfg.lambda_min, cfg.lambda_max, cfg.num_lambdas)
     result = sweep_logreg(
-        x_tr, y_tr, x_va, y_va, x_te, y_te, lambdas, cfg.metric, cfg.max_iter, cfg.tol, cfg.seed, cfg.features.progress
+        x_tr,
+        y_tr,
+        x_va,
+        y_va,
+        x_te,
+        y_te,
+        lambdas,
+        cfg.metric,
+        cfg.max_iter,
+        cfg.tol,
+        cfg.seed,
+        cfg.features.progress,
+        cfg.solver,
+        str(resolve_device(cfg.features.device)),
     )
     metrics = {cfg.metric: result["test"]}
     out = evalrun.output_dir(cfg.out, "logreg", info, cfg.data.name)

@@ -7,7 +7,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from evaluate.errors import SSLBenchError
-from evaluate.logreg import _split_heldout, lambda_grid, score, sweep_logreg
+from evaluate.logreg import _split_heldout, fit_logreg, lambda_grid, score, sweep_logreg
 
 
 def test_lambda_grid_is_the_kornblith_grid():
@@ -61,3 +61,15 @@ def test_heldout_split():
     assert len(held) == 10 and sorted(np.r_[keep, held].tolist()) == list(range(50))
     with pytest.raises(SSLBenchError):
         _split_heldout(np.zeros(5), 0.0, seed=0)
+
+
+@pytest.mark.parametrize("classes", [2, 4])
+def test_torch_lbfgs_matches_sklearn(classes):
+    x, y = _blobs(0, 60, classes=classes)
+    x_te, y_te = _blobs(5, 50, classes=classes)
+    for C in (0.01, 10.0):
+        ref = fit_logreg(x, y, C, tol=1e-8)
+        got = fit_logreg(x, y, C, tol=1e-8, solver="torch")
+        assert abs(score(y_te, got.predict(x_te), "top1") - score(y_te, ref.predict(x_te), "top1")) <= 0.1
+        np.testing.assert_allclose(got.coef_, ref.coef_, rtol=1e-3, atol=1e-4)
+        np.testing.assert_allclose(got.predict_proba(x_te), ref.predict_proba(x_te), atol=1e-4)
