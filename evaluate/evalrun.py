@@ -89,6 +89,18 @@ def load_model(cfg: BackboneConfig, backbone: Any = None) -> tuple[Any, dict[str
     return model.eval(), info
 
 
+def dataset_label(cfg: DataConfig) -> str:
+    """The record's dataset name: ``data.name``, suffixed with the subset (``-1pct``, ``-10pct``, ``-<stem>``).
+
+    A name that already ends with the suffix is kept as is.
+    """
+    if not cfg.subset:
+        return cfg.name
+    stem = Path(cfg.subset).stem
+    suffix = {"1percent": "1pct", "10percent": "10pct"}.get(stem, stem)
+    return cfg.name if cfg.name.endswith(f"-{suffix}") else f"{cfg.name}-{suffix}"
+
+
 def load_train_test(cfg: DataConfig) -> tuple[LabeledImages, LabeledImages]:
     """The train split (restricted to ``cfg.subset`` if given) and the test split; class lists must agree."""
     if not cfg.root:

@@ -149,10 +149,18 @@ def run(cfg: KNNConfig, backbone: Any = None) -> dict[str, float]:
     metrics = knn_accuracy(
         tr.features.to(device), tr.labels, te.features, te.labels, cfg.ks, cfg.T, len(train.classes), cfg.chunk
     )
-    out = evalrun.output_dir(cfg.out, "knn", info, cfg.data.name)
+    out = evalrun.output_dir(cfg.out, "knn", info, evalrun.dataset_label(cfg.data))
     extra = {"transform": tr.key["transform"], "taps": tr.key["taps"], "n_train": len(train), "n_test": len(test)}
     evalrun.finish(
-        "knn", cfg.data.name, cfg.data.test, metrics, cfg=cfg, info=info, started=started, out=out, extra_settings=extra
+        "knn",
+        evalrun.dataset_label(cfg.data),
+        cfg.data.test,
+        metrics,
+        cfg=cfg,
+        info=info,
+        started=started,
+        out=out,
+        extra_settings=extra,
     )
     return metrics
 
@@ -163,5 +171,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_cli(args: argparse.Namespace) -> int:
     cfg = evalrun.config_from_args(KNNConfig, args)
-    evalrun.print_metrics("knn", cfg.data.name, run(cfg))
+    evalrun.print_metrics("knn", evalrun.dataset_label(cfg.data), run(cfg))
     return 0

@@ -320,7 +320,7 @@ def run(cfg: LinearConfig, backbone: Any = None) -> dict[str, float]:
             "lr": grid.lrs[h_head % len(grid.lrs)],
             "heldout_top1": float(tables["heldout"][h_epoch, h_head]),
         }
-    out = evalrun.output_dir(cfg.out, "linear", info, cfg.data.name)
+    out = evalrun.output_dir(cfg.out, "linear", info, evalrun.dataset_label(cfg.data))
     extra = {
         "taps": {"taps": taps, "n_last": n_last, "interleave": fcfg.interleave},
         "transform": full.key["transform"],
@@ -334,7 +334,7 @@ def run(cfg: LinearConfig, backbone: Any = None) -> dict[str, float]:
     details = {"heads": names, "test_table": tables["test"].tolist()}
     evalrun.finish(
         "linear",
-        cfg.data.name,
+        evalrun.dataset_label(cfg.data),
         cfg.data.test,
         metrics,
         cfg=cfg,
@@ -354,5 +354,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_cli(args: argparse.Namespace) -> int:
     cfg = evalrun.config_from_args(LinearConfig, args)
-    evalrun.print_metrics("linear", cfg.data.name, run(cfg))
+    evalrun.print_metrics("linear", evalrun.dataset_label(cfg.data), run(cfg))
     return 0

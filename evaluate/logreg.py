@@ -279,7 +279,7 @@ def run(cfg: LogRegConfig, backbone: Any = None) -> dict[str, float]:
         str(resolve_device(cfg.features.device)),
     )
     metrics = {cfg.metric: result["test"]}
-    out = evalrun.output_dir(cfg.out, "logreg", info, cfg.data.name)
+    out = evalrun.output_dir(cfg.out, "logreg", info, evalrun.dataset_label(cfg.data))
     extra = {
         "C": result["C"],
         "lambda": result["lambda"],
@@ -300,7 +300,7 @@ def run(cfg: LogRegConfig, backbone: Any = None) -> dict[str, float]:
     details = {"lambdas": result["lambdas"], "val_scores": result["val_scores"]}
     evalrun.finish(
         "logreg",
-        cfg.data.name,
+        evalrun.dataset_label(cfg.data),
         cfg.data.test,
         metrics,
         cfg=cfg,
@@ -320,5 +320,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_cli(args: argparse.Namespace) -> int:
     cfg = evalrun.config_from_args(LogRegConfig, args)
-    evalrun.print_metrics("logreg", cfg.data.name, run(cfg))
+    evalrun.print_metrics("logreg", evalrun.dataset_label(cfg.data), run(cfg))
     return 0

@@ -86,3 +86,12 @@ def test_bad_input_exits_2_with_one_line(femto_file, shapes_root, tmp_path, caps
     assert len(errors) == 4
     assert "nodata" in errors[1] and "nosuchkey" in errors[2] and "heldout_fraction" in errors[3]
     assert not Path(os.environ["SSLBENCH_RESULTS"]).exists()  # nothing recorded by failed runs
+
+
+def test_dataset_label_names_the_subset():
+    from evaluate.evalrun import DataConfig, dataset_label
+
+    assert dataset_label(DataConfig(name="imagenet")) == "imagenet"
+    assert dataset_label(DataConfig(name="imagenet", subset="/lists/1percent.txt")) == "imagenet-1pct"
+    assert dataset_label(DataConfig(name="imagenet-10pct", subset="10percent")) == "imagenet-10pct"
+    assert dataset_label(DataConfig(name="sw", subset="mylist.txt")) == "sw-mylist"
