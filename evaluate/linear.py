@@ -180,6 +180,28 @@ def select(table: Tensor, last_only: bool = False) -> tuple[int, int]:
     return divmod(flat, table.shape[1])
 
 
+def report(
+    tables: dict[str, Tensor], names: list[str], lrs: list[float], last_only: bool
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """Metrics ``top1`` (selected on "test") and ``top1_heldout`` (selected on "heldout", scored on "test").
+
+    Returns (metrics, {"paper"|"heldout": {"head", "epoch" (1-based), "lr", ...}}).
+    """
+    metrics, chosen = {}, {}
+    for label, metric, table in (("paper", "top1", "test"), ("heldout", "top1_heldout", "heldout")):
+        if table not in tables:
+            continue
+        epoch, head = select(tables[table], last_only)
+        metrics[metric] = float(tables["test"][epoch, head])
+        chosen[label] = {
+            "head": names[head],
+            "epoch": epoch + 1,
+            "lr": lrs[head % len(lrs)],
+            f"{table}_top1": float(tables[table][epoch, head]),
+        }
+    return metrics, chosen
+
+
 @dataclasses.dataclass
 class LinearConfig:
     backbone: evalrun.BackboneConfig = dataclasses.field(default_factory=evalrun.BackboneConfig)
@@ -307,19 +329,7 @@ def run(cfg: LinearConfig, backbone: Any = None) -> dict[str, float]:
         grid, batches, cfg.epochs, steps, eval_sets, cfg.momentum, cfg.weight_decay, schedule, fcfg.progress
     )
     last = (cfg.select_epoch if cfg.select_epoch != "auto" else ("best" if cfg.variant == "dino" else "last")) == "last"
-    names = grid.head_names
-    epoch, head = select(tables["test"], last)
-    metrics = {"top1": float(tables["test"][epoch, head])}
-    chosen = {"paper": {"head": names[head], "epoch": epoch + 1, "lr": grid.lrs[head % len(grid.lrs)]}}
-    if "heldout" in tables:
-        h_epoch, h_head = select(tables["heldout"], last)
-        metrics["top1_heldout"] = float(tables["test"][h_epoch, h_head])
-        chosen["heldout"] = {
-            "head": names[h_head],
-            "epoch": h_epoch + 1,
-            "lr": grid.lrs[h_head % len(grid.lrs)],
-            "heldout_top1": float(tables["heldout"][h_epoch, h_head]),
-        }
+    metrics, chosen = report(tables, grid.head_names, grid.lrs, last)
     out = evalrun.output_dir(cfg.out, "linear", info, evalrun.dataset_label(cfg.data))
     extra = {
         "taps": {"taps": taps, "n_last": n_last, "interleave": fcfg.interleave},
@@ -331,7 +341,7 @@ def run(cfg: LinearConfig, backbone: Any = None) -> dict[str, float]:
         "lr_scaled": grid.lrs if cfg.variant == "grid" else grid.lrs[0],
         "schedule_step": schedule,
     }
-    details = {"heads": names, "test_table": tables["test"].tolist()}
+    details = {"heads": grid.head_names, "test_table": tables["test"].tolist()}
     evalrun.finish(
         "linear",
         evalrun.dataset_label(cfg.data),

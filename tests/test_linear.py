@@ -90,3 +90,16 @@ def test_heads_learn_separable_data_and_lr_matters():
     assert tables["train"][-1, 1] == 100.0  # the useful lr separates the clusters
     moved = (grid.weights[0].detach() - start).abs().amax(dim=(1, 2))
     assert moved[0] < 1e-3 < 0.1 < moved[1] and moved[1] > 1e3 * moved[0]  # each head follows its own lr
+
+
+def test_report_labels_paper_and_heldout_selection():
+    from evaluate.linear import report
+
+    test = torch.tensor([[10.0, 50.0], [30.0, 40.0]])
+    held = torch.tensor([[90.0, 10.0], [20.0, 30.0]])  # held-out prefers head 0 at epoch 1
+    metrics, chosen = report({"test": test, "heldout": held}, ["a", "b"], [0.1, 0.2], last_only=False)
+    assert metrics == {"top1": 50.0, "top1_heldout": 10.0}
+    assert chosen["paper"] == {"head": "b", "epoch": 1, "lr": 0.2, "test_top1": 50.0}
+    assert chosen["heldout"] == {"head": "a", "epoch": 1, "lr": 0.1, "heldout_top1": 90.0}
+    metrics, _ = report({"test": test}, ["a", "b"], [0.1, 0.2], last_only=True)
+    assert metrics == {"top1": 40.0}
