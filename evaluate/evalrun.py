@@ -51,8 +51,24 @@ class DataConfig:
     subset: str | None = None  # SimCLR-style list (path, or name in <root>/subsets/) restricting the train split
 
 
+def init_distributed() -> None:
+    """Join the process group when launched by ``torchrun`` (WORLD_SIZE > 1): NCCL on CUDA, else gloo."""
+    import torch
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available() or dist.is_initialized():
+        return
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+
+
 def load_model(cfg: BackboneConfig, backbone: Any = None) -> tuple[Any, dict[str, Any]]:
-    """(model in eval mode, checkpoint info) from ``backbone`` (a LoadedBackbone or a bare SSLViT) or ``cfg.path``."""
+    """(model in eval mode, checkpoint info) from ``backbone`` (a LoadedBackbone or a bare SSLViT) or ``cfg.path``.
+
+    Joins the ``torchrun`` process group first (:func:`init_distributed`).
+    """
+    init_distributed()
     if backbone is not None:
         if hasattr(backbone, "model") and hasattr(backbone, "info"):
             model, info = backbone.model, dict(backbone.info)
@@ -206,5 +222,7 @@ def config_from_args(schema: type, args: argparse.Namespace) -> Any:
 
 
 def print_metrics(protocol: str, dataset: str, metrics: dict[str, float]) -> None:
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
     body = ", ".join(f"{k}={v:.2f}" for k, v in metrics.items())
     print(f"{protocol} {dataset}: {body}")
