@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 
 from evaluate import evalrun
+from evaluate.datasets import load_split
+from evaluate.errors import SSLBenchError
 from evaluate.features import FeatureConfig, get_features
 
 logger = logging.getLogger("sslbench")
@@ -112,13 +114,9 @@ class ClusterConfig:
 
 def run(cfg: ClusterConfig, backbone: Any = None) -> dict[int, dict[str, float]]:
     """Features of the evaluation split, clustering instances, one record set per C; returns {C: metrics}."""
-    from evaluate.datasets import load_split
-
     started = time.time()
     model, info = evalrun.load_model(cfg.backbone, backbone)
     if not cfg.data.root:
-        from evaluate.errors import SSLBenchError
-
         raise SSLBenchError("data.root: no dataset directory given")
     images = load_split(cfg.data.root, cfg.data.test)
     fs = get_features(model, info, images, cfg.features)
