@@ -1,0 +1,147 @@
+"""Labelled image sets for the frozen-feature protocols: ImageFolder trees, SimCLR-style subsets, fingerprints.
+
+A classification or transfer dataset is an ImageFolder tree ``<root>/<split>/<class>/<image>`` (ImageNet,
+ShapesWorld ``classification/`` and ``transfer/``, any torchvision-style copy of a transfer dataset). Labels are the
+index of the class directory in sorted order, as ``torchvision.datasets.ImageFolder`` assigns them.
+
+Semi-supervised subsets follow the google-research/simclr ``imagenet_subsets`` files: one train file name per line
+(no directory); the class is the part of the name before the first underscore (the wnid for ImageNet). Every listed
+name must exist in the train split, and its directory must agree with its prefix.
+
+:func:`fingerprint` hashes the sorted relative paths with their sizes and modification times plus the class list, so
+feature caches are invalidated when a file is added, removed, replaced or relabelled (without reading the pixels).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from evaluate.errors import DataError
+
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+@dataclasses.dataclass(frozen=True)
+class LabeledImages:
+    """An ordered list of (image path, label) pairs with the class names. ``root`` is the split directory."""
+
+    root: Path
+    classes: tuple[str, ...]
+    samples: tuple[tuple[str, int], ...]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def labels(self) -> list[int]:
+        return [label for _, label in self.samples]
+
+    def select(self, indices: list[int]) -> LabeledImages:
+        """The images at ``indices``, in that order (same classes)."""
+        return LabeledImages(self.root, self.classes, tuple(self.samples[i] for i in indices))
+
+    def dataset(self, transform: Callable[[Any], Any] | None) -> ImageDataset:
+        return ImageDataset(self, transform)
+
+
+class ImageDataset:
+    """A map-style torch dataset over :class:`LabeledImages`: ``ds[i] -> (transform(RGB image), label)``."""
+
+    def __init__(self, images: LabeledImages, transform: Callable[[Any], Any] | None) -> None:
+        self.images, self.transform = images, transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        from PIL import Image
+
+        path, label = self.images.samples[index]
+        with open(path, "rb") as handle:
+            image = Image.open(handle).convert("RGB")
+        return (self.transform(image) if self.transform else image), label
+
+
+def load_split(root: str | Path, split: str) -> LabeledImages:
+    """The ImageFolder split ``<root>/<split>``.
+
+    Raises:
+        DataError: if the directory is missing or holds no class directory with images.
+    """
+    split_dir = Path(root) / split
+    if not split_dir.is_dir():
+        raise DataError(f"{split_dir}: split directory not found (expected <root>/{split}/<class>/<image>)")
+    classes = tuple(sorted(d.name for d in os.scandir(split_dir) if d.is_dir()))
+    if not classes:
+        raise DataError(f"{split_dir}: no class directories")
+    samples = []
+    for label, name in enumerate(classes):
+        for dirpath, _, files in sorted(os.walk(split_dir / name, followlinks=True)):
+            for file in sorted(files):
+                if file.lower().endswith(IMG_EXTENSIONS):
+                    samples.append((os.path.join(dirpath, file), label))
+    if not samples:
+        raise DataError(f"{split_dir}: no images (extensions {', '.join(IMG_EXTENSIONS)})")
+    return LabeledImages(split_dir, classes, tuple(samples))
+
+
+def read_subset_file(path: str | Path) -> list[str]:
+    """File names of a SimCLR-style subset list (blank lines ignored)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: subset file not found")
+    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not names:
+        raise DataError(f"{path}: empty subset file")
+    return names
+
+
+def apply_subset(images: LabeledImages, names: list[str], source: str = "subset") -> LabeledImages:
+    """Keep the images whose file name is listed, in the split's order; check class prefixes.
+
+    Raises:
+        DataError: naming the first listed file that is missing from the split or sits under another class.
+    """
+    by_name = {os.path.basename(path): i for i, (path, _) in enumerate(images.samples)}
+    keep = []
+    for name in names:
+        if name not in by_name:
+            raise DataError(f"{source}: {name!r} is not in {images.root}")
+        index = by_name[name]
+        cls = images.classes[images.samples[index][1]]
+        if name.split("_", 1)[0] != cls:
+            raise DataError(f"{source}: {name!r} is stored under class {cls!r}, not its prefix")
+        keep.append(index)
+    return images.select(sorted(set(keep)))
+
+
+def resolve_subset(root: str | Path, subset: str) -> Path:
+    """A subset given as a path, or as a name looked up in ``<root>/subsets/<name>.txt``."""
+    path = Path(subset)
+    if path.is_file():
+        return path
+    candidate = Path(root) / "subsets" / f"{subset}.txt"
+    if candidate.is_file():
+        return candidate
+    raise DataError(f"subset {subset!r}: neither a file nor {candidate}")
+
+
+def fingerprint(images: LabeledImages) -> str:
+    """sha256 over the class list and the sorted (relative path, label, size, mtime_ns) of every image."""
+    digest = hashlib.sha256()
+    digest.update(("\0".join(images.classes) + "\n").encode())
+    rows = []
+    for path, label in images.samples:
+        stat = os.stat(path)
+        rows.append(f"{os.path.relpath(path, images.root)}\t{label}\t{stat.st_size}\t{stat.st_mtime_ns}\n")
+    for row in sorted(rows):
+        digest.update(row.encode())
+    # The order of samples matters to consumers (features are returned in this order): hash it too.
+    order = "\n".join(os.path.relpath(p, images.root) for p, _ in images.samples)
+    digest.update(hashlib.sha256(order.encode()).digest())
+    return digest.hexdigest()
