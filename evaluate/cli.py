@@ -6,6 +6,8 @@ Commands are listed in two plain dicts, :data:`COMMANDS` (``sslbench <cmd>``) an
     add_arguments(parser: argparse.ArgumentParser) -> None
     run_cli(args: argparse.Namespace) -> int
 
+or ``"module:name"`` for a module holding several commands as ``add_<name>_arguments`` and ``run_<name>``.
+
 Modules are imported only when their command is selected, so ``sslbench --help`` is instant and the heavy stacks
 (torch, mm*) load only for the commands that need them. A :class:`~evaluate.errors.SSLBenchError` raised anywhere
 becomes one line on stderr and exit status 2.
@@ -21,7 +23,11 @@ import sys
 from evaluate.errors import SSLBenchError
 
 # name -> (module, one-line help)
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "pretrain": ("pretrain.cli", "pretrain a ViT (BAM, ...) from a YAML recipe; resumable, torchrun-ready"),
+    "tables": ("evaluate.tables", "regenerate the papers' tables and the full-protocol table from records"),
+    "demo": ("evaluate.demo", "the end-to-end demo on ShapesWorld (data -> pretrain -> protocols -> reports)"),
+}
 
 # group -> (group help, {name -> (module, one-line help)})
 GROUPS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
@@ -43,32 +49,28 @@ GROUPS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
     "ckpt": (
         "inspect, convert or create ViT checkpoints",
         {
-            "inspect": ("evaluate.checkpoints.cmd_inspect", "format, architecture and key report of a checkpoint"),
-            "convert": ("evaluate.checkpoints.cmd_convert", "write a tensor-only timm/mmdet/mmseg backbone file"),
-            "init": ("evaluate.checkpoints.cmd_init", "write a randomly initialised sslbench backbone export"),
+            "inspect": ("evaluate.checkpoints.cli:inspect", "format, architecture and key report of a checkpoint"),
+            "convert": ("evaluate.checkpoints.cli:convert", "write a tensor-only timm/mmdet/mmseg backbone file"),
+            "init": ("evaluate.checkpoints.cli:init", "write a randomly initialised sslbench backbone export"),
+        },
+    ),
+    "results": (
+        "query the results store",
+        {
+            "ls": ("evaluate.results:ls", "one line per run of the results store"),
+            "show": ("evaluate.results:show", "the full records of one run"),
+            "export": ("evaluate.results:export", "export the (de-duplicated) records as CSV or JSONL"),
+        },
+    ),
+    "plot": (
+        "figures from pretraining logs and checkpoints",
+        {
+            "entropy": ("evaluate.figures:entropy", "source vs target entropy over training steps (BAM Fig. 3)"),
+            "attention": ("evaluate.figures:attention", "last-block CLS attention maps and mass-thresholded masks"),
+            "curves": ("evaluate.figures:curves", "loss, lr and k-NN accuracy over epochs"),
         },
     ),
 }
-
-GROUPS["results"] = (
-    "query the results store",
-    {
-        "ls": ("evaluate.commands.results_ls", "one line per run of the results store"),
-        "show": ("evaluate.commands.results_show", "the full records of one run"),
-        "export": ("evaluate.commands.results_export", "export the (de-duplicated) records as CSV or JSONL"),
-    },
-)
-GROUPS["plot"] = (
-    "figures from pretraining logs and checkpoints",
-    {
-        "entropy": ("evaluate.commands.plot_entropy", "source vs target entropy over training steps (BAM Fig. 3)"),
-        "attention": ("evaluate.commands.plot_attention", "last-block CLS attention maps and mass-thresholded masks"),
-        "curves": ("evaluate.commands.plot_curves", "loss, lr and k-NN accuracy over epochs"),
-    },
-)
-COMMANDS["tables"] = ("evaluate.tables", "regenerate the papers' tables and the full-protocol table from records")
-COMMANDS["pretrain"] = ("pretrain.cli", "pretrain a ViT (BAM, ...) from a YAML recipe; resumable, torchrun-ready")
-COMMANDS["demo"] = ("evaluate.demo", "the end-to-end demo on ShapesWorld (data -> pretrain -> protocols -> reports)")
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -81,9 +83,10 @@ def _leaf_parser(
 ) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(name, help=help_text, description=help_text)
     _add_common(parser)
+    module, _, name = module.partition(":")
     mod = importlib.import_module(module)
-    mod.add_arguments(parser)
-    parser.set_defaults(_run=mod.run_cli)
+    getattr(mod, f"add_{name}_arguments" if name else "add_arguments")(parser)
+    parser.set_defaults(_run=getattr(mod, f"run_{name}" if name else "run_cli"))
     return parser
 
 

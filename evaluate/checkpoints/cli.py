@@ -8,8 +8,7 @@
   or plain str/int/float/bool/list/dict, so ``torch.load(weights_only=True)`` reads them.
 * ``init --arch NAME OUT``: a randomly initialised sslbench export (the "random init" baseline).
 
-The per-command modules (``cmd_inspect``, ``cmd_convert``, ``cmd_init``) only bind these functions for
-``evaluate/cli.py``.
+``evaluate/cli.py`` registers them as ``evaluate.checkpoints.cli:<command>``.
 """
 
 from __future__ import annotations
