@@ -29,6 +29,15 @@ GROUPS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
         "generate or prepare datasets",
         {"shapes": ("evaluate.shapesworld.cli", "generate ShapesWorld in the official dataset formats")},
     ),
+    "eval": (
+        "evaluate a checkpoint on a protocol",
+        {
+            "coco": ("evaluate.dense.cli", "COCO detection + instance segmentation with mmdet (Cascade Mask R-CNN 1x)"),
+            "ade20k": ("evaluate.dense.cli", "ADE20K semantic segmentation with mmseg (UperNet 160k)"),
+            "voc": ("evaluate.dense.cli", "PASCAL VOC semantic segmentation with mmseg (UperNet 20k)"),
+            "imagenet-s": ("evaluate.dense.cli", "ImageNet-S919 semi-supervised segmentation with mmseg (FCN)"),
+        },
+    ),
 }
 
 COMMANDS["demo"] = ("evaluate.demo", "the end-to-end demo on ShapesWorld (data -> pretrain -> protocols -> reports)")

@@ -89,12 +89,40 @@ class SSLLayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
         params.extend(groups)
 
 
-def _register_backbone() -> None:
+def _register() -> None:
+    import mmcv
+    import numpy as np
     from mmdet.registry import MODELS as DET_MODELS
+    from mmengine import fileio
+    from mmseg.datasets import BaseSegDataset
+    from mmseg.datasets.transforms import LoadAnnotations
+    from mmseg.registry import DATASETS, TRANSFORMS
     from mmseg.registry import MODELS as SEG_MODELS
 
     for registry in (DET_MODELS, SEG_MODELS):
         registry.register_module(name="SSLViTBackbone", module=SSLViTBackbone, force=True)
 
+    class LoadImageNetSAnnotations(LoadAnnotations):
+        """ImageNet-S labels: RGB PNGs with class id = R + 256 * G (0 = other, 1000 = ignore); sere.md §6.2."""
 
-_register_backbone()
+        def _load_seg_map(self, results: dict) -> None:
+            bgr = mmcv.imfrombytes(fileio.get(results["seg_map_path"]), flag="color", backend="cv2")
+            results["gt_seg_map"] = bgr[..., 2].astype(np.int64) + 256 * bgr[..., 1].astype(np.int64)
+            results["seg_fields"].append("gt_seg_map")
+
+    class ImageNetSDataset(BaseSegDataset):
+        """ImageNet-S919: ``<split>/<wnid>/<name>.JPEG`` with ``<split>-segmentation/<wnid>/<name>.png``."""
+
+        METAINFO = dict(classes=("other",) + tuple(f"class{i}" for i in range(1, 920)))
+
+        def __init__(self, **kwargs) -> None:
+            kwargs.setdefault("img_suffix", ".JPEG")
+            kwargs.setdefault("seg_map_suffix", ".png")
+            kwargs.setdefault("ignore_index", 1000)
+            super().__init__(**kwargs)
+
+    TRANSFORMS.register_module(name="LoadImageNetSAnnotations", module=LoadImageNetSAnnotations, force=True)
+    DATASETS.register_module(name="ImageNetSDataset", module=ImageNetSDataset, force=True)
+
+
+_register()
