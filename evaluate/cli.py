@@ -38,6 +38,14 @@ GROUPS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
             "imagenet-s": ("evaluate.dense.cli", "ImageNet-S919 semi-supervised segmentation with mmseg (FCN)"),
         },
     ),
+    "ckpt": (
+        "inspect, convert or create ViT checkpoints",
+        {
+            "inspect": ("evaluate.checkpoints.cmd_inspect", "format, architecture and key report of a checkpoint"),
+            "convert": ("evaluate.checkpoints.cmd_convert", "write a tensor-only timm/mmdet/mmseg backbone file"),
+            "init": ("evaluate.checkpoints.cmd_init", "write a randomly initialised sslbench backbone export"),
+        },
+    ),
 }
 
 COMMANDS["demo"] = ("evaluate.demo", "the end-to-end demo on ShapesWorld (data -> pretrain -> protocols -> reports)")

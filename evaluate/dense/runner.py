@@ -100,16 +100,11 @@ def convert_checkpoint(path: str | Path, out: str | Path, which: str | None = No
             shutil.copyfile(path, out)
     else:
         from evaluate.checkpoints import load_backbone
+        from evaluate.checkpoints.cli import converted_payload
 
         loaded = load_backbone(path, **({"which": which} if which else {}))
         info = dict(loaded.info)
-        state = {k: v.detach().cpu().clone() for k, v in loaded.model.state_dict().items() if not k.startswith("head.")}
-        meta = {
-            "arch": info["arch"],
-            "pos_interp": info.get("pos_interp", "dino"),
-            "source_sha256": info.get("sha256"),
-            "format": info.get("format"),
-        }
+        state, meta = converted_payload(loaded)
         atomic_torch_save({"state_dict": state, "meta": meta}, out)
     info.setdefault("name", path.stem)
     return info
