@@ -7,16 +7,23 @@ Registers:
 * ``SSLLayerDecayOptimizerConstructor`` (:mod:`evaluate.dense.layer_decay`) in mmengine's
   ``OPTIM_WRAPPER_CONSTRUCTORS`` (mmdet's and mmseg's registries inherit from it). ``paramwise_cfg`` keys:
   ``layer_decay_rate`` (float), ``num_layers`` (default: counted from the model), ``decay_pos_cls`` (default False);
-* a weights-only local checkpoint loader for mmengine (:func:`safe_load`): mmengine 0.10.7 calls ``torch.load``
-  with torch's default ``weights_only=True`` (torch >= 2.6), which refuses the runner's own resume checkpoints
-  (``HistoryBuffer``, numpy arrays in the message hub). Instead of turning weights-only loading off, the loader lists
-  the globals a file needs (``torch.serialization.get_unsafe_globals_in_checkpoint``) and allows exactly those of a
-  fixed list of mmengine/numpy data types; any other global is refused with the file and the name.
+* a local checkpoint loader for mmengine (:func:`safe_load`): mmengine 0.10.7 calls ``torch.load`` with torch's
+  default ``weights_only=True`` (torch >= 2.6), which refuses the runner's own resume checkpoints (``HistoryBuffer``,
+  numpy arrays in the message hub). The loader lists the globals a file needs
+  (``torch.serialization.get_unsafe_globals_in_checkpoint``) and, when they are all plain mmengine/numpy data types,
+  loads weights-only with exactly those allowed. A ``HistoryBuffer`` also pickles its bound statistics methods
+  through ``builtins.getattr``, which cannot be allowed safely (it reaches any attribute, hence any module); such a
+  file is unpickled fully only when it lies under a directory of ``$SSLBENCH_DENSE_TRUSTED_DIRS`` (the runner sets
+  it to the run's own ``mm/`` work directory, i.e. files this run wrote itself). Anything else is refused with the
+  file and the global's name.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
+import os
+from pathlib import Path
 
 import torch
 from mmengine.optim import DefaultOptimWrapperConstructor
@@ -26,6 +33,8 @@ from mmengine.runner.checkpoint import CheckpointLoader
 from evaluate.dense.backbone import SSLViTBackbone
 from evaluate.dense.layer_decay import num_vit_layers, param_groups
 from evaluate.errors import SSLBenchError
+
+logger = logging.getLogger("sslbench")
 
 # data types found in mmengine 0.10.7 runner checkpoints (message hub, meta) that are safe to rebuild
 SAFE_GLOBALS = (
@@ -46,10 +55,19 @@ def _resolve(name: str):
     return getattr(importlib.import_module(module), attr)
 
 
+def _trusted(filename: str) -> bool:
+    path = Path(filename).resolve()
+    dirs = [Path(d).resolve() for d in os.environ.get("SSLBENCH_DENSE_TRUSTED_DIRS", "").split(os.pathsep) if d]
+    return any(path.is_relative_to(d) for d in dirs)
+
+
 def safe_load(filename: str, map_location=None):
-    """``torch.load(weights_only=True)`` that also accepts the mmengine/numpy data types of :data:`SAFE_GLOBALS`."""
+    """Load a local mm checkpoint without unpickling arbitrary objects (see the module docstring)."""
     needed = torch.serialization.get_unsafe_globals_in_checkpoint(filename)
     refused = [g for g in needed if g not in SAFE_GLOBALS and not g.startswith(_SAFE_DTYPE_PREFIX)]
+    if refused and _trusted(filename):
+        logger.info("%s: unpickling %s from this run's own work directory", filename, refused)
+        return torch.load(filename, map_location=map_location, weights_only=False)
     if refused:
         raise SSLBenchError(f"{filename}: refusing to unpickle {refused[0]!r} (not a known mmengine data type)")
     with torch.serialization.safe_globals([_resolve(g) for g in needed]):

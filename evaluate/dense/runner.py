@@ -198,6 +198,11 @@ def run_mm(config_file: str | Path, launcher: str = "none", resume: bool = False
     from mmengine.runner import Runner
 
     cfg = Config.fromfile(str(config_file))
+    trusted = os.environ.get("SSLBENCH_DENSE_TRUSTED_DIRS", "")
+    if str(Path(cfg.work_dir).resolve()) not in trusted.split(os.pathsep):
+        os.environ["SSLBENCH_DENSE_TRUSTED_DIRS"] = os.pathsep.join(
+            filter(None, [trusted, str(Path(cfg.work_dir).resolve())])
+        )
     cfg.launcher = launcher
     cfg.resume = resume
     runner = Runner.from_cfg(cfg)
