@@ -28,11 +28,13 @@ PY=$venv/bin/python
 constraints=requirements/constraints-dense.txt
 MMCV_VERSION=2.1.0
 
-run() {  # print, and execute unless --dry-run
+run() {  # print, and execute unless --dry-run (dropping pip's noise about unreachable local index folders)
   echo "+ $*"
-  if [ "$dry" = 0 ]; then "$@"; fi
+  if [ "$dry" = 0 ]; then
+    "$@" 2>&1 | { grep -v '^WARNING: Location' || true; }
+    return "${PIPESTATUS[0]}"
+  fi
 }
-pip_q() { "$PY" -m pip "$@" 2>&1 | grep -v '^WARNING: Location' || return "${PIPESTATUS[0]}"; }
 
 pytag=$("$PY" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
 torch_version=$("$PY" -c 'import torch; print(torch.__version__.split("+")[0])')

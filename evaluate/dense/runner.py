@@ -253,6 +253,8 @@ def run_eval(
     out, data_root = Path(out), Path(data_root)
     if not data_root.is_dir():
         raise SSLBenchError(f"--data-root: {data_root} is not a directory")
+    if not Path(checkpoint).is_file():
+        raise SSLBenchError(f"{checkpoint}: checkpoint not found")
     out.mkdir(parents=True, exist_ok=True)
     backbone = out / "backbone.pth"
     info = convert_checkpoint(checkpoint, backbone, which)
