@@ -262,6 +262,11 @@ def run_eval(
         info["name"] = name
     config_path = resolve_config(task, config, info["arch"], data_root)
     distributed = nproc > 1 or bool(torchrun_args)
+    if distributed and not torch.cuda.is_available():
+        raise SSLBenchError(
+            f"--nproc {nproc}: multi-process runs need GPUs (mmengine 0.10.7's pytorch launcher binds every rank to a "
+            "CUDA device); use --nproc 1 on CPU"
+        )
     cfg, overrides = build_config(config_path, backbone, data_root, out / "mm", options, distributed, amp)
     final = out / "config.py"
     cfg.dump(str(final))
