@@ -170,3 +170,29 @@ def test_full_size_config_builds_and_runs_one_forward(config):
     assert [tuple(f.shape[-2:]) for f in feats] == [(200, 272), (100, 136), (50, 68), (25, 34), (13, 17)]
     assert all(torch.isfinite(f).all() for f in feats)
     assert model.backbone.vit.blocks[0].attn.num_heads == model.backbone.vit.embed_dim // 64  # 6 (S), 12 (B)
+
+
+@pytest.mark.parametrize("task", ["coco", "ade20k", "voc", "imagenet-s"])
+def test_runner_overrides_reach_every_dataset(task, tmp_path):
+    from evaluate.dense.runner import build_config, resolve_config
+
+    root = tmp_path / "data"
+    root.mkdir()
+    config = resolve_config(task, None, {"embed_dim": 384}, root)
+    cfg, overrides = build_config(config, tmp_path / "bb.pth", root, tmp_path / "mm")
+    expected = str(root.resolve()) + "/"
+
+    def roots(dataset):
+        if "datasets" in dataset:
+            return [r for d in dataset["datasets"] for r in roots(d)]
+        return [dataset["data_root"]]
+
+    for split in ("train_dataloader", "val_dataloader", "test_dataloader"):
+        assert set(roots(cfg[split]["dataset"])) == {expected}, split
+    assert cfg.model.backbone.checkpoint == str((tmp_path / "bb.pth").resolve()) and "arch" not in cfg.model.backbone
+    assert cfg.work_dir == str((tmp_path / "mm").resolve())
+    if task == "coco":
+        assert cfg.test_evaluator.ann_file == expected + "annotations/instances_val2017.json"
+    swapped = overrides.get("SyncBN->BN (single process)", 0)
+    assert swapped == 0 if task == "imagenet-s" else swapped >= 2  # backbone adapter + heads
+    assert "SyncBN" not in str(cfg.model)

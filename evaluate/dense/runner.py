@@ -143,6 +143,17 @@ def _replace_type(node: Any, old: str, new: str) -> int:
     return count
 
 
+def _set_data_root(dataset: dict, root: str) -> None:
+    """Set ``data_root`` on a dataset config, through ConcatDataset / RepeatDataset wrappers (VOC aug)."""
+    if "datasets" in dataset:
+        for child in dataset["datasets"]:
+            _set_data_root(child, root)
+    elif "dataset" in dataset:
+        _set_data_root(dataset["dataset"], root)
+    else:
+        dataset["data_root"] = root
+
+
 def build_config(
     config_path: Path,
     backbone: Path,
@@ -162,9 +173,9 @@ def build_config(
         "model.backbone.arch": None,
         "work_dir": str(work_dir.resolve()),
     }
-    for split in ("train_dataloader", "val_dataloader", "test_dataloader"):
-        if cfg.get(split) is not None:
-            overrides[f"{split}.dataset.data_root"] = root
+    loaders = [s for s in ("train_dataloader", "val_dataloader", "test_dataloader") if cfg.get(s) is not None]
+    for split in loaders:
+        overrides[f"{split}.dataset.data_root"] = root
     for split, loader in (("val_evaluator", "val_dataloader"), ("test_evaluator", "test_dataloader")):
         evaluator = cfg.get(split)
         if isinstance(evaluator, dict) and "ann_file" in evaluator:
@@ -172,7 +183,9 @@ def build_config(
     if amp:
         overrides["optim_wrapper.type"] = "AmpOptimWrapper"
     overrides.update(options or {})
-    cfg.merge_from_dict({k: v for k, v in overrides.items() if v is not None})
+    cfg.merge_from_dict({k: v for k, v in overrides.items() if v is not None and ".data_root" not in k})
+    for split in loaders:
+        _set_data_root(cfg[split]["dataset"], root)
     cfg.model.backbone.pop("arch", None)
     if not distributed:
         swapped = _replace_type(cfg.model, "SyncBN", "BN")
