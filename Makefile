@@ -16,7 +16,7 @@ setup-dense:
 demo: setup
 	.venv/bin/sslbench demo
 
-test: setup
+test: setup-dense
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: setup

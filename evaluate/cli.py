@@ -44,6 +44,10 @@ GROUPS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
             "cluster": ("evaluate.cluster", "k-means on random class subsets: NMI, ARI, Hungarian accuracy"),
             "davis": ("evaluate.davis.cli", "DAVIS-2017 video segmentation by label propagation (J&F)"),
             "davis-score": ("evaluate.davis.score_cli", "J&F of a folder of DAVIS masks (official metric)"),
+            "coco": ("evaluate.dense.cli", "COCO detection + instance segmentation with mmdet (Cascade Mask R-CNN 1x)"),
+            "ade20k": ("evaluate.dense.cli", "ADE20K semantic segmentation with mmseg (UperNet 160k)"),
+            "voc": ("evaluate.dense.cli", "PASCAL VOC semantic segmentation with mmseg (UperNet 20k)"),
+            "imagenet-s": ("evaluate.dense.cli", "ImageNet-S919 semi-supervised segmentation with mmseg (FCN)"),
         },
     ),
     "ckpt": (

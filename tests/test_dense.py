@@ -1,0 +1,198 @@
+"""Dense protocols through the real mm stack on CPU: registries, optimizer constructor, ShapesWorld COCO and ADE20K
+runs through `sslbench eval`, resume, and the full-size configs (built, one forward at the configured size)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+try:
+    import mmcv.ops  # noqa: F401  (the compiled ops, not mmcv-lite)
+    import mmdet  # noqa: F401
+    import mmseg  # noqa: F401
+except Exception as exc:  # noqa: BLE001
+    pytest.skip(
+        f"the mm stack (dense extra) is not importable ({type(exc).__name__}: {exc}); run scripts/install_mm.sh",
+        allow_module_level=True,
+    )
+
+from evaluate.cli import main
+from evaluate.dense.layer_decay import lr_scale
+from evaluate.records import read_records
+from pretrain.vit import build_vit, export_backbone
+
+pytestmark = pytest.mark.dense
+REPO = Path(__file__).resolve().parent.parent
+CONFIGS = REPO / "downstream_configs"
+
+
+def tiny_export(path: Path) -> Path:
+    torch.manual_seed(0)
+    torch.save(export_backbone(build_vit("vit_pico")), path)
+    return path
+
+
+def tiny_converted(path: Path) -> tuple[Path, dict]:
+    torch.manual_seed(0)
+    model = build_vit("vit_pico")
+    state = model.state_dict()
+    meta = {"arch": model.arch.to_dict(), "pos_interp": "dino", "source_sha256": "0" * 64, "format": "test"}
+    torch.save({"state_dict": state, "meta": meta}, path)
+    return path, state
+
+
+def build_model(config: Path, **backbone):
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+
+    from evaluate.dense.runner import _replace_type
+
+    cfg = Config.fromfile(str(config))
+    scope = cfg.get("default_scope", "mmdet")
+    init_default_scope(scope)
+    import evaluate.dense.register  # noqa: F401
+
+    if scope == "mmseg":
+        from mmseg.registry import MODELS
+    else:
+        from mmdet.registry import MODELS
+    cfg.model.backbone.update(backbone)
+    _replace_type(cfg.model, "SyncBN", "BN")
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    return cfg, model
+
+
+def test_registry_build_keeps_loaded_weights_and_layer_decay_groups(tmp_path):
+    from mmengine.optim import build_optim_wrapper
+
+    ckpt, state = tiny_converted(tmp_path / "bb.pth")
+    cfg, model = build_model(CONFIGS / "coco" / "cascade_mask_rcnn_vit_shapesworld.py", checkpoint=str(ckpt))
+    loaded = model.backbone.vit.state_dict()
+    assert set(loaded) == set(state)
+    assert all(torch.equal(loaded[k], v) for k, v in state.items())  # init_weights left the ViT alone
+    wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    base_lr, decay = cfg.optim_wrapper.optimizer.lr, cfg.optim_wrapper.paramwise_cfg.layer_decay_rate
+    names = {id(p): n for n, p in model.named_parameters()}
+    seen = 0
+    for group in wrapper.optimizer.param_groups:
+        for param in group["params"]:
+            name = names[id(param)]
+            assert group["lr"] == pytest.approx(base_lr * lr_scale(name, 4, decay)), name
+            exempt = param.ndim == 1 or name.endswith((".pos_embed", ".cls_token"))
+            assert group["weight_decay"] == (0.0 if exempt else 0.05), name
+            seen += 1
+    assert seen == sum(1 for p in model.parameters() if p.requires_grad)
+
+
+def _losses(run: Path) -> list[float]:
+    losses = [row["loss"] for row in json.loads((run / "losses.json").read_text())]
+    assert len(losses) == 6 and all(math.isfinite(v) for v in losses), losses
+    return losses
+
+
+@pytest.mark.slow
+def test_coco_cascade_mask_rcnn_end_to_end(shapes_root, tmp_path, capsys):
+    ckpt = tiny_export(tmp_path / "pico_export.pth")  # a pretraining export: converted through evaluate.checkpoints
+    run = tmp_path / "run"
+    code = main(["eval", "coco", str(ckpt), "--data-root", str(shapes_root / "coco"), "--out", str(run)])
+    assert code == 0
+    losses = _losses(run)
+    assert losses[-1] < losses[0] and sum(losses[-2:]) < sum(losses[:2]), losses
+    records = [r for r in read_records() if r["protocol"] == "coco"]
+    metrics = {r["metric"]: r["value"] for r in records}
+    assert {"bbox_mAP", "bbox_mAP_50", "bbox_mAP_75", "segm_mAP", "segm_mAP_50"} <= set(metrics)
+    assert all(0.0 <= v <= 100.0 for v in metrics.values())
+    record = records[0]
+    assert record["dataset"] == "shapesworld-coco" and record["split"] == "val"
+    assert record["checkpoint"]["arch"]["embed_dim"] == 64 and record["checkpoint"]["format"] == "sslbench"
+    assert record["settings"]["config"] == "cascade_mask_rcnn_vit_shapesworld"
+    overrides = record["settings"]["overrides"]
+    assert overrides["model.backbone.checkpoint"] == str((run / "backbone.pth").resolve())
+    assert overrides["train_dataloader.dataset.data_root"] == str((shapes_root / "coco").resolve()) + "/"
+    raw = json.loads((run / "metrics.json").read_text())
+    assert metrics["bbox_mAP"] == pytest.approx(100 * raw["coco/bbox_mAP"])
+    assert (run / "config.py").is_file() and list((run / "mm").glob("iter_6.pth"))
+    assert "bbox_mAP" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_ade20k_upernet_end_to_end_and_resume(shapes_root, tmp_path):
+    ckpt, _ = tiny_converted(tmp_path / "pico_converted.pth")
+    run = tmp_path / "run"
+    args = ["eval", "ade20k", str(ckpt), "--data-root", str(shapes_root / "ade20k"), "--out", str(run)]
+    assert main(args) == 0
+    losses = _losses(run)
+    assert losses[-1] < losses[0] and sum(losses[-2:]) < sum(losses[:2]), losses
+    first = {r["metric"]: r["value"] for r in read_records() if r["protocol"] == "ade20k"}
+    assert set(first) == {"mIoU", "mAcc", "aAcc"} and all(0.0 <= v <= 100.0 for v in first.values())
+    # resume: mmengine reloads iter_6.pth (HistoryBuffer, numpy state) through the weights-only safe loader,
+    # finds training complete and re-tests the same weights
+    assert main(args + ["--resume"]) == 0
+    records = [r for r in read_records() if r["protocol"] == "ade20k"]
+    assert len(records) == 6
+    second = {r["metric"]: r["value"] for r in records[3:]}
+    assert second == pytest.approx(first)
+
+
+def test_safe_load_refuses_unknown_globals(tmp_path):
+    from evaluate.dense.register import safe_load
+    from evaluate.errors import SSLBenchError
+
+    torch.save({"x": torch.ones(1), "obj": Path("/tmp")}, tmp_path / "evil.pth")
+    with pytest.raises(SSLBenchError, match="refusing to unpickle"):
+        safe_load(str(tmp_path / "evil.pth"))
+
+
+FULL = sorted(p for p in CONFIGS.glob("*/*.py") if "shapesworld" not in p.name and p.parent.name != "_base_")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", FULL, ids=[p.stem for p in FULL])
+def test_full_size_config_builds_and_runs_one_forward(config):
+    cfg, model = build_model(config)
+    model.eval()
+    if cfg.get("default_scope") == "mmseg":
+        size = tuple(cfg.model.data_preprocessor["size"])
+        with torch.no_grad():
+            logits = model(torch.randn(1, 3, *size), mode="tensor")
+        stride = 4 if cfg.model.backbone.get("with_fpn", True) else 16
+        assert logits.shape == (1, cfg.model.decode_head.num_classes, size[0] // stride, size[1] // stride)
+        assert torch.isfinite(logits).all()
+        return
+    # detection: the test scale (1333, 800) of a 4:3 COCO image, padded to 32 -> 800 x 1088
+    with torch.no_grad():
+        feats = model.extract_feat(torch.randn(1, 3, 800, 1088))
+    assert [tuple(f.shape[-2:]) for f in feats] == [(200, 272), (100, 136), (50, 68), (25, 34), (13, 17)]
+    assert all(torch.isfinite(f).all() for f in feats)
+    assert model.backbone.vit.blocks[0].attn.num_heads == model.backbone.vit.embed_dim // 64  # 6 (S), 12 (B)
+
+
+@pytest.mark.parametrize("task", ["coco", "ade20k", "voc", "imagenet-s"])
+def test_runner_overrides_reach_every_dataset(task, tmp_path):
+    from evaluate.dense.runner import build_config, resolve_config
+
+    root = tmp_path / "data"
+    root.mkdir()
+    config = resolve_config(task, None, {"embed_dim": 384}, root)
+    cfg, overrides = build_config(config, tmp_path / "bb.pth", root, tmp_path / "mm")
+    expected = str(root.resolve()) + "/"
+
+    def roots(dataset):
+        if "datasets" in dataset:
+            return [r for d in dataset["datasets"] for r in roots(d)]
+        return [dataset["data_root"]]
+
+    for split in ("train_dataloader", "val_dataloader", "test_dataloader"):
+        assert set(roots(cfg[split]["dataset"])) == {expected}, split
+    assert cfg.model.backbone.checkpoint == str((tmp_path / "bb.pth").resolve()) and "arch" not in cfg.model.backbone
+    assert cfg.work_dir == str((tmp_path / "mm").resolve())
+    if task == "coco":
+        assert cfg.test_evaluator.ann_file == expected + "annotations/instances_val2017.json"
+    swapped = overrides.get("SyncBN->BN (single process)", 0)
+    assert swapped == 0 if task == "imagenet-s" else swapped >= 2  # backbone adapter + heads
+    assert "SyncBN" not in str(cfg.model)
