@@ -147,8 +147,7 @@ def run(cfg: ClusterConfig, backbone: Any = None) -> dict[int, dict[str, float]]
     return results
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    evalrun.add_arguments(parser)
+add_arguments = evalrun.add_arguments
 
 
 def run_cli(args: argparse.Namespace) -> int:

@@ -15,7 +15,32 @@ from typing import Any
 
 from evaluate.io import atomic_write_text, git_sha, versions
 from evaluate.reference import reference_tables
-from evaluate.tables import LEGEND, full_protocol_markdown, regenerate, to_markdown
+from evaluate.tables import LEGEND, full_protocol_markdown, full_protocol_table, regenerate, to_markdown
+
+# (column of the full-protocol table, header) of the headline table
+HEADLINE = (
+    ("knn/shapesworld/top1@k20", "k-NN top-1 (k=20)"),
+    ("linear/shapesworld/top1", "linear top-1 (paper selection)"),
+    ("linear/shapesworld/top1_heldout", "linear top-1 (held-out selection)"),
+    ("logreg/shapesworld-1pct/top1", "semi-sup. 1 % logreg"),
+    ("logreg/shapesworld-10pct/top1", "semi-sup. 10 % logreg"),
+    ("logreg/shapesworld-transfer/top1", "transfer logreg"),
+    ("cluster/shapesworld/nmi", "k-means NMI (C=10)"),
+    ("cluster/shapesworld/acc", "k-means acc. (C=10)"),
+    ("davis/shapesworld-davis/J&F-Mean", "DAVIS J&F"),
+    ("total wall [s]", "eval wall [s]"),
+)
+
+
+def headline_markdown(frame: Any, checkpoints: list[str]) -> str:
+    """The key metric of each protocol, one row per checkpoint (all values from the records)."""
+    table = full_protocol_table(frame, checkpoints)
+    columns = [(c, h) for c, h in HEADLINE if c in table.columns]
+    lines = ["| checkpoint | " + " | ".join(h for _, h in columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for name, row in table.iterrows():
+        cells = ["n/m" if row[c] != row[c] else f"{row[c]:.1f}" for c, _ in columns]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _pretrain_summary(log: Path) -> list[str]:
@@ -85,9 +110,17 @@ def write_report(
         "",
         "## Results: every protocol, both checkpoints",
         "",
+        "Accuracies, NMI and J&F in %. ShapesWorld has 10 classes (chance 10 %); the transfer domain 8 (12.5 %).",
+        "",
+        headline_markdown(frame, names),
+        "",
+        "<details><summary>Every measured metric (full-protocol table)</summary>",
+        "",
         full_protocol_markdown(frame, names),
         "",
         LEGEND,
+        "",
+        "</details>",
         "",
         "## Pretraining",
         "",

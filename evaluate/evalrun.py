@@ -221,6 +221,13 @@ def config_from_args(schema: type, args: argparse.Namespace) -> Any:
     return cfg
 
 
+def run_protocol_cli(schema: type, run: Any, protocol: str, args: argparse.Namespace) -> int:
+    """The ``run_cli`` of a protocol whose ``run(cfg)`` returns one flat metrics dict."""
+    cfg = config_from_args(schema, args)
+    print_metrics(protocol, dataset_label(cfg.data), run(cfg))
+    return 0
+
+
 def print_metrics(protocol: str, dataset: str, metrics: dict[str, float]) -> None:
     if int(os.environ.get("RANK", "0")) != 0:
         return

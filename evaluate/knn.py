@@ -165,11 +165,8 @@ def run(cfg: KNNConfig, backbone: Any = None) -> dict[str, float]:
     return metrics
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    evalrun.add_arguments(parser)
+add_arguments = evalrun.add_arguments
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    cfg = evalrun.config_from_args(KNNConfig, args)
-    evalrun.print_metrics("knn", evalrun.dataset_label(cfg.data), run(cfg))
-    return 0
+    return evalrun.run_protocol_cli(KNNConfig, run, "knn", args)

@@ -1,0 +1,58 @@
+"""``sslbench demo --quick`` end to end: data -> BAM -> every frozen-feature protocol -> tables, figures, report."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from evaluate.cli import main as cli_main
+from evaluate.records import read_records
+
+PROTOCOL_DATASETS = {
+    ("knn", "shapesworld"),
+    ("linear", "shapesworld"),
+    ("logreg", "shapesworld-transfer"),
+    ("logreg", "shapesworld-1pct"),
+    ("logreg", "shapesworld-10pct"),
+    ("cluster", "shapesworld"),
+    ("davis", "shapesworld-davis"),
+}
+
+
+@pytest.mark.slow
+def test_quick_demo_end_to_end_and_rerun_reuses(tmp_path):
+    out, report = tmp_path / "runs", tmp_path / "report"
+    args = ["demo", "--quick", "--out", str(out), "--report", str(report)]
+    assert cli_main(args) == 0
+
+    records = read_records(out / "records")
+    names = {r["checkpoint"]["name"] for r in records}
+    assert names == {"bam", "random-init"}
+    for name in names:
+        done = {(r["protocol"], r["dataset"]) for r in records if r["checkpoint"]["name"] == name}
+        assert done == PROTOCOL_DATASETS, name
+    knn = {r["checkpoint"]["name"]: r["value"] for r in records if r["metric"] == "top1@k20"}
+    assert all(0.0 <= v <= 100.0 for v in knn.values())
+
+    text = (report / "README.md").read_text()
+    assert "## Results: every protocol, both checkpoints" in text and "## Wall time of each stage" in text
+    for name in names:  # one row per checkpoint with measured numbers in it
+        row = next(line for line in text.splitlines() if line.startswith(f"| {name} |"))
+        assert len(re.findall(r"\d+\.\d", row)) >= 8, row
+    assert "Online k-NN top-1" in text and "Loss " in text
+
+    figures = {p.name for p in (report / "figures").glob("*.png")}
+    assert {"entropy.png", "curves.png", "attention-bam.png", "attention-photo-random-init.png"} <= figures
+    a = np.asarray(Image.open(report / "figures" / "attention-bam.png").convert("L"), np.float32)
+    b = np.asarray(Image.open(report / "figures" / "attention-random-init.png").convert("L"), np.float32)
+    assert a.std() > 1.0 and (a.shape != b.shape or np.abs(a - b).mean() > 0.1)
+    assert (report / "tables" / "README.md").is_file() and (report / "tables" / "full_protocol.md").is_file()
+    assert len(list((report / "tables").glob("*.tex"))) > 20
+
+    # a second run reuses data, checkpoint, records: no protocol runs again
+    assert cli_main(args) == 0
+    assert len(read_records(out / "records")) == len(records)
+    assert "| reused |" in (report / "README.md").read_text()
