@@ -16,7 +16,7 @@ from evaluate.reference import REFERENCE_DIR, is_number, load_paper, load_refere
 from evaluate.results import query
 from evaluate.tables import build_tables, full_protocol_markdown, full_protocol_table, regenerate, to_latex, to_markdown
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "reference" / "published_results.yaml"
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "reference" / "published_results.yaml"
 ARCH = {"patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2, "img_size": 32}
 
 
