@@ -133,21 +133,13 @@ def model_features(model: torch.nn.Module, cfg: DavisConfig, device: torch.devic
 
 def load_model(cfg: DavisConfig) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The evaluated backbone (eval mode) and its checkpoint info, through the checkpoint adapter."""
-    from evaluate.checkpoints import load_backbone
+    from evaluate.evalrun import BackboneConfig
+    from evaluate.evalrun import load_model as load_backbone_model
 
     if not cfg.checkpoint:
         raise ConfigError("checkpoint: required (path to a ViT checkpoint)")
-    lb = load_backbone(
-        cfg.checkpoint,
-        format=cfg.format,
-        which=cfg.which,
-        num_heads=cfg.num_heads,
-        img_size=cfg.img_size,
-        pos_interp=cfg.pos_interp,
-        trust_pickle=cfg.trust_pickle,
-        name=cfg.name,
-    )
-    return lb.model, dict(lb.info)
+    fields = ("format", "which", "num_heads", "img_size", "pos_interp", "trust_pickle", "name")
+    return load_backbone_model(BackboneConfig(path=cfg.checkpoint, **{f: getattr(cfg, f) for f in fields}))
 
 
 def run(
