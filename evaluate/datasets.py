@@ -21,9 +21,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from evaluate.errors import DataError
+from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
-IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+from evaluate.errors import DataError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,15 +76,13 @@ def load_split(root: str | Path, split: str) -> LabeledImages:
     split_dir = Path(root) / split
     if not split_dir.is_dir():
         raise DataError(f"{split_dir}: split directory not found (expected <root>/{split}/<class>/<image>)")
-    classes = tuple(sorted(d.name for d in os.scandir(split_dir) if d.is_dir()))
-    if not classes:
-        raise DataError(f"{split_dir}: no class directories")
-    samples = []
-    for label, name in enumerate(classes):
-        for dirpath, _, files in sorted(os.walk(split_dir / name, followlinks=True)):
-            for file in sorted(files):
-                if file.lower().endswith(IMG_EXTENSIONS):
-                    samples.append((os.path.join(dirpath, file), label))
+    try:
+        names, class_to_idx = find_classes(str(split_dir))
+    except FileNotFoundError:
+        raise DataError(f"{split_dir}: no class directories") from None
+    classes = tuple(names)
+    # torchvision's listing (sorted walk, case-insensitive extensions); empty class directories are allowed
+    samples = make_dataset(str(split_dir), class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=True)
     if not samples:
         raise DataError(f"{split_dir}: no images (extensions {', '.join(IMG_EXTENSIONS)})")
     return LabeledImages(split_dir, classes, tuple(samples))

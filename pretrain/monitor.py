@@ -4,9 +4,8 @@ Both run the EMA teacher's backbone (or the student's) in eval mode under ``torc
 untouched (their loaders own a generator), so turning them on does not change the training trajectory.
 
 k-NN (DINO's weighted vote): features are the L2-normalised CLS outputs; for each val image the k most cosine-similar
-train images vote for their class with weight exp(sim / T); ``knn_top1`` is the top-1 accuracy in %. When the
-evaluation side's ``evaluate.knn.knn_accuracy`` is installed it is used (one implementation for the monitor and the
-protocol); otherwise :func:`weighted_knn_top1` computes the same vote locally.
+train images vote for their class with weight exp(sim / T); ``knn_top1`` is the top-1 accuracy in %, computed by
+the protocol's own ``evaluate.knn.knn_accuracy`` (one implementation for the monitor and ``sslbench eval knn``).
 """
 
 from __future__ import annotations
@@ -15,11 +14,11 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 from torchvision import transforms as T
 
+from evaluate.knn import knn_accuracy
 from pretrain.data import image_folder
 
 if TYPE_CHECKING:
@@ -65,21 +64,8 @@ def weighted_knn_top1(
 ) -> float:
     """DINO's weighted k-NN top-1 (%) on (N, D) / (M, D) features (L2-normalised here)."""
     num_classes = int(max(train_labels.max(), test_labels.max())) + 1
-    try:
-        from evaluate.knn import knn_accuracy
-    except ImportError:
-        knn_accuracy = None
-    if knn_accuracy is not None:
-        return float(
-            knn_accuracy(train, train_labels, test, test_labels, ks=(k,), T=temperature, num_classes=num_classes)[
-                f"top1@k{k}"
-            ]
-        )
-    train, test = F.normalize(train, dim=1), F.normalize(test, dim=1)
-    k = min(k, train.shape[0])
-    sims, idx = (test @ train.T).topk(k, dim=1)
-    votes = torch.zeros(test.shape[0], num_classes).scatter_add_(1, train_labels[idx], (sims / temperature).exp())
-    return float((votes.argmax(1) == test_labels).float().mean() * 100.0)
+    metrics = knn_accuracy(train, train_labels, test, test_labels, ks=(k,), T=temperature, num_classes=num_classes)
+    return float(metrics[f"top1@k{k}"])
 
 
 def eval_transform(size: int, mean, std) -> T.Compose:

@@ -32,6 +32,7 @@ from evaluate.davis.data import Sequence, first_labels, is_shapesworld, load_seq
 from evaluate.davis.features import FeatureFn, sequence_features
 from evaluate.davis.score import score_results
 from evaluate.errors import ConfigError
+from evaluate.features import resolve_device
 from evaluate.records import append_records, make_records
 
 logger = logging.getLogger("sslbench")
@@ -77,12 +78,6 @@ class DavisConfig:
 
 def combo_tag(n_last_frames: int, topk: int, size_mask_neighborhood: int) -> str:
     return f"nlast{n_last_frames}-topk{topk}-nbhd{size_mask_neighborhood}"
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def write_sequence_masks(
