@@ -20,7 +20,7 @@ test: setup-dense
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: setup
-	.venv/bin/ruff check pretrain evaluate tests benchmarks sslbench_entry.py
+	.venv/bin/ruff check sslcore pretrain evaluate tests benchmarks sslbench_entry.py
 
 bench: setup
 	$(PY) benchmarks/run_all.py

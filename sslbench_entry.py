@@ -15,7 +15,7 @@ _MARKER = "SSLBENCH_PACKAGE"
 
 def check_packages() -> str | None:
     """Return an error message if ``evaluate`` or ``pretrain`` is not sslbench's own package, else None."""
-    for name in ("evaluate", "pretrain"):
+    for name in ("sslcore", "pretrain", "evaluate"):
         try:
             module = importlib.import_module(name)
         except Exception as exc:  # an unrelated package may fail to import for its own reasons

@@ -23,9 +23,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from evaluate.config import load_config  # noqa: E402
 from pretrain.config import PretrainConfig  # noqa: E402
 from pretrain.engine import Trainer  # noqa: E402
+from sslcore.config import load_config  # noqa: E402
 
 
 def make_trainer(overrides: dict) -> Trainer:

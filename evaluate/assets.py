@@ -14,8 +14,8 @@ import os
 import urllib.request
 from pathlib import Path
 
-from evaluate.errors import SSLBenchError
-from evaluate.io import atomic_write_bytes
+from sslcore.errors import SSLBenchError
+from sslcore.io import atomic_write_bytes
 
 
 class AssetError(SSLBenchError):

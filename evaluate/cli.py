@@ -9,7 +9,7 @@ Commands are listed in two plain dicts, :data:`COMMANDS` (``sslbench <cmd>``) an
 or ``"module:name"`` for a module holding several commands as ``add_<name>_arguments`` and ``run_<name>``.
 
 Modules are imported only when their command is selected, so ``sslbench --help`` is instant and the heavy stacks
-(torch, mm*) load only for the commands that need them. A :class:`~evaluate.errors.SSLBenchError` raised anywhere
+(torch, mm*) load only for the commands that need them. A :class:`~sslcore.errors.SSLBenchError` raised anywhere
 becomes one line on stderr and exit status 2.
 """
 
@@ -20,7 +20,7 @@ import importlib
 import logging
 import sys
 
-from evaluate.errors import SSLBenchError
+from sslcore.errors import SSLBenchError
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {

@@ -23,7 +23,7 @@ from typing import Any
 
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
-from evaluate.errors import DataError
+from sslcore.errors import DataError
 
 
 @dataclasses.dataclass(frozen=True)

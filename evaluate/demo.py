@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from evaluate.io import REPO_ROOT
+from sslcore.io import REPO_ROOT
 
 logger = logging.getLogger("sslbench")
 
@@ -112,9 +112,9 @@ def stage_data(out: Path, plan: DemoPlan, seed: int) -> Path:
 
 def stage_pretrain(out: Path, data: Path, plan: DemoPlan, seed: int) -> Path:
     """Train (or resume, or reuse) BAM on ShapesWorld; returns the exported backbone."""
-    from evaluate.config import load_config
     from pretrain.config import PretrainConfig
     from pretrain.engine import Trainer
+    from sslcore.config import load_config
 
     run_dir = out / "pretrain" / "bam"
     overrides = [
@@ -132,8 +132,8 @@ def stage_pretrain(out: Path, data: Path, plan: DemoPlan, seed: int) -> Path:
 def stage_random_init(out: Path, arch: dict[str, Any], seed: int) -> Path:
     import torch
 
-    from evaluate.io import atomic_torch_save
     from pretrain.vit import SSLViT, ViTArch, export_backbone
+    from sslcore.io import atomic_torch_save
 
     path = out / "checkpoints" / "random-init.pth"
     if not path.is_file():
@@ -157,10 +157,10 @@ def _recorded(store: Path, sha256: str, protocol: str, dataset: str) -> bool:
 def protocol_jobs(data: Path, plan: DemoPlan, run_dir: Path) -> list[tuple[str, str, Callable[[Any], Any]]]:
     """(protocol, record dataset, callable(loaded backbone)) for every frozen-feature protocol of the demo."""
     from evaluate import cluster, knn, linear, logreg
-    from evaluate.config import load_config
     from evaluate.davis.run import DavisConfig
     from evaluate.davis.run import run as run_davis
     from evaluate.features import CLASSIFICATION_RATIO
+    from sslcore.config import load_config
 
     cls_root, transfer_root = data / "classification", data / "transfer"
 

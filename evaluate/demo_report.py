@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from evaluate.io import atomic_write_text, git_sha, versions
 from evaluate.reference import reference_tables
 from evaluate.tables import LEGEND, full_protocol_markdown, full_protocol_table, regenerate, to_markdown
+from sslcore.io import atomic_write_text, git_sha, versions
 
 # (column of the full-protocol table, header) of the headline table
 HEADLINE = (

@@ -19,11 +19,11 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from evaluate.config import load_config, save_config, to_dict
 from evaluate.datasets import LabeledImages, apply_subset, load_split, read_subset_file, resolve_subset
-from evaluate.errors import SSLBenchError
-from evaluate.io import REPO_ROOT, atomic_write_json
 from evaluate.records import append_records, make_records
+from sslcore.config import load_config, save_config, to_dict
+from sslcore.errors import SSLBenchError
+from sslcore.io import REPO_ROOT, atomic_write_json
 
 
 @dataclasses.dataclass

@@ -40,8 +40,8 @@ import torch.distributed as dist
 from torch import Tensor
 
 from evaluate.datasets import LabeledImages, fingerprint
-from evaluate.errors import SSLBenchError
-from evaluate.io import atomic_torch_save, sha256_json
+from sslcore.errors import SSLBenchError
+from sslcore.io import atomic_torch_save, sha256_json
 
 logger = logging.getLogger("sslbench")
 

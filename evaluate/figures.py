@@ -30,8 +30,8 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
-from evaluate.errors import SSLBenchError  # noqa: E402
-from evaluate.io import atomic_open  # noqa: E402
+from sslcore.errors import SSLBenchError  # noqa: E402
+from sslcore.io import atomic_open  # noqa: E402
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

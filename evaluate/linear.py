@@ -47,7 +47,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from evaluate import evalrun
-from evaluate.errors import SSLBenchError
 from evaluate.features import (
     FeatureConfig,
     autocast_context,
@@ -56,6 +55,7 @@ from evaluate.features import (
     resolve_sizes,
     tap_features,
 )
+from sslcore.errors import SSLBenchError
 
 logger = logging.getLogger("sslbench")
 

@@ -34,8 +34,8 @@ import numpy as np
 
 from evaluate import evalrun
 from evaluate.datasets import load_split
-from evaluate.errors import SSLBenchError
 from evaluate.features import FeatureConfig, get_features, resolve_device
+from sslcore.errors import SSLBenchError
 
 logger = logging.getLogger("sslbench")
 

@@ -21,8 +21,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from evaluate.errors import SSLBenchError
-from evaluate.io import REPO_ROOT, git_sha, peak_memory_mb, versions
+from sslcore.errors import SSLBenchError
+from sslcore.io import REPO_ROOT, git_sha, peak_memory_mb, versions
 
 SCHEMA_VERSION = 1
 

@@ -33,9 +33,9 @@ from typing import Any
 
 import yaml
 
-from evaluate.errors import SSLBenchError
-from evaluate.io import REPO_ROOT
 from evaluate.records import Record
+from sslcore.errors import SSLBenchError
+from sslcore.io import REPO_ROOT
 
 REFERENCE_DIR = REPO_ROOT / "results" / "reference"
 SCHEMA = "sslbench-reference/v1"

@@ -18,9 +18,9 @@ from typing import Any
 
 import pandas as pd
 
-from evaluate.errors import SSLBenchError
-from evaluate.io import atomic_write_text, sha256_json
 from evaluate.records import read_records
+from sslcore.errors import SSLBenchError
+from sslcore.io import atomic_write_text, sha256_json
 
 COLUMNS = [
     "protocol",

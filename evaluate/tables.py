@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from evaluate.errors import SSLBenchError
-from evaluate.io import atomic_write_text
 from evaluate.reference import RefRow, RefTable, reference_tables
 from evaluate.table_specs import EXTRA_COLUMNS, Source, sources_for
+from sslcore.errors import SSLBenchError
+from sslcore.io import atomic_write_text
 
 logger = logging.getLogger("sslbench")
 

@@ -29,9 +29,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from evaluate.config import to_dict
-from evaluate.errors import SSLBenchError
-from evaluate.io import atomic_write_text
+from sslcore.config import to_dict
+from sslcore.errors import SSLBenchError
+from sslcore.io import atomic_write_text
 
 if TYPE_CHECKING:
     from pretrain.engine import Trainer

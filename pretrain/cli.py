@@ -12,8 +12,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from evaluate.config import load_config, to_dict
-from evaluate.errors import ConfigError
+from sslcore.config import load_config, to_dict
+from sslcore.errors import ConfigError
 
 logger = logging.getLogger("sslbench")
 

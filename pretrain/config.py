@@ -3,7 +3,7 @@
 Sections: ``model`` (backbone), ``data`` (source and multi-crop augmentation), ``optim`` (AdamW and the per-iteration
 schedules), ``ema`` (teacher), ``train`` (loop, precision, checkpoints, logging), ``ccrop`` (ContrastiveCrop boxes),
 ``knn`` (online k-NN monitor), and one section per method (``bam``). Load with
-``evaluate.config.load_config(PretrainConfig, path, overrides)``.
+``sslcore.config.load_config(PretrainConfig, path, overrides)``.
 
 Defaults follow DINO/BAM conventions where one exists; the BAM recipes in ``pretrain/configs/`` set the paper's values.
 """

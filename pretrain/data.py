@@ -8,7 +8,7 @@ that loads it, the number of workers or on where a run was interrupted. The samp
 
 Unreadable images: with ``on_bad_image="skip"`` the image is replaced by the next readable one in index order (so the
 batch keeps its size, which the losses need), a warning names the file, and the item carries ``skipped=1``, which the
-engine sums into the log. With ``"error"`` a :class:`~evaluate.errors.DataError` naming the file stops the run.
+engine sums into the log. With ``"error"`` a :class:`~sslcore.errors.DataError` naming the file stops the run.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from PIL import Image
 from torch.utils.data import Dataset, Sampler
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
-from evaluate.errors import DataError
 from pretrain.config import PretrainConfig
 from pretrain.crops import MultiCropAugment
 from pretrain.dist import Distributed
+from sslcore.errors import DataError
 
 logger = logging.getLogger("sslbench")
 

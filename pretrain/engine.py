@@ -38,14 +38,14 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from evaluate.config import save_config, to_dict
-from evaluate.errors import SSLBenchError
-from evaluate.io import atomic_torch_save, git_sha
 from pretrain import checkpoint as ckpt
 from pretrain.config import PretrainConfig
 from pretrain.dist import Distributed
 from pretrain.ema import ema_update
 from pretrain.schedules import cosine_schedule, scaled_lr
+from sslcore.config import save_config, to_dict
+from sslcore.errors import SSLBenchError
+from sslcore.io import atomic_torch_save, git_sha
 
 logger = logging.getLogger("sslbench")
 

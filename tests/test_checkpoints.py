@@ -26,8 +26,8 @@ from evaluate.checkpoints import (
 )
 from evaluate.checkpoints import reading as reading_mod
 from evaluate.cli import main as cli_main
-from evaluate.errors import SSLBenchError
 from pretrain.vit import ARCHS, SSLViT, dino_resample, export_backbone
+from sslcore.errors import SSLBenchError
 
 FEMTO = ARCHS["vit_femto"]  # patch 8, width 32, depth 2, 2 heads, 32 px
 

@@ -6,8 +6,8 @@ from typing import Literal
 import pytest
 import yaml
 
-from evaluate.config import load_config, parse_overrides, save_config, to_dict
-from evaluate.errors import ConfigError
+from sslcore.config import load_config, parse_overrides, save_config, to_dict
+from sslcore.errors import ConfigError
 
 
 @dataclasses.dataclass

@@ -13,9 +13,9 @@ from evaluate.cli import main
 from evaluate.davis import metrics as M
 from evaluate.davis.data import read_label, write_label
 from evaluate.davis.score import score_results
-from evaluate.errors import DataError
 from evaluate.palette import davis_palette
 from evaluate.records import read_records
+from sslcore.errors import DataError
 
 
 def test_jaccard_hand_values():

@@ -211,7 +211,7 @@ def test_cli_end_to_end_with_a_random_checkpoint(shapes_root, tmp_path, monkeypa
 
 def test_resize_rule_and_layout_errors(shapes_root, tmp_path):
     from evaluate.davis.data import first_labels, load_sequence, read_frame, read_split
-    from evaluate.errors import DataError
+    from sslcore.errors import DataError
 
     assert resized_shape(480, 854) == (480, 832)
     assert resized_shape(480, 910) == (480, 896)

@@ -141,7 +141,7 @@ def test_ade20k_upernet_end_to_end_and_resume(shapes_root, tmp_path):
 
 def test_safe_load_refuses_unknown_globals(tmp_path):
     from evaluate.dense.register import safe_load
-    from evaluate.errors import SSLBenchError
+    from sslcore.errors import SSLBenchError
 
     torch.save({"x": torch.ones(1), "obj": Path("/tmp")}, tmp_path / "evil.pth")
     with pytest.raises(SSLBenchError, match="refusing to unpickle"):

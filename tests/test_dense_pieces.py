@@ -12,8 +12,8 @@ import torch
 
 from evaluate.dense.backbone import SSLViTBackbone, default_taps
 from evaluate.dense.layer_decay import layer_id, lr_scale, param_groups
-from evaluate.errors import SSLBenchError
 from pretrain.vit import SSLViT, ViTArch, build_vit
+from sslcore.errors import SSLBenchError
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -23,14 +23,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from evaluate.cli import main as cli_main
-from evaluate.config import load_config
-from evaluate.errors import DataError, SSLBenchError
 from pretrain.config import PretrainConfig
 from pretrain.dist import Distributed
 from pretrain.ema import ema_update
 from pretrain.engine import NonFiniteLossError, Trainer, clip_gradients, param_groups
 from pretrain.methods.base import SSLMethod
 from pretrain.vit import build_vit
+from sslcore.config import load_config
+from sslcore.errors import DataError, SSLBenchError
 
 REPO = Path(__file__).resolve().parent.parent
 

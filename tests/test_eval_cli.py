@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from evaluate.cli import main
-from evaluate.io import sha256_file
 from evaluate.records import read_records
 from pretrain.vit import build_vit, export_backbone
+from sslcore.io import sha256_file
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ import torch
 
 from evaluate import features as feat
 from evaluate.datasets import LabeledImages, apply_subset, fingerprint, load_split, read_subset_file, resolve_subset
-from evaluate.errors import DataError, SSLBenchError
 from pretrain.vit import build_vit, export_backbone
+from sslcore.errors import DataError, SSLBenchError
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from evaluate.cli import main
-from evaluate.errors import SSLBenchError
 from evaluate.figures import (
     cls_attention,
     image_array,
@@ -23,6 +22,7 @@ from evaluate.figures import (
     read_log,
 )
 from pretrain.vit import build_vit, export_backbone
+from sslcore.errors import SSLBenchError
 
 
 # ----------------------------------------------------------------------------------------------- threshold

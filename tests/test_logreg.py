@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from evaluate.errors import SSLBenchError
 from evaluate.logreg import _split_heldout, fit_logreg, lambda_grid, score, sweep_logreg
+from sslcore.errors import SSLBenchError
 
 
 def test_lambda_grid_is_the_kornblith_grid():

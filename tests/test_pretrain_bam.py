@@ -115,9 +115,9 @@ def test_bam_shapesworld_run_beats_random_init(tmp_path, shapes_cls):
 
 
 def test_bam_teacher_free_with_bn_projector_steps_and_exports_the_student(tmp_path):
-    from evaluate.config import load_config
     from pretrain.config import PretrainConfig
     from pretrain.engine import Trainer
+    from sslcore.config import load_config
 
     over = {
         "model.arch": "vit_femto",

@@ -5,9 +5,9 @@ import multiprocessing as mp
 
 import pytest
 
-from evaluate.errors import SSLBenchError
-from evaluate.io import atomic_open, atomic_write_text
 from evaluate.records import append_records, make_records, read_records
+from sslcore.errors import SSLBenchError
+from sslcore.io import atomic_open, atomic_write_text
 
 
 def _writer(store: str, worker: int, count: int) -> None:

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from evaluate.cli import main
-from evaluate.errors import SSLBenchError
 from evaluate.records import Record, append_records
 from evaluate.results import deduplicate, export, find_run, query, records_frame, runs_frame
+from sslcore.errors import SSLBenchError
 
 ARCH = {"patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2, "img_size": 32}
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from evaluate.errors import DataError
 from evaluate.shapesworld import render as R
 from evaluate.shapesworld.formats import mask_to_coco_segmentation
 from evaluate.shapesworld.generate import PRESETS, ShapesWorldSpec, generate
+from sslcore.errors import DataError
 
 TINY = PRESETS["tiny"]
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from evaluate.checkpoints.formats import CHECKPOINT_FORMATS
-from evaluate.errors import SSLBenchError
+from sslcore.errors import SSLBenchError
 
 CONVERT_TARGETS = ("timm", "mmdet", "mmseg")
 
@@ -131,7 +131,7 @@ def converted_payload(loaded: Any) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def run_convert(args: argparse.Namespace) -> int:
     from evaluate.checkpoints.loader import load_backbone
-    from evaluate.io import atomic_torch_save, atomic_write_bytes
+    from sslcore.io import atomic_torch_save, atomic_write_bytes
 
     out = Path(args.out)
     if args.to != "timm" and out.suffix == ".safetensors":
@@ -162,8 +162,8 @@ def add_init_arguments(parser: argparse.ArgumentParser) -> None:
 def run_init(args: argparse.Namespace) -> int:
     import torch
 
-    from evaluate.io import atomic_torch_save
     from pretrain.vit import build_vit, export_backbone
+    from sslcore.io import atomic_torch_save
 
     torch.manual_seed(args.seed)
     model = build_vit(args.arch, pos_interp=args.pos_interp)

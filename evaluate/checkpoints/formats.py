@@ -39,7 +39,7 @@ from typing import Any
 
 from torch import Tensor
 
-from evaluate.errors import SSLBenchError
+from sslcore.errors import SSLBenchError
 
 # Keys of a timm VisionTransformer as SSLViT builds it (CLS token, absolute positions, no LayerScale, no fc_norm).
 TIMM_KEY = re.compile(

@@ -39,8 +39,8 @@ from torch import Tensor
 
 from evaluate.checkpoints.formats import detect_format, disallowed, get_format, holds_networks
 from evaluate.checkpoints.reading import read_checkpoint, sha256_cached
-from evaluate.errors import SSLBenchError
 from pretrain.vit import SSLViT, ViTArch, dino_resample
+from sslcore.errors import SSLBenchError
 
 log = logging.getLogger("sslbench")
 _BLOCK = re.compile(r"blocks\.(\d+)\.")

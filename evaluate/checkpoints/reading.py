@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from evaluate.errors import SSLBenchError
-from evaluate.io import atomic_write_json, sha256_file, sha256_json
+from sslcore.errors import SSLBenchError
+from sslcore.io import atomic_write_json, sha256_file, sha256_json
 
 log = logging.getLogger("sslbench")
 

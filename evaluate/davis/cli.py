@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from evaluate.config import load_config
-from evaluate.errors import ConfigError
+from sslcore.config import load_config
+from sslcore.errors import ConfigError
 
 
 def _int_list(text: str) -> list[int]:

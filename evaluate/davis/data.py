@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from evaluate.errors import DataError
-from evaluate.io import atomic_write_bytes
+from sslcore.errors import DataError
+from sslcore.io import atomic_write_bytes
 
 MEAN = (0.485, 0.456, 0.406)
 STDS = {"imagenet": (0.229, 0.224, 0.225), "dino": (0.228, 0.224, 0.225)}

@@ -24,8 +24,8 @@ import torch
 from torch import Tensor
 
 from evaluate.davis.data import Sequence, read_frame
-from evaluate.errors import DataError
-from evaluate.io import atomic_torch_save, sha256_json
+from sslcore.errors import DataError
+from sslcore.io import atomic_torch_save, sha256_json
 
 logger = logging.getLogger("sslbench")
 CACHE_VERSION = 1

@@ -30,7 +30,7 @@ from collections.abc import Mapping
 import cv2
 import numpy as np
 
-from evaluate.errors import DataError
+from sslcore.errors import DataError
 
 BOUND_TH = 0.008
 VOID = 255

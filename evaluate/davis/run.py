@@ -26,14 +26,14 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from evaluate.config import save_config, to_dict
 from evaluate.davis import propagation as P
 from evaluate.davis.data import Sequence, first_labels, is_shapesworld, load_sequence, read_split, write_label
 from evaluate.davis.features import FeatureFn, sequence_features
 from evaluate.davis.score import score_results
-from evaluate.errors import ConfigError
 from evaluate.features import resolve_device
 from evaluate.records import append_records, make_records
+from sslcore.config import save_config, to_dict
+from sslcore.errors import ConfigError
 
 logger = logging.getLogger("sslbench")
 

@@ -19,8 +19,8 @@ from tqdm import tqdm
 
 from evaluate.davis.data import load_sequence, read_label, read_split
 from evaluate.davis.metrics import BOUND_TH, GLOBAL_COLUMNS, SEQUENCE_COLUMNS, evaluate_sequence, summarize
-from evaluate.errors import DataError
-from evaluate.io import atomic_write_text
+from sslcore.errors import DataError
+from sslcore.io import atomic_write_text
 
 logger = logging.getLogger("sslbench")
 

@@ -36,8 +36,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
-from evaluate.errors import SSLBenchError
 from pretrain.vit import ARCHS, SSLViT, ViTArch
+from sslcore.errors import SSLBenchError
 
 logger = logging.getLogger("sslbench")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from evaluate.errors import SSLBenchError
+from sslcore.errors import SSLBenchError
 
 
 def parse_cfg_options(items: list[str] | None) -> dict:

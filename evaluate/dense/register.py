@@ -32,7 +32,7 @@ from mmengine.runner.checkpoint import CheckpointLoader
 
 from evaluate.dense.backbone import SSLViTBackbone
 from evaluate.dense.layer_decay import num_vit_layers, param_groups
-from evaluate.errors import SSLBenchError
+from sslcore.errors import SSLBenchError
 
 logger = logging.getLogger("sslbench")
 

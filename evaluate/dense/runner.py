@@ -31,9 +31,9 @@ from typing import Any
 
 import torch
 
-from evaluate.errors import SSLBenchError
-from evaluate.io import REPO_ROOT, atomic_torch_save, atomic_write_json, sha256_file
 from evaluate.records import append_records, make_records
+from sslcore.errors import SSLBenchError
+from sslcore.io import REPO_ROOT, atomic_torch_save, atomic_write_json, sha256_file
 
 logger = logging.getLogger("sslbench")
 

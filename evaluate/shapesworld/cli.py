@@ -6,9 +6,9 @@ import argparse
 import dataclasses
 import json
 
-from evaluate.errors import DataError
 from evaluate.shapesworld.formats import PARTS
 from evaluate.shapesworld.generate import PRESETS, generate
+from sslcore.errors import DataError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -25,10 +25,10 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from evaluate.errors import DataError
 from evaluate.shapesworld import formats as F
 from evaluate.shapesworld import render as R
 from evaluate.shapesworld import scenes
+from sslcore.errors import DataError
 
 logger = logging.getLogger("sslbench")
 

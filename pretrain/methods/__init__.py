@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import importlib
 
-from evaluate.errors import ConfigError
 from pretrain.config import PretrainConfig
 from pretrain.methods.base import SSLMethod
+from sslcore.errors import ConfigError
 
 METHODS: dict[str, str] = {
     "bam": "pretrain.methods.bam:BAM",

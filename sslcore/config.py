@@ -22,8 +22,8 @@ from typing import Any, TypeVar
 
 import yaml
 
-from evaluate.errors import ConfigError
-from evaluate.io import atomic_write_text
+from sslcore.errors import ConfigError
+from sslcore.io import atomic_write_text
 
 T = TypeVar("T")
 
