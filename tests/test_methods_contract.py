@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_engine import METHOD_OVERRIDES, toy_cfg
 
 from evaluate.checkpoints import load_backbone
 from evaluate.cli import main as cli_main
@@ -28,7 +29,6 @@ from pretrain.methods import METHODS, build_method, method_class
 from pretrain.views import random_batch
 from sslcore.config import load_config
 from sslcore.errors import ConfigError
-from test_engine import METHOD_OVERRIDES, toy_cfg
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "pretrain" / "configs"
