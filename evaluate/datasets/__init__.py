@@ -24,20 +24,23 @@ from evaluate.datasets.core import (
 )
 from evaluate.datasets.registry import (
     DATASETS,
-    METRICS,
+    DataPlan,
     DatasetSpec,
     build_dataset,
     get_spec,
     load_images,
     metric_of,
     parse_data_arg,
+    plan_data,
     require_spec,
 )
+from evaluate.metrics import METRICS
 
 __all__ = [
     "DATASETS",
     "METRICS",
     "ArrayImages",
+    "DataPlan",
     "DatasetSpec",
     "ImageDataset",
     "LabeledImages",
@@ -50,6 +53,7 @@ __all__ = [
     "load_split",
     "metric_of",
     "parse_data_arg",
+    "plan_data",
     "read_subset_file",
     "require_spec",
     "resolve_subset",

@@ -25,10 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from evaluate.datasets import large, official
-from evaluate.datasets.core import ImageDataset, LabeledImages, concat
+from evaluate.datasets.core import ImageDataset, LabeledImages, concat, load_split
 from sslcore.errors import ConfigError, DataError
-
-METRICS = ("top1", "mean_per_class")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -366,3 +364,76 @@ def build_dataset(
     ``build_dataset("flowers", root, spec.test, eval_tf)`` with ``spec = require_spec("flowers")``.
     """
     return load_images(spec, root, split, check_counts=check_counts).dataset(transform)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataPlan:
+    """Where a protocol's images come from: the dataset, its root, the split of each role, the metric.
+
+    ``spec`` None (or ``imagefolder``) means an ImageFolder tree ``<root>/<split>/<class>/<image>``. ``fit`` is the
+    split a protocol without a selection step trains on: ``trainval`` (train + val) when there is a val split.
+    """
+
+    name: str
+    root: str
+    spec: DatasetSpec | None
+    imagefolder: bool
+    train: str
+    val: str | None
+    test: str
+    metric: str
+    check_counts: bool = True
+
+    @property
+    def fit(self) -> str:
+        return "trainval" if self.val else self.train
+
+    def load(self, split: str) -> LabeledImages:
+        """One split (``trainval``: the union of the train and val roles unless the dataset ships one)."""
+        if not self.imagefolder:
+            assert self.spec is not None
+            return load_images(self.spec, self.root, split, check_counts=self.check_counts)
+        if split == "trainval" and self.val and not (Path(self.root) / "trainval").is_dir():
+            return concat(self.load(self.train), self.load(self.val), "trainval")
+        return dataclasses.replace(load_split(self.root, split), name=self.name)
+
+
+def plan_data(
+    name: str,
+    root: str,
+    *,
+    layout: str = "auto",
+    train: str | None = None,
+    val: str | None = None,
+    test: str | None = None,
+    check_counts: bool = True,
+) -> DataPlan:
+    """Resolve a dataset selection: a registry name in its official layout (``layout="auto"``), or an ImageFolder.
+
+    Unset roles take the dataset's own (ImageFolder: train ``train``, no val, test ``val``); the metric is the
+    dataset's (ImageFolder trees of a registry name keep its metric; other names use top-1).
+
+    Raises:
+        ConfigError: ``layout="official"`` with a name outside the registry, or an unknown layout.
+    """
+    if layout not in ("auto", "official", "imagefolder"):
+        raise ConfigError(f"data.layout={layout!r}: expected auto, official or imagefolder")
+    spec = get_spec(name)
+    if layout == "official" and spec is None:
+        raise ConfigError(f"data.layout=official: {name!r} is not in the registry; known: {', '.join(DATASETS)}")
+    imagefolder = spec is None or layout == "imagefolder"
+    if spec is not None:
+        roles = (train or spec.train, val if val is not None or imagefolder else spec.val, test or spec.test)
+    else:
+        roles = (train or "train", val, test or "val")
+    return DataPlan(
+        name=spec.name if spec else name,
+        root=root,
+        spec=spec,
+        imagefolder=imagefolder,
+        train=roles[0],
+        val=roles[1] or None,
+        test=roles[2],
+        metric=spec.metric if spec else "top1",
+        check_counts=check_counts,
+    )
