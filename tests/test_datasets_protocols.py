@@ -143,3 +143,18 @@ def test_bam_transfer_cell_filled_from_a_per_class_record(tmp_path):
     assert (cells["Aircraft"], cells["Pets"], cells["Food"], cells["Flowers"]) == ("61.2", "n/m", "55.5", "n/m")
     assert [ref.run_id for ref in view.refs] == ["food00000001", "air000000001"]
     assert "metric mean_per_class" in view.refs[1].text
+
+
+def test_data_list_and_check_commands(tmp_path, capsys):
+    assert main(["data", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert "aircraft" in listed and "mean_per_class" in listed and "train/val/test" in listed
+    root = write_flowers(tmp_path)
+    assert main(["data", "check", f"flowers:{root}", "--partial"]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "reader sslbench; metric mean_per_class" in out and "train            3 images    102 classes  MISMATCH" in out
+    )
+    assert main(["data", "check", f"flowers:{root}"]) == 2
+    assert "flowers train has 3 images, expected 1020" in capsys.readouterr().err
+    assert main(["data", "check", str(root)]) == 2

@@ -227,6 +227,7 @@ DATASETS: dict[str, DatasetSpec] = {
                 "or Kaggle: ILSVRC/ + LOC_val_solution.csv",
             ),
             reader="sslbench",
+            listed=False,  # images are listed from the folders themselves
         ),
         _spec(
             "inat2018",
