@@ -3,15 +3,17 @@ mean per-class accuracy by hand, and the BAM transfer table filled from a per-cl
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
 import torch
-from official_layouts import EXPECTED, write_cifar10, write_flowers, write_imagenet, write_pets
+from official_layouts import EXPECTED, WRITERS, write_cifar10, write_flowers, write_imagenet, write_inat, write_pets
 
 from evaluate import linear
 from evaluate.cli import main
+from evaluate.datasets import DATASETS, load_images
 from evaluate.evalrun import DataConfig, dataset_label, load_splits
 from evaluate.knn import knn_accuracy, knn_predict
 from evaluate.metrics import accuracy
@@ -20,6 +22,7 @@ from evaluate.reference import reference_tables
 from evaluate.results import query
 from evaluate.tables import regenerate
 from pretrain.vit import build_vit, export_backbone
+from sslcore.errors import DataError
 
 
 @pytest.fixture
@@ -158,3 +161,35 @@ def test_data_list_and_check_commands(tmp_path, capsys):
     assert main(["data", "check", f"flowers:{root}"]) == 2
     assert "flowers train has 3 images, expected 1020" in capsys.readouterr().err
     assert main(["data", "check", str(root)]) == 2
+
+
+@pytest.mark.parametrize("name", sorted(WRITERS))
+def test_every_registry_dataset_through_knn(name, tmp_path):
+    """Each dataset as written in its official layout, through the k-NN protocol: splits, labels, metric, record."""
+    from evaluate import knn
+
+    root = WRITERS[name](tmp_path)
+    torch.manual_seed(0)
+    model = build_vit("vit_femto").eval()
+    cfg = knn.KNNConfig(ks=[1])
+    cfg.data = DataConfig(root=str(root), name=name, check_counts=False)
+    cfg.features.progress = False
+    metrics = knn.run(cfg, backbone=model)
+    spec = DATASETS[name]
+    records = read_records(os.environ["SSLBENCH_RESULTS"])
+    assert {(r["dataset"], r["split"]) for r in records} == {(name, spec.test)}
+    fit = load_images(name, root, spec.fit, check_counts=False)
+    assert records[0]["settings"]["n_train"] == len(fit) and records[0]["settings"]["train_split"] == spec.fit
+    assert ("mean_per_class@k1" in metrics) == (spec.metric == "mean_per_class")
+    assert 0.0 <= metrics["top1@k1"] <= 100.0
+
+
+def test_inat_names_from_categories_json(tmp_path):
+    root = write_inat(tmp_path, "2018")
+    (root / "categories.json").write_text(
+        json.dumps([{"id": i, "name": f"species {i}", "kingdom": "k"} for i in (2, 1, 0)])
+    )
+    assert load_images("inat2018", root, "val", check_counts=False).classes == ("species 0", "species 1", "species 2")
+    (root / "categories.json").write_text(json.dumps([{"id": 0, "name": "only one"}]))
+    with pytest.raises(DataError, match=r"categories.json: no entry for category id 1"):
+        load_images("inat2018", root, "val", check_counts=False)

@@ -17,7 +17,8 @@ folder into class folders on first use. Its devkit parser is nested inside that 
 **iNaturalist 2018/2019.** ``train{year}.json`` / ``val{year}.json`` (COCO style: ``images`` with ``id`` and
 ``file_name`` relative to the dataset root, ``annotations`` with ``image_id`` and ``category_id``, ``categories``
 with ``id`` and ``name``) and the images under ``train_val{year}/``. Classes are the categories' ``name`` (the
-species level), in ``id`` order. ``torchvision.datasets.INaturalist`` walks the image folders, which hold train and
+species level; taken from the separately released ``categories.json`` when it sits in the root), in ``id`` order.
+``torchvision.datasets.INaturalist`` walks the image folders, which hold train and
 val images together, so it cannot give the official split; the JSON files can. The test set has no public labels:
 the protocols report on ``val``.
 """
@@ -159,6 +160,20 @@ def read_imagenet(root: Path, split: str) -> LabeledImages:
     return LabeledImages(base, classes, tuple(samples), name="imagenet", split=split)
 
 
+def _taxonomy_names(path: Path, categories: list[dict[str, Any]]) -> tuple[str, ...] | None:
+    """Species names from the separately released ``categories.json`` (2018), by id, when it is present."""
+    if not path.is_file():
+        return None
+    try:
+        names = {int(c["id"]): str(c["name"]) for c in json.loads(path.read_text())}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{path}: not an iNaturalist categories file ({type(exc).__name__}: {exc})") from None
+    missing = next((int(c["id"]) for c in categories if int(c["id"]) not in names), None)
+    if missing is not None:
+        raise DataError(f"{path}: no entry for category id {missing}")
+    return tuple(names[int(c["id"])] for c in categories)
+
+
 def read_inat(year: str, root: Path, split: str) -> LabeledImages:
     """iNaturalist ``year`` (2018, 2019): ``<split>{year}.json`` and the images it names, under ``root``."""
     root = Path(os.path.abspath(root))
@@ -172,6 +187,7 @@ def read_inat(year: str, root: Path, split: str) -> LabeledImages:
         images = [(int(img["id"]), str(img["file_name"])) for img in data["images"]]
     except (ValueError, KeyError, TypeError) as exc:
         raise DataError(f"{path}: not an iNaturalist annotation file ({type(exc).__name__}: {exc})") from None
+    classes = _taxonomy_names(root / "categories.json", categories) or classes
     samples = []
     for image_id, file_name in images:
         if image_id not in label_of:
