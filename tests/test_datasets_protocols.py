@@ -21,16 +21,8 @@ from evaluate.records import Record, append_records, read_records
 from evaluate.reference import reference_tables
 from evaluate.results import query
 from evaluate.tables import regenerate
-from pretrain.vit import build_vit, export_backbone
+from pretrain.vit import build_vit
 from sslcore.errors import DataError
-
-
-@pytest.fixture
-def femto_file(tmp_path) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path / "femto.pt"
-    torch.save(export_backbone(build_vit("vit_femto")), path)
-    return path
 
 
 def test_mean_per_class_by_hand():
