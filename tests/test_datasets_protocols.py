@@ -22,7 +22,7 @@ from evaluate.reference import reference_tables
 from evaluate.results import query
 from evaluate.tables import regenerate
 from pretrain.vit import build_vit
-from sslcore.errors import DataError
+from sslcore.errors import ConfigError, DataError
 
 
 def test_mean_per_class_by_hand():
@@ -185,3 +185,26 @@ def test_inat_names_from_categories_json(tmp_path):
     (root / "categories.json").write_text(json.dumps([{"id": 0, "name": "only one"}]))
     with pytest.raises(DataError, match=r"categories.json: no entry for category id 1"):
         load_images("inat2018", root, "val", check_counts=False)
+
+
+def test_converted_copy_as_imagefolder_keeps_the_metric(tmp_path):
+    from official_layouts import jpg
+
+    for split, n in (("trainval", 2), ("test", 1)):
+        for k, cls in enumerate(("Abyssinian", "Birman")):
+            for i in range(n):
+                jpg(tmp_path / "pets_if" / split / cls / f"{cls}_{i}.jpg", k)
+    cfg = DataConfig(root=str(tmp_path / "pets_if"), name="pets", layout="imagefolder")
+    plan, train, val, test = load_splits(cfg, select=True)
+    assert (plan.imagefolder, plan.metric, train.split, val, test.split) == (
+        True,
+        "mean_per_class",
+        "trainval",
+        None,
+        "test",
+    )
+    assert train.classes == ("Abyssinian", "Birman") and len(train) == 4 and len(test) == 2
+    plain = DataConfig(root=str(tmp_path / "pets_if"), name="my-pets", train="trainval", test="test")
+    assert load_splits(plain)[0].metric == "top1"
+    with pytest.raises(ConfigError, match=r"data.layout=official: 'my-pets' is not in the registry"):
+        load_splits(DataConfig(root=str(tmp_path), name="my-pets", layout="official"))
