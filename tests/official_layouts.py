@@ -172,7 +172,9 @@ def write_cars_combined(root: Path) -> Path:
     return base
 
 
-AIRCRAFT_VARIANTS = [f"{m}-{i}00" for m in ("707", "A3", "BAE", "Cessna", "DC") for i in range(1, 21)]
+AIRCRAFT_VARIANTS = [
+    f"{m}-{i}00" for m in ("707", "A3", "BAE", "Cessna 17", "DC") for i in range(1, 21)
+]  # names with spaces too
 
 
 def write_aircraft(root: Path) -> Path:
@@ -181,7 +183,7 @@ def write_aircraft(root: Path) -> Path:
     (data / "variants.txt").write_text("\n".join(AIRCRAFT_VARIANTS) + "\n")
     (data / "families.txt").write_text("707\nA3\n")
     (data / "manufacturers.txt").write_text("Boeing\nAirbus\n")
-    splits = {"train": [0, 5, 99], "val": [5, 99], "test": [0, 0, 99]}
+    splits = {"train": [0, 65, 99], "val": [65, 99], "test": [0, 0, 99]}
     image_id = 1000000
     for split, ys in splits.items():
         lines = []
