@@ -25,6 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pretrain.config import PretrainConfig  # noqa: E402
 from pretrain.engine import Trainer  # noqa: E402
+from pretrain.methods import method_class  # noqa: E402
+from pretrain.views import Batch, random_batch  # noqa: E402
 from sslcore.config import load_config  # noqa: E402
 
 
@@ -33,27 +35,27 @@ def make_trainer(overrides: dict) -> Trainer:
     return Trainer(cfg, iters_per_epoch=10_000)
 
 
-def views_for(cfg: PretrainConfig, batch: int, device: str) -> list[torch.Tensor]:
+def views_for(cfg: PretrainConfig, batch: int, device: str) -> Batch:
+    """A noise batch laid out as the method's view plan asks (masks included for iBOT)."""
     d = cfg.data
-    sizes = [d.global_size] * d.global_crops + [d.local_size] * d.local_crops
-    return [torch.randn(batch, 3, s, s, device=device) for s in sizes]
+    return random_batch(method_class(cfg.method).view_plan(cfg), batch, d.global_size, d.local_size, device=device)
 
 
-def time_steps(trainer: Trainer, views: list[torch.Tensor], steps: int, warmup: int = 2) -> float:
+def time_steps(trainer: Trainer, views: Batch, steps: int, warmup: int = 2) -> float:
     """Seconds per step (after warm-up)."""
     for _ in range(warmup):
         trainer.train_step(views)
-    if views[0].is_cuda:
+    if views.globals[0].is_cuda:
         torch.cuda.synchronize()
     start = time.perf_counter()
     for _ in range(steps):
         trainer.train_step(views)
-    if views[0].is_cuda:
+    if views.globals[0].is_cuda:
         torch.cuda.synchronize()
     return (time.perf_counter() - start) / steps
 
 
-def step_flops(trainer: Trainer, views: list[torch.Tensor]) -> int:
+def step_flops(trainer: Trainer, views: Batch) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     with FlopCounterMode(display=False) as counter:

@@ -120,15 +120,17 @@ def test_sampler_partitions_ranks_and_resumes_mid_epoch():
         ResumableSampler(5, 4, world_size=2)
 
 
-def test_weighted_knn_top1_hand_example():
-    from pretrain.monitor import weighted_knn_top1
+def test_weighted_knn_vote_hand_example():
+    """The monitor's vote (evaluate.knn.knn_accuracy, handed to the trainer) on a hand-checked case."""
+    from evaluate.knn import knn_accuracy
+
+    def top1(test_labels, k):
+        return knn_accuracy(train, labels, test, test_labels, ks=(k,), T=0.07, num_classes=2)[f"top1@k{k}"]
 
     train = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
     labels = torch.tensor([0, 0, 1, 1])
     test = torch.tensor([[1.0, 0.05], [0.05, 1.0], [0.6, 0.4]])
     # k=1: nearest neighbours are train rows 0, 2 and 1 -> predictions 0, 1, 0
-    assert weighted_knn_top1(train, labels, test, torch.tensor([0, 1, 1]), k=1, temperature=0.07) == pytest.approx(
-        200 / 3
-    )
+    assert top1(torch.tensor([0, 1, 1]), 1) == pytest.approx(200 / 3)
     # k=4: all train rows vote; exp(s / T) weights favour the class of the closer rows (0, 1, 0)
-    assert weighted_knn_top1(train, labels, test, torch.tensor([0, 1, 0]), k=4, temperature=0.07) == 100.0
+    assert top1(torch.tensor([0, 1, 0]), 4) == 100.0

@@ -15,9 +15,10 @@ import pytest
 import torch
 
 from evaluate.cli import main as cli_main
+from evaluate.knn import knn_accuracy
+from pretrain import monitor
 from pretrain.backbones import build_backbone
-from pretrain.data import image_folder
-from pretrain.monitor import extract, weighted_knn_top1
+from pretrain.config import DataConfig, KnnConfig
 from pretrain.vit import SSLViT, ViTArch
 
 REPO = Path(__file__).resolve().parent.parent
@@ -36,12 +37,9 @@ def shapes_cls(tmp_path_factory) -> Path:
 
 
 def knn_top1(model: SSLViT, root: Path) -> float:
-    train, _ = image_folder(root / "train")
-    val, _ = image_folder(root / "val")
-    train_f = extract(model, train, 32, MEAN, STD, 100, "cpu")
-    val_f = extract(model, val, 32, MEAN, STD, 100, "cpu")
-    labels = torch.tensor([lbl for _, lbl in train])
-    return weighted_knn_top1(train_f, labels, val_f, torch.tensor([lbl for _, lbl in val]), 20, 0.07)
+    """20-NN top-1 (%) at 32 px with the training monitor's code path and the protocol's vote."""
+    cfg = KnnConfig(train_root=str(root / "train"), val_root=str(root / "val"), size=32, batch_size=100)
+    return monitor.knn_top1(model, cfg, DataConfig(mean=MEAN, std=STD), torch.device("cpu"), knn_accuracy)
 
 
 def run_args(root: Path, out: Path, **extra) -> list[str]:
@@ -101,7 +99,7 @@ def test_bam_shapesworld_run_beats_random_init(tmp_path, shapes_cls):
     assert boxes.shape == (300, 4) and (boxes >= 0).all() and (boxes <= 1).all()
     assert (boxes[:, 2] > boxes[:, 0]).all() and (boxes[:, 3] > boxes[:, 1]).all()
     assert set(state["teacher"]) == set(state["student"])
-    assert {k.split(".")[0] for k in state["teacher"]} == {"backbone", "head"}
+    assert {k.split(".")[0] for k in state["teacher"]} == {"backbone", "heads"}
     assert not state["student"]["backbone.pos_embed"].requires_grad
 
     # the evaluation side's checkpoint adapter reads both outputs, teacher by default, to the same weights
@@ -117,6 +115,7 @@ def test_bam_shapesworld_run_beats_random_init(tmp_path, shapes_cls):
 def test_bam_teacher_free_with_bn_projector_steps_and_exports_the_student(tmp_path):
     from pretrain.config import PretrainConfig
     from pretrain.engine import Trainer
+    from pretrain.views import ViewPlan, random_batch
     from sslcore.config import load_config
 
     over = {
@@ -132,9 +131,8 @@ def test_bam_teacher_free_with_bn_projector_steps_and_exports_the_student(tmp_pa
     cfg = load_config(PretrainConfig, None, [f"{k}={v}" for k, v in over.items()])
     trainer = Trainer(cfg, iters_per_epoch=3)
     assert trainer.method.teacher is None
-    assert any(isinstance(m, torch.nn.BatchNorm1d) for m in trainer.method.student.head.modules())
-    g = torch.Generator().manual_seed(0)
-    views = [torch.randn(8, 3, s, s, generator=g) for s in (32, 32, 16, 16, 16, 16)]
+    assert any(isinstance(m, torch.nn.BatchNorm1d) for m in trainer.method.student.heads["proj"].modules())
+    views = random_batch(ViewPlan(2, 4, patch_size=8), 8, 32, 16, generator=torch.Generator().manual_seed(0))
     before = trainer.method.student.backbone.blocks[0].attn.qkv.weight.detach().clone()
     trainer.step = 1  # past the zero-LR first warm-up step
     loss, diag = trainer.train_step(views)
