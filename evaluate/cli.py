@@ -33,7 +33,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
 GROUPS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
     "data": (
         "generate or prepare datasets",
-        {"shapes": ("evaluate.shapesworld.cli", "generate ShapesWorld in the official dataset formats")},
+        {
+            "shapes": ("evaluate.shapesworld.cli", "generate ShapesWorld in the official dataset formats"),
+            "list": ("evaluate.datasets.cli:list", "the datasets --data NAME:ROOT reads in their official layouts"),
+            "check": ("evaluate.datasets.cli:check", "read every split of NAME:ROOT and check the official counts"),
+        },
     ),
     "eval": (
         "evaluate a checkpoint on a protocol",

@@ -171,7 +171,8 @@ def extract_features(model: Any, images: LabeledImages, transform: Any, cfg: Fea
     )
     model = model.eval().to(device)
     chunks = []
-    bar = tqdm(loader, desc=f"features {images.root.name}", disable=not cfg.progress or rank != 0, leave=False)
+    label = f"{images.name} {images.split}" if images.name else images.root.name
+    bar = tqdm(loader, desc=f"features {label}", disable=not cfg.progress or rank != 0, leave=False)
     for batch, _ in bar:
         with autocast_context(device, cfg.precision):
             feats = tap_features(model, batch.to(device, non_blocking=True), cfg.taps, cfg.n_last, cfg.interleave)

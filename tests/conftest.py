@@ -31,6 +31,19 @@ def tiny_vit():
     ).eval()
 
 
+@pytest.fixture
+def femto_file(tmp_path) -> Path:
+    """An exported random vit_femto backbone (sslbench format), seed 0."""
+    import torch
+
+    from pretrain.vit import build_vit, export_backbone
+
+    torch.manual_seed(0)
+    path = tmp_path / "femto.pt"
+    torch.save(export_backbone(build_vit("vit_femto")), path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def shapes_root(tmp_path_factory) -> Path:
     """A tiny ShapesWorld tree (every format), generated once per test session."""
