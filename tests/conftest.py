@@ -54,6 +54,20 @@ def shapes_root(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def shapes_cls(tmp_path_factory) -> Path:
+    """A classification-only ShapesWorld (10 classes, 40 images per class at 32x32: 300 train / 100 val), generated
+    once per session for the pretraining runs that must beat their step-0 model on k-NN."""
+    import dataclasses
+
+    from evaluate.shapesworld.generate import PRESETS, generate
+
+    root = tmp_path_factory.mktemp("sw_cls") / "sw"
+    spec = dataclasses.replace(PRESETS["tiny"], cls_per_class=40)
+    generate(root, spec, seed=0, parts=("classification",), workers=1)
+    return root / "classification"
+
+
 @pytest.fixture(autouse=True)
 def _isolated_store(tmp_path, monkeypatch):
     """Every test writes result records and caches into its own temporary directories."""

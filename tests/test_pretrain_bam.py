@@ -7,7 +7,6 @@ with ContrastiveCrop boxes refreshed during the run and the online k-NN monitor 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -24,16 +23,6 @@ from pretrain.vit import SSLViT, ViTArch
 REPO = Path(__file__).resolve().parent.parent
 RECIPE = REPO / "pretrain" / "configs" / "bam_shapes_tiny.yaml"
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-
-@pytest.fixture(scope="module")
-def shapes_cls(tmp_path_factory) -> Path:
-    from evaluate.shapesworld.generate import PRESETS, generate
-
-    root = tmp_path_factory.mktemp("sw_cls") / "sw"
-    spec = dataclasses.replace(PRESETS["tiny"], cls_per_class=40)
-    generate(root, spec, seed=0, parts=("classification",), workers=1)
-    return root / "classification"
 
 
 def knn_top1(model: SSLViT, root: Path) -> float:
