@@ -13,7 +13,8 @@ from torchvision.transforms import functional as TF
 
 from pretrain.config import DataConfig
 from pretrain.crops import MultiCropAugment
-from pretrain.data import MultiCropDataset, ResumableSampler, collate
+from pretrain.data import MultiCropDataset, ResumableSampler
+from pretrain.views import collate
 
 PLAIN = DataConfig(
     global_size=24,
@@ -98,9 +99,9 @@ def test_dataset_items_depend_only_on_seed_epoch_index(tmp_path):
     c = ds[(2, 6)]
     assert all(torch.equal(x, y) for x, y in zip(a["views"], b["views"])) and torch.equal(a["boxes"], b["boxes"])
     assert not torch.equal(a["boxes"], c["boxes"])
-    batch = collate([ds[(i, 0)] for i in range(4)])
-    assert [tuple(v.shape) for v in batch["views"]] == [(4, 3, 16, 16)] * 2 + [(4, 3, 8, 8)] * 2
-    assert batch["boxes"].shape == (4, 4, 4) and batch["label"].tolist() == [0, 1, 0, 1]
+    batch = collate([ds[(i, 0)] for i in range(4)], num_global=2)
+    assert [tuple(v.shape) for v in batch.views] == [(4, 3, 16, 16)] * 2 + [(4, 3, 8, 8)] * 2
+    assert batch.boxes.shape == (4, 4, 4) and batch.label.tolist() == [0, 1, 0, 1] and batch.masks is None
 
 
 def test_sampler_partitions_ranks_and_resumes_mid_epoch():
