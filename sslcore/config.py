@@ -101,15 +101,36 @@ def _coerce(value: Any, tp: Any, where: _Where) -> Any:
     return float(value) if tp is float else value
 
 
-def _build(cls: type[T], data: dict[str, Any], where: _Where) -> T:
+def _field_default(cls: type, name: str) -> Any:
+    """A fresh instance of the default of field ``name`` of dataclass ``cls`` (None when it has none)."""
+    field = next(f for f in dataclasses.fields(cls) if f.name == name)
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return None if field.default is dataclasses.MISSING else field.default
+
+
+def _build(cls: type[T], data: dict[str, Any], where: _Where, base: Any = None) -> T:
+    """Build ``cls`` from the keys in ``data``; the other keys keep their values in ``base`` (default: the schema's).
+
+    A nested section given partially starts from the *parent's* default for that section (its ``default_factory``,
+    e.g. ``FeatureConfig(resize_ratio=1.0)``), not from the section class's own defaults: ``features.progress=false``
+    changes that one key and nothing else.
+    """
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - names)
     if unknown:
         raise where.child(unknown[0]).fail(f"unknown key (valid here: {', '.join(sorted(names))})")
-    kwargs = {key: _coerce(value, hints[key], where.child(key)) for key, value in data.items()}
+    kwargs = {}
+    for key, value in data.items():
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp) and isinstance(value, dict):
+            section = getattr(base, key) if base is not None else _field_default(cls, key)
+            kwargs[key] = _build(tp, value, where.child(key), section if isinstance(section, tp) else None)
+        else:
+            kwargs[key] = _coerce(value, tp, where.child(key))
     try:
-        return cls(**kwargs)
+        return dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)
     except (TypeError, ValueError) as exc:
         raise where.fail(str(exc)) from None
 
