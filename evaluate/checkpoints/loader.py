@@ -186,6 +186,10 @@ def infer_arch(
     else:
         heads, heads_src = spec.heads(width), f"format default ({fmt}: {spec.heads_note})"
         eps, eps_src = spec.norm_eps, f"format default ({fmt})"
+    if stored is None and "num_heads" in hints:
+        heads, heads_src = int(hints["num_heads"]), "config.json beside the file"
+    if stored is None and "norm_eps" in hints:
+        eps, eps_src = float(hints["norm_eps"]), "config.json beside the file"
     if num_heads is not None:
         heads, heads_src = int(num_heads), "flag"
     if heads < 1 or width % heads:

@@ -79,12 +79,23 @@ def _read_safetensors(path: Path) -> dict[str, Any]:
     except (SafetensorError, OSError, ValueError) as exc:
         raise _corrupt(path, exc) from None
     if "arch" not in meta:
-        return state
+        hf_config = _transformers_config(path)
+        return {"state_dict": state, "hf_config": hf_config} if hf_config else state
     try:
         parsed = {k: json.loads(v) if k == "arch" else v for k, v in meta.items()}
     except ValueError:
         raise SSLBenchError(f"{path}: metadata 'arch' is not valid JSON") from None
     return {"state_dict": state, "meta": parsed}
+
+
+def _transformers_config(path: Path) -> dict[str, Any] | None:
+    """The Hugging Face ``config.json`` of a ViT (``model_type`` vit/dino) stored beside ``path``, if any."""
+    config = path.parent / "config.json"
+    try:
+        data = json.loads(config.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("model_type") in ("vit", "dino") else None
 
 
 def read_checkpoint(path: str | Path, trust_pickle: bool = False) -> tuple[Any, list[str]]:

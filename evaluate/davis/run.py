@@ -45,7 +45,7 @@ class DavisConfig:
     checkpoint: str = ""
     format: str | None = None
     which: Literal["teacher", "student"] = "teacher"
-    pos_interp: Literal["dino", "timm"] = "dino"
+    pos_interp: Literal["dino", "timm"] | None = None  # None: the checkpoint format's own rule (as every protocol)
     num_heads: int | None = None
     img_size: int | None = None
     trust_pickle: bool = False
