@@ -129,12 +129,12 @@ def run(cfg: ClusterConfig, backbone: Any = None) -> dict[int, dict[str, float]]
         cfg.n_init,
         cfg.max_iter,
     )
-    out = evalrun.output_dir(cfg.out, "cluster", info, cfg.data.name)
+    out = evalrun.output_dir(cfg.out, "cluster", info, evalrun.dataset_name(cfg.data))
     base = {"transform": fs.key["transform"], "taps": fs.key["taps"], "nmi_average": "arithmetic"}
     for c, metrics in results.items():
         evalrun.finish(
             "cluster",
-            cfg.data.name,
+            evalrun.dataset_name(cfg.data),
             cfg.data.test,
             metrics,
             cfg=cfg,
@@ -153,5 +153,5 @@ add_arguments = evalrun.add_arguments
 def run_cli(args: argparse.Namespace) -> int:
     cfg = evalrun.config_from_args(ClusterConfig, args)
     for c, metrics in run(cfg).items():
-        evalrun.print_metrics(f"cluster C={c}", cfg.data.name, metrics)
+        evalrun.print_metrics(f"cluster C={c}", evalrun.dataset_name(cfg.data), metrics)
     return 0

@@ -45,7 +45,7 @@ class DataConfig:
     """An ImageFolder dataset ``<root>/<split>/<class>/<image>``; ``name`` labels the records."""
 
     root: str = ""
-    name: str = "shapesworld"
+    name: str | None = None  # None: from the root (see dataset_name)
     train: str = "train"
     test: str = "val"
     subset: str | None = None  # SimCLR-style list (path, or name in <root>/subsets/) restricting the train split
@@ -105,16 +105,32 @@ def load_model(cfg: BackboneConfig, backbone: Any = None) -> tuple[Any, dict[str
     return model.eval(), info
 
 
+def dataset_name(cfg: DataConfig) -> str:
+    """``data.name``, else a name read off the root: ``shapesworld`` (``shapesworld-<part>`` for parts other than
+    ``classification``) under a generated ShapesWorld tree (its ``shapesworld.json`` manifest one level up), else the
+    root directory's own name in lower case (``/data/imagenet`` -> ``imagenet``), so a real dataset never records as
+    ShapesWorld."""
+    if cfg.name:
+        return cfg.name
+    if not cfg.root:
+        raise SSLBenchError("data.root: no dataset directory given")
+    root = Path(cfg.root).resolve()
+    if (root.parent / "shapesworld.json").is_file():
+        return "shapesworld" if root.name == "classification" else f"shapesworld-{root.name}"
+    return root.name.lower()
+
+
 def dataset_label(cfg: DataConfig) -> str:
-    """The record's dataset name: ``data.name``, suffixed with the subset (``-1pct``, ``-10pct``, ``-<stem>``).
+    """The record's dataset name (:func:`dataset_name`), suffixed with the subset (``-1pct``, ``-10pct``, ``-<stem>``).
 
     A name that already ends with the suffix is kept as is.
     """
+    name = dataset_name(cfg)
     if not cfg.subset:
-        return cfg.name
+        return name
     stem = Path(cfg.subset).stem
     suffix = {"1percent": "1pct", "10percent": "10pct"}.get(stem, stem)
-    return cfg.name if cfg.name.endswith(f"-{suffix}") else f"{cfg.name}-{suffix}"
+    return name if name.endswith(f"-{suffix}") else f"{name}-{suffix}"
 
 
 def load_train_test(cfg: DataConfig) -> tuple[LabeledImages, LabeledImages]:
