@@ -12,8 +12,20 @@ and scored on the test split.
 ``solver="torch"`` solves the same objective with ``torch.optim.LBFGS`` in float64 on ``features.device`` (a GPU for
 ImageNet-size feature sets); it matches sklearn's coefficients to ~1e-4 and its accuracy within 0.1 point (tested).
 
-Validation part: the dataset's predefined validation split when there is one (``data.val``), else a seeded random
-``val_fraction`` of train (0.2, as ssl-transfer; DINOv2 uses 0.1). Metric: ``top1`` or ``mean_per_class``
+Validation part (``selection``, default ``auto``):
+
+* ``val``: the dataset's predefined validation split (``val=...``; auto when set), refit on train + val;
+* ``heldout``: a seeded random ``val_fraction`` of train (0.2, as ssl-transfer; DINOv2 uses 0.1), refit on
+  train + held-out (auto without a subset);
+* ``outside_subset`` (auto with ``data.subset``, the semi-supervised 1 % / 10 % runs): DINOv2's rule for label
+  subsets: C is chosen on labelled train images that are **not** in the subset (per class as many as the subset has
+  of that class, seeded), and the classifier is fitted on the subset only (selection labels never become training
+  labels). Holding out a fraction of the subset itself, as before, left 2 validation images on a 10-image subset and
+  chose C on noise. DINO v1's logistic regression instead fixes its settings (cyanure, lambda ~ 0.1/n); it is not
+  reproduced here.
+
+Every run refuses a selection part without at least one image of each training class (a ConfigError naming the
+selection), since C chosen on a split that lacks classes is arbitrary. Metric: ``top1`` or ``mean_per_class``
 (Aircraft, Caltech-101, Flowers, Pets in Kornblith's list).
 
 Features (``run``): CLS of the last block through the final norm, Resize(short side = crop, bicubic) + CenterCrop
@@ -28,12 +40,13 @@ import dataclasses
 import logging
 import time
 import warnings
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
 
 from evaluate import evalrun
-from evaluate.datasets import load_split
+from evaluate.datasets import LabeledImages, load_split
 from evaluate.features import FeatureConfig, get_features, resolve_device
 from sslcore.errors import SSLBenchError
 
@@ -169,8 +182,9 @@ def sweep_logreg(
     progress: bool = False,
     solver: str = "sklearn",
     device: str = "cpu",
+    refit_on_val: bool = True,
 ) -> dict[str, Any]:
-    """Choose lambda on validation, refit on train + val, score test.
+    """Choose lambda on validation, refit on train + val (``refit_on_val``, else on train only), score test.
 
     Returns {"lambda", "C", "val_scores" (per lambda), "test", "val_best", "model"}; lambdas are scanned from the
     largest (strongest regularisation) down, each fit warm-started from the previous one, and the first maximum wins.
@@ -186,8 +200,8 @@ def sweep_logreg(
     best = int(np.argmax(val_scores))
     lam = float(order[best])
     final = fit_logreg(
-        np.concatenate([x_train, x_val]),
-        np.concatenate([y_train, y_val]),
+        np.concatenate([x_train, x_val]) if refit_on_val else x_train,
+        np.concatenate([y_train, y_val]) if refit_on_val else y_train,
         1.0 / lam,
         max_iter,
         tol,
@@ -212,7 +226,8 @@ class LogRegConfig:
     data: evalrun.DataConfig = dataclasses.field(default_factory=evalrun.DataConfig)
     features: FeatureConfig = dataclasses.field(default_factory=lambda: FeatureConfig(resize_ratio=1.0))
     val: str | None = None  # predefined validation split directory (e.g. "val" when the test split is "test")
-    val_fraction: float = 0.2  # held out of train when there is no predefined validation split
+    selection: Literal["auto", "val", "heldout", "outside_subset"] = "auto"  # see the module docstring
+    val_fraction: float = 0.2  # selection=heldout: the fraction of train held out
     lambda_min: float = 1e-6
     lambda_max: float = 1e5
     num_lambdas: int = 45
@@ -223,6 +238,43 @@ class LogRegConfig:
     solver: Literal["sklearn", "torch"] = "sklearn"  # torch: L-BFGS on features.device (GPU for large sets)
     seed: int = 0
     out: str | None = None
+
+
+def resolve_selection(cfg: LogRegConfig) -> str:
+    """The selection rule ``auto`` stands for: ``val`` with a predefined split, ``outside_subset`` with a label
+    subset, else ``heldout``."""
+    if cfg.selection != "auto":
+        if cfg.selection == "val" and not cfg.val:
+            raise SSLBenchError("selection=val needs a predefined validation split (val=<split directory>)")
+        if cfg.selection == "outside_subset" and not cfg.data.subset:
+            raise SSLBenchError("selection=outside_subset needs data.subset")
+        return cfg.selection
+    return "val" if cfg.val else ("outside_subset" if cfg.data.subset else "heldout")
+
+
+def outside_subset(full: LabeledImages, subset: LabeledImages, seed: int) -> LabeledImages:
+    """Labelled images of ``full`` (the whole train split) not in ``subset``: per class as many as the subset holds
+    of that class (fewer when the class has no more), seeded, in split order."""
+    chosen = {path for path, _ in subset.samples}
+    need = np.bincount(np.asarray(subset.labels, dtype=np.int64), minlength=len(full.classes))
+    rng = np.random.default_rng(seed)
+    picked: list[int] = []
+    for cls in range(len(full.classes)):
+        pool = [i for i, (path, label) in enumerate(full.samples) if label == cls and path not in chosen]
+        if need[cls] and pool:
+            picked += rng.choice(pool, size=min(int(need[cls]), len(pool)), replace=False).tolist()
+    return full.select(sorted(picked))
+
+
+def check_selection_split(y_train: np.ndarray, y_val: np.ndarray, classes: Sequence[str], selection: str) -> None:
+    """Refuse a selection part that lacks a training class (C chosen on it would be arbitrary)."""
+    lacking = sorted(set(np.unique(y_train).tolist()) - set(np.unique(y_val).tolist()))
+    if lacking:
+        raise SSLBenchError(
+            f"selection={selection}: the selection split ({len(y_val)} images) has no image of {len(lacking)} of "
+            f"the {len(np.unique(y_train))} training classes (e.g. {classes[lacking[0]]!r}); use a predefined "
+            "val split, a larger val_fraction, or selection=outside_subset for label subsets"
+        )
 
 
 def _split_heldout(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -249,18 +301,24 @@ def run(cfg: LogRegConfig, backbone: Any = None) -> dict[str, float]:
 
     x_tr, y_tr = arrays(tr)
     x_te, y_te = arrays(te)
-    if cfg.val:
+    rule = resolve_selection(cfg)
+    if rule == "val":
         val = load_split(cfg.data.root, cfg.val)
         if val.classes != train.classes:
             raise SSLBenchError(f"val={cfg.val}: its classes differ from the {cfg.data.train} split")
         x_va, y_va = arrays(get_features(model, info, val, cfg.features))
         selection = f"predefined:{cfg.val}"
+    elif rule == "outside_subset":
+        val = outside_subset(load_split(cfg.data.root, cfg.data.train), train, cfg.seed)
+        x_va, y_va = arrays(get_features(model, info, val, cfg.features)) if len(val) else (x_tr[:0], y_tr[:0])
+        selection = "outside_subset"
     else:
         keep, held = _split_heldout(y_tr, cfg.val_fraction, cfg.seed)
         x_tr, x_va, y_tr, y_va = x_tr[keep], x_tr[held], y_tr[keep], y_tr[held]
         selection = f"heldout:{cfg.val_fraction}"
     if len(np.unique(y_tr)) < 2:
         raise SSLBenchError(f"{cfg.data.root}: the training part has fewer than 2 classes ({len(y_tr)} images)")
+    check_selection_split(y_tr, y_va, train.classes, selection)
     lambdas = lambda_grid(cfg.lambda_min, cfg.lambda_max, cfg.num_lambdas)
     result = sweep_logreg(
         x_tr,
@@ -277,6 +335,7 @@ def run(cfg: LogRegConfig, backbone: Any = None) -> dict[str, float]:
         cfg.features.progress,
         cfg.solver,
         str(resolve_device(cfg.features.device)),
+        refit_on_val=rule != "outside_subset",
     )
     metrics = {cfg.metric: result["test"]}
     out = evalrun.output_dir(cfg.out, "logreg", info, evalrun.dataset_label(cfg.data))
@@ -295,6 +354,7 @@ def run(cfg: LogRegConfig, backbone: Any = None) -> dict[str, float]:
         "taps": tr.key["taps"],
         "n_train": len(y_tr),
         "n_val": len(y_va),
+        "refit": "train+val" if rule != "outside_subset" else "train (the subset)",
         "n_test": len(y_te),
     }
     details = {"lambdas": result["lambdas"], "val_scores": result["val_scores"]}
