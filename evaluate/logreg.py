@@ -16,7 +16,9 @@ Validation part (``selection``, default ``auto``):
 
 * ``val``: the dataset's predefined validation split (``val=...``; auto when set), refit on train + val;
 * ``heldout``: a seeded random ``val_fraction`` of train (0.2, as ssl-transfer; DINOv2 uses 0.1), refit on
-  train + held-out (auto without a subset);
+  train + held-out (auto without a subset). The split is stratified (the fraction of every class with at least two
+  images, at least one each), where ssl-transfer and DINOv2 draw from all of train: the counts are the same, and a
+  small dataset keeps every class on both sides;
 * ``outside_subset`` (auto with ``data.subset``, the semi-supervised 1 % / 10 % runs): DINOv2's rule for label
   subsets: C is chosen on labelled train images that are **not** in the subset (per class as many as the subset has
   of that class, seeded), and the classifier is fitted on the subset only (selection labels never become training
@@ -280,9 +282,15 @@ def check_selection_split(y_train: np.ndarray, y_val: np.ndarray, classes: Seque
 def _split_heldout(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     if not 0.0 < fraction < 1.0:
         raise SSLBenchError(f"val_fraction={fraction}: must be in (0, 1) when no predefined val split is given")
-    perm = np.random.default_rng(seed).permutation(len(y))
-    count = max(1, int(round(fraction * len(y))))
-    return np.sort(perm[count:]), np.sort(perm[:count])
+    y = np.asarray(y)
+    rng = np.random.default_rng(seed)
+    held: list[int] = []
+    for cls in np.unique(y):  # stratified: every class with 2+ images keeps one in train and gives one or more
+        members = rng.permutation(np.flatnonzero(y == cls))
+        if len(members) >= 2:
+            held += members[: min(len(members) - 1, max(1, int(round(fraction * len(members)))))].tolist()
+    held_arr = np.sort(np.asarray(held, dtype=np.int64))
+    return np.setdiff1d(np.arange(len(y)), held_arr), held_arr
 
 
 def run(cfg: LogRegConfig, backbone: Any = None) -> dict[str, float]:

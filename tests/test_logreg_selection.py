@@ -59,6 +59,15 @@ def test_subset_run_selects_outside_and_fits_on_the_subset(shapes_root, tmp_path
 
 def test_selection_split_without_every_class_is_refused(shapes_root, tmp_path):
     model = SSLViT(ARCHS["vit_femto"])
-    with pytest.raises(SSLBenchError, match=r"selection=heldout:0.2: the selection split \(2 images\) has no image"):
+    with pytest.raises(SSLBenchError, match=r"selection=heldout:0.2: the selection split \(0 images\) has no image"):
         run(_cfg(shapes_root, tmp_path, "data.subset=1percent", "selection=heldout"), backbone=model)
     assert read_records() == []
+
+
+def test_heldout_split_is_stratified():
+    from evaluate.logreg import _split_heldout
+
+    y = np.repeat(np.arange(8), 7)  # the tiny transfer set: 8 classes x 7 images
+    keep, held = _split_heldout(y, 0.2, seed=0)
+    assert sorted(np.r_[keep, held].tolist()) == list(range(56))
+    assert np.bincount(y[held]).tolist() == [1] * 8 and np.bincount(y[keep]).tolist() == [6] * 8
