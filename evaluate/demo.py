@@ -187,7 +187,14 @@ def protocol_jobs(data: Path, plan: DemoPlan, run_dir: Path) -> list[tuple[str, 
         (
             "linear",
             "shapesworld",
-            frozen(linear, linear.LinearConfig, "linear", f"data.root={cls_root}", f"epochs={plan.linear_epochs}"),
+            frozen(
+                linear,
+                linear.LinearConfig,
+                "linear",
+                f"data.root={cls_root}",
+                f"epochs={plan.linear_epochs}",
+                "mode=cached",  # the quick variant, by name: the demo's budget
+            ),
         ),
         (
             "logreg",

@@ -177,12 +177,12 @@ def extract_features(model: Any, images: LabeledImages, transform: Any, cfg: Fea
     dim = chunks[0].shape[1] if chunks else 0
     local = torch.cat(chunks) if chunks else torch.zeros(0, dim, device=device)
     if world > 1:
-        local = _gather_strided(local, len(images), rank, world)
+        local = gather_strided(local, len(images), rank, world)
     labels = torch.tensor(images.labels, dtype=torch.long)
     return local.cpu(), labels
 
 
-def _gather_strided(local: Tensor, total: int, rank: int, world: int) -> Tensor:
+def gather_strided(local: Tensor, total: int, rank: int, world: int) -> Tensor:
     """Inverse of the strided sharding: rank r holds rows r, r + W, ...; returns all rows in order on every rank."""
     width = torch.tensor([local.shape[1]], device=local.device)
     dist.all_reduce(width, op=dist.ReduceOp.MAX)  # a rank with no rows still learns the feature size
