@@ -23,7 +23,7 @@ from evaluate.datasets import LabeledImages, apply_subset, load_split, read_subs
 from evaluate.records import append_records, make_records
 from sslcore.config import load_config, save_config, to_dict
 from sslcore.errors import SSLBenchError
-from sslcore.io import REPO_ROOT, atomic_write_json
+from sslcore.io import REPO_ROOT, atomic_write_json, start_meter
 
 
 @dataclasses.dataclass
@@ -66,9 +66,11 @@ def init_distributed() -> None:
 def load_model(cfg: BackboneConfig, backbone: Any = None) -> tuple[Any, dict[str, Any]]:
     """(model in eval mode, checkpoint info) from ``backbone`` (a LoadedBackbone or a bare SSLViT) or ``cfg.path``.
 
-    Joins the ``torchrun`` process group first (:func:`init_distributed`).
+    Joins the ``torchrun`` process group first (:func:`init_distributed`) and starts the run's resource meter
+    (peak memory and images/s in the records are this protocol run's, :func:`sslcore.io.start_meter`).
     """
     init_distributed()
+    start_meter()
     if backbone is not None:
         if hasattr(backbone, "model") and hasattr(backbone, "info"):
             model, info = backbone.model, dict(backbone.info)

@@ -41,7 +41,7 @@ from torch import Tensor
 
 from evaluate.datasets import LabeledImages, fingerprint
 from sslcore.errors import SSLBenchError
-from sslcore.io import atomic_torch_save, sha256_json
+from sslcore.io import atomic_torch_save, count_images, sha256_json
 
 logger = logging.getLogger("sslbench")
 
@@ -174,6 +174,7 @@ def extract_features(model: Any, images: LabeledImages, transform: Any, cfg: Fea
         with autocast_context(device, cfg.precision):
             feats = tap_features(model, batch.to(device, non_blocking=True), cfg.taps, cfg.n_last, cfg.interleave)
         chunks.append(feats.float())
+        count_images(len(batch))
     dim = chunks[0].shape[1] if chunks else 0
     local = torch.cat(chunks) if chunks else torch.zeros(0, dim, device=device)
     if world > 1:

@@ -63,6 +63,7 @@ from evaluate.features import (
     tap_features,
 )
 from sslcore.errors import SSLBenchError
+from sslcore.io import count_images
 
 logger = logging.getLogger("sslbench")
 
@@ -326,6 +327,7 @@ def _augmented_batches(model, images, cfg: LinearConfig, fcfg: FeatureConfig, de
                 x, y = next(local)
                 with torch.no_grad(), autocast_context(device, fcfg.precision):
                     bank = tap_features(model, x.to(device), fcfg.taps, fcfg.n_last, fcfg.interleave).float()
+                count_images(len(x))
                 y = y.to(device)
             else:  # a short last batch may leave a rank without images
                 bank = torch.zeros(0, 0, device=device)

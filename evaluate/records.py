@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from sslcore.errors import SSLBenchError
-from sslcore.io import REPO_ROOT, git_sha, peak_memory_mb, versions
+from sslcore.io import REPO_ROOT, current_meter, git_sha, peak_memory_mb, versions
 
 SCHEMA_VERSION = 1
 
@@ -59,7 +59,8 @@ class Record:
     source: str = "measured"
     unit: str = "%"
     wall_time_s: float | None = None
-    peak_memory: dict[str, float] = dataclasses.field(default_factory=dict)
+    peak_memory: dict[str, float] = dataclasses.field(default_factory=dict)  # of this run (sslcore.io.start_meter)
+    images_per_s: float | None = None  # images through the backbone per second of this run
     code_version: str | None = None
     versions: dict[str, str] = dataclasses.field(default_factory=dict)
     run_id: str = ""
@@ -92,6 +93,7 @@ def make_records(
         unit=unit,
         wall_time_s=None if started is None else round(time.time() - started, 3),
         peak_memory=peak_memory_mb(),
+        images_per_s=meter.images_per_s() if (meter := current_meter()) else None,
         code_version=git_sha(),
         versions=versions(),
         run_id=run_id,

@@ -110,8 +110,96 @@ def versions() -> dict[str, str]:
     return out
 
 
+def _rss_mb() -> float:
+    """The current resident set size of this process in MiB (``/proc/self/statm``; ru_maxrss elsewhere)."""
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+class ResourceMeter:
+    """Peak memory and throughput of one piece of work (one protocol run), not of the whole process.
+
+    On :meth:`start` the CUDA peak counters are reset and a daemon thread samples the resident set size every
+    ``interval`` seconds (the high-water mark of *this* run: the process-lifetime ``ru_maxrss`` would give every run
+    of a long process the same number). Code that pushes images through a network calls :meth:`add_images`.
+    """
+
+    def __init__(self, interval: float = 0.05) -> None:
+        import threading
+
+        self.interval, self.images, self.started = interval, 0, time_now()
+        self._peak_rss = _rss_mb()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True, name="sslbench-rss")
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._peak_rss = max(self._peak_rss, _rss_mb())
+
+    def start(self) -> ResourceMeter:
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.reset_peak_memory_stats()
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def add_images(self, count: int) -> None:
+        self.images += int(count)
+
+    def peak_memory_mb(self) -> dict[str, float]:
+        """{"cpu_rss_mb": high-water RSS since start, "cuda_mb": peak CUDA allocation since start (if used)}."""
+        self._peak_rss = max(self._peak_rss, _rss_mb())
+        out = {"cpu_rss_mb": round(self._peak_rss, 1)}
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+            out["cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        return out
+
+    def images_per_s(self) -> float | None:
+        elapsed = time_now() - self.started
+        return round(self.images / elapsed, 2) if self.images and elapsed > 0 else None
+
+
+def time_now() -> float:
+    import time
+
+    return time.perf_counter()
+
+
+_METER: list[ResourceMeter] = []
+
+
+def start_meter() -> ResourceMeter:
+    """Start measuring a new run (stopping the previous one); :func:`current_meter` returns it."""
+    for meter in _METER:
+        meter.stop()
+    _METER[:] = [ResourceMeter().start()]
+    return _METER[0]
+
+
+def current_meter() -> ResourceMeter | None:
+    return _METER[0] if _METER else None
+
+
+def count_images(count: int) -> None:
+    """Add ``count`` processed images to the current run's meter (no-op when none is running)."""
+    if _METER:
+        _METER[0].add_images(count)
+
+
 def peak_memory_mb() -> dict[str, float]:
-    """Peak resident memory of this process (and peak CUDA memory if CUDA was used), in MiB."""
+    """Peak resident memory of the current run (:func:`start_meter`), else of the process, and peak CUDA memory if
+    CUDA was used, in MiB."""
+    if _METER:
+        return _METER[0].peak_memory_mb()
     import resource
 
     out = {"cpu_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}

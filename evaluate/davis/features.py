@@ -25,7 +25,7 @@ from torch import Tensor
 
 from evaluate.davis.data import Sequence, read_frame
 from sslcore.errors import DataError
-from sslcore.io import atomic_torch_save, sha256_json
+from sslcore.io import atomic_torch_save, count_images, sha256_json
 
 logger = logging.getLogger("sslbench")
 CACHE_VERSION = 1
@@ -57,6 +57,7 @@ def extract(model: torch.nn.Module, frames: Tensor, batch_size: int = 8) -> Tens
         model.tokens(frames[i : i + batch_size], n_last=1, norm=True)[0][:, prefix:].float()
         for i in range(0, len(frames), batch_size)
     ]
+    count_images(len(frames))
     return torch.cat(outs)
 
 

@@ -34,6 +34,7 @@ from evaluate.features import resolve_device
 from evaluate.records import append_records, make_records
 from sslcore.config import save_config, to_dict
 from sslcore.errors import ConfigError
+from sslcore.io import start_meter
 
 logger = logging.getLogger("sslbench")
 
@@ -151,6 +152,7 @@ def run(
     :func:`~evaluate.davis.features.sequence_features`) replaces the backbone entirely (used by the oracle test).
     """
     started = time.time()
+    start_meter()
     if not cfg.davis_root:
         raise ConfigError("davis_root: required (the DAVIS-2017 root, with JPEGImages/ Annotations/ ImageSets/)")
     from evaluate.palette import davis_palette

@@ -33,7 +33,7 @@ import torch
 
 from evaluate.records import append_records, make_records
 from sslcore.errors import SSLBenchError
-from sslcore.io import REPO_ROOT, atomic_torch_save, atomic_write_json, sha256_file
+from sslcore.io import REPO_ROOT, atomic_torch_save, atomic_write_json, sha256_file, start_meter
 
 logger = logging.getLogger("sslbench")
 
@@ -263,6 +263,7 @@ def run_eval(
 ) -> list:
     """The whole protocol (see the module docstring); returns the appended records."""
     started = time.time()
+    start_meter()  # peak memory of this run (mm's training runs in this process)
     out, data_root = Path(out), Path(data_root)
     if not data_root.is_dir():
         raise SSLBenchError(f"--data-root: {data_root} is not a directory")
