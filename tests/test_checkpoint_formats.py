@@ -96,7 +96,10 @@ def test_transformers_classifier_file_without_config(tmp_path):
     path = tmp_path / "model.safetensors"
     save_file(hf, str(path))
     loaded = load_backbone(path, num_heads=2)
-    assert loaded.info["format"] == "transformers" and sorted(loaded.report.dropped) == ["classifier.bias", "classifier.weight"]
+    assert loaded.info["format"] == "transformers" and sorted(loaded.report.dropped) == [
+        "classifier.bias",
+        "classifier.weight",
+    ]
     assert loaded.info["arch"]["norm_eps"] == 1e-12  # transformers' ViTConfig default, no config.json
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():

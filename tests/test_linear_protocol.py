@@ -93,9 +93,7 @@ def test_augmented_mode_is_data_parallel_under_two_ranks(shapes_root, tmp_path):
     ckpt = tmp_path / "m.pt"
     torch.save(SSLViT(ARCHS["vit_femto"]).state_dict(), ckpt)
     root = str(shapes_root / "classification")
-    mp.spawn(
-        _ddp_worker, args=(2, f"file://{tmp_path / 'rdv'}", root, str(tmp_path), str(ckpt)), nprocs=2, join=True
-    )
+    mp.spawn(_ddp_worker, args=(2, f"file://{tmp_path / 'rdv'}", root, str(tmp_path), str(ckpt)), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2))
     assert r0["metrics"] == r1["metrics"]  # identical heads on both ranks
     # each rank ran the backbone on half of every epoch's 120 training images (2 epochs) plus its share of the
