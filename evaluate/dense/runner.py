@@ -247,6 +247,27 @@ def to_percent(task: str, metrics: dict[str, float]) -> dict[str, float]:
     return out
 
 
+def effective_batch(cfg: Any, nproc: int) -> dict[str, Any]:
+    """{"effective_batch", "reference_batch", "lr_scaled"}: the batch this run trains with (processes x per-process
+    batch) against the protocol's total batch (``auto_scale_lr.base_batch_size``). A mismatch is logged as a warning
+    (the lr is the protocol's unless ``auto_scale_lr.enable=True``, which mmengine scales linearly) and recorded."""
+    per_process = int(cfg.train_dataloader.get("batch_size", 1))
+    scale = cfg.get("auto_scale_lr") or {}
+    reference = scale.get("base_batch_size")
+    out = {"effective_batch": per_process * nproc, "reference_batch": reference, "lr_scaled": bool(scale.get("enable"))}
+    if reference and reference != out["effective_batch"]:
+        logger.warning(
+            "effective batch %d (%d process(es) x %d) differs from the protocol's %d; the lr is %s "
+            "(auto_scale_lr.enable=True scales it linearly); recorded as settings.effective_batch",
+            out["effective_batch"],
+            nproc,
+            per_process,
+            reference,
+            "scaled linearly" if out["lr_scaled"] else "NOT rescaled",
+        )
+    return out
+
+
 def run_eval(
     task: str,
     checkpoint: str | Path,
@@ -282,6 +303,7 @@ def run_eval(
             "CUDA device); use --nproc 1 on CPU"
         )
     cfg, overrides = build_config(config_path, backbone, data_root, out / "mm", options, distributed, amp)
+    batch = effective_batch(cfg, nproc)
     final = out / "config.py"
     cfg.dump(str(final))
     atomic_write_json(out / "overrides.json", {"config": str(config_path), "overrides": overrides})
@@ -304,6 +326,7 @@ def run_eval(
         "overrides": overrides,
         "nproc": nproc,
         "amp": amp,
+        **batch,
     }
     records = make_records(
         task,
