@@ -28,6 +28,7 @@ import numpy as np
 from evaluate import evalrun
 from evaluate.datasets import load_split
 from evaluate.features import FeatureConfig, get_features
+from sslcore.config import NON_NEGATIVE, POSITIVE, validate
 from sslcore.errors import SSLBenchError
 
 logger = logging.getLogger("sslbench")
@@ -110,6 +111,18 @@ class ClusterConfig:
     max_iter: int = 300
     seed: int = 0
     out: str | None = None
+
+    def __post_init__(self) -> None:
+        validate(
+            self,
+            {
+                "num_classes": (lambda v: len(v) > 0 and all(c >= 2 for c in v), "needs values >= 2"),
+                "instances": POSITIVE,
+                "n_init": POSITIVE,
+                "max_iter": POSITIVE,
+                "seed": NON_NEGATIVE,
+            },
+        )
 
 
 def run(cfg: ClusterConfig, backbone: Any = None) -> dict[int, dict[str, float]]:

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from evaluate.datasets import LabeledImages, apply_subset, load_split, read_subset_file, resolve_subset
 from evaluate.records import append_records, make_records
-from sslcore.config import load_config, save_config, to_dict
+from sslcore.config import POSITIVE_OR_NONE, load_config, save_config, to_dict, validate
 from sslcore.errors import SSLBenchError
 from sslcore.io import REPO_ROOT, atomic_write_json, start_meter
 
@@ -36,8 +36,11 @@ class BackboneConfig:
     num_heads: int | None = None
     img_size: int | None = None
     pos_interp: Literal["dino", "timm"] | None = None
-    trust_pickle: bool = False
+    trust_pickle: bool = False  # command line only (--trust-pickle); a YAML file may not set it
     name: str | None = None  # row label in tables (default: the file stem)
+
+    def __post_init__(self) -> None:
+        validate(self, {"num_heads": POSITIVE_OR_NONE, "img_size": POSITIVE_OR_NONE})
 
 
 @dataclasses.dataclass
@@ -216,6 +219,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ):
         parser.add_argument(flag, nargs="+", action=_OptionThenPositionals, metavar=flag[2:].upper(), help=help_text)
     parser.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="allow pickled objects outside the safe allow-list in the checkpoint (only for files you trust)",
+    )
+    parser.add_argument(
         "positional",
         nargs="*",
         metavar="CHECKPOINT | key=value",
@@ -236,6 +244,8 @@ def config_from_args(schema: type, args: argparse.Namespace) -> Any:
         cfg.data.root = args.data
     if getattr(args, "out", None):
         cfg.out = args.out
+    if getattr(args, "trust_pickle", False):
+        cfg.backbone.trust_pickle = True
     return cfg
 
 

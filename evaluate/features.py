@@ -40,6 +40,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from evaluate.datasets import LabeledImages, fingerprint
+from sslcore.config import NON_NEGATIVE, POSITIVE, POSITIVE_OR_NONE, validate
 from sslcore.errors import SSLBenchError
 from sslcore.io import atomic_torch_save, count_images, sha256_json
 
@@ -69,6 +70,19 @@ class FeatureConfig:
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16/fp16 autocast on CUDA, fp32 on CPU
     cache: bool = True
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        validate(
+            self,
+            {
+                "n_last": POSITIVE,
+                "crop": POSITIVE_OR_NONE,
+                "resize": POSITIVE_OR_NONE,
+                "resize_ratio": POSITIVE,
+                "batch_size": POSITIVE,
+                "num_workers": NON_NEGATIVE,
+            },
+        )
 
 
 def resolve_device(name: str) -> torch.device:

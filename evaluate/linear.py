@@ -62,6 +62,7 @@ from evaluate.features import (
     resolve_sizes,
     tap_features,
 )
+from sslcore.config import ALL_POSITIVE, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_OR_NONE, validate
 from sslcore.errors import SSLBenchError
 from sslcore.io import count_images
 
@@ -244,6 +245,24 @@ class LinearConfig:
     heldout_fraction: float = 0.1
     seed: int = 0
     out: str | None = None
+
+    def __post_init__(self) -> None:
+        validate(
+            self,
+            {
+                "n_last": POSITIVE_OR_NONE,
+                "lr": POSITIVE,
+                "lrs": ALL_POSITIVE,
+                "grid_blocks": ALL_POSITIVE,
+                "grid_avgpool": (lambda v: len(v) > 0, "needs one or more values"),
+                "epochs": POSITIVE,
+                "batch_size": POSITIVE,
+                "momentum": FRACTION,
+                "weight_decay": NON_NEGATIVE,
+                "heldout_fraction": FRACTION,
+                "seed": NON_NEGATIVE,
+            },
+        )
 
 
 def bank_taps(cfg: LinearConfig, dim: int, depth: int) -> tuple[str, int]:

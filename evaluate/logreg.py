@@ -50,6 +50,7 @@ import numpy as np
 from evaluate import evalrun
 from evaluate.datasets import LabeledImages, load_split
 from evaluate.features import FeatureConfig, get_features, resolve_device
+from sslcore.config import NON_NEGATIVE, POSITIVE, validate
 from sslcore.errors import SSLBenchError
 
 logger = logging.getLogger("sslbench")
@@ -240,6 +241,20 @@ class LogRegConfig:
     solver: Literal["sklearn", "torch"] = "sklearn"  # torch: L-BFGS on features.device (GPU for large sets)
     seed: int = 0
     out: str | None = None
+
+    def __post_init__(self) -> None:
+        validate(
+            self,
+            {
+                "val_fraction": (lambda v: 0 < v < 1, "must be in (0, 1)"),
+                "lambda_min": POSITIVE,
+                "lambda_max": (lambda v: v >= self.lambda_min, f"must be >= lambda_min={self.lambda_min}"),
+                "num_lambdas": POSITIVE,
+                "max_iter": POSITIVE,
+                "tol": POSITIVE,
+                "seed": NON_NEGATIVE,
+            },
+        )
 
 
 def resolve_selection(cfg: LogRegConfig) -> str:

@@ -94,6 +94,7 @@ def inspect_lines(args: argparse.Namespace) -> tuple[list[str], Any]:
         ("missing", res.report.missing),
         ("unexpected", res.report.unexpected),
         ("wrong shape", res.report.mismatched),
+        ("non-finite", res.report.nonfinite),
     ):
         if keys:
             lines.append(f"{label + ':':<12} {_short(keys)}")
