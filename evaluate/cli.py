@@ -149,6 +149,14 @@ def _setup_logging(args: argparse.Namespace) -> None:
     logger.propagate = False
 
 
+def _close_progress_bars() -> None:
+    """Close open tqdm bars so that an error message starts on a line of its own, never after a bar's text."""
+    tqdm_module = sys.modules.get("tqdm")
+    bars = list(getattr(getattr(tqdm_module, "tqdm", None), "_instances", None) or [])
+    for bar in bars:
+        bar.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -160,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         _setup_logging(args)
         return int(args._run(args) or 0)
     except SSLBenchError as exc:
+        _close_progress_bars()
         print(f"sslbench: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

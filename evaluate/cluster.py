@@ -165,6 +165,7 @@ add_arguments = evalrun.add_arguments
 
 def run_cli(args: argparse.Namespace) -> int:
     cfg = evalrun.config_from_args(ClusterConfig, args)
+    evalrun.check_outputs(cfg)
     for c, metrics in run(cfg).items():
         evalrun.print_metrics(f"cluster C={c}", evalrun.dataset_name(cfg.data), metrics)
     return 0

@@ -23,7 +23,7 @@ from evaluate.datasets import LabeledImages, apply_subset, load_split, read_subs
 from evaluate.records import append_records, make_records
 from sslcore.config import POSITIVE_OR_NONE, load_config, save_config, to_dict, validate
 from sslcore.errors import SSLBenchError
-from sslcore.io import REPO_ROOT, atomic_write_json, start_meter
+from sslcore.io import REPO_ROOT, atomic_write_json, check_writable, start_meter
 
 
 @dataclasses.dataclass
@@ -164,6 +164,30 @@ def output_dir(out: str | None, protocol: str, info: dict[str, Any], dataset: st
     return base / "eval" / protocol / f"{info.get('name', 'model')}-{dataset}-{stamp}"
 
 
+def check_outputs(cfg: Any) -> None:
+    """Before any work: the checkpoint file and the dataset root exist, and the results store, the feature cache
+    (when enabled) and ``cfg.out`` (when given) are writable (:func:`sslcore.io.check_writable`)."""
+    from evaluate.features import cache_root
+    from evaluate.records import default_store
+
+    path = getattr(getattr(cfg, "backbone", None), "path", None)
+    if path is not None and not path:
+        raise SSLBenchError("no checkpoint given (the CHECKPOINT argument)")
+    if path and not Path(path).is_file():
+        raise SSLBenchError(f"{path}: checkpoint file not found")
+    data = getattr(cfg, "data", None)
+    if data is not None and not data.root:
+        raise SSLBenchError("data.root: no dataset directory given (--data ROOT)")
+    if data is not None and not Path(data.root).is_dir():
+        raise SSLBenchError(f"data.root={data.root}: not a directory")
+    check_writable(default_store(), "results store")
+    features = getattr(cfg, "features", None)
+    if features is not None and features.cache:
+        check_writable(cache_root(), "feature cache")
+    if getattr(cfg, "out", None):
+        check_writable(cfg.out, "output directory")
+
+
 def finish(
     protocol: str,
     dataset: str,
@@ -178,7 +202,8 @@ def finish(
     extra_settings: dict[str, Any] | None = None,
     details: dict[str, Any] | None = None,
 ) -> list:
-    """Append the records of one result, and write ``config.yaml`` + ``metrics.json`` into ``out``.
+    """Write ``config.yaml`` + ``metrics.json`` into ``out``, then append the records of the result (last, so a
+    failed write never leaves records of a run without its outputs).
 
     Under ``torchrun`` every rank computes the same result; only rank 0 writes.
     """
@@ -190,9 +215,9 @@ def finish(
     records = make_records(
         protocol, dataset, split, metrics, checkpoint=info, settings=settings, seed=seed, started=started
     )
-    append_records(records)
     save_config(cfg, out / "config.yaml")
     atomic_write_json(out / "metrics.json", {"metrics": metrics, "settings": settings, **(details or {})})
+    append_records(records)
     return records
 
 
@@ -252,6 +277,7 @@ def config_from_args(schema: type, args: argparse.Namespace) -> Any:
 def run_protocol_cli(schema: type, run: Any, protocol: str, args: argparse.Namespace) -> int:
     """The ``run_cli`` of a protocol whose ``run(cfg)`` returns one flat metrics dict."""
     cfg = config_from_args(schema, args)
+    check_outputs(cfg)
     print_metrics(protocol, dataset_label(cfg.data), run(cfg))
     return 0
 

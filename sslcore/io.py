@@ -32,6 +32,7 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp creates 0600; the result gets the mode open() would give
         with os.fdopen(fd, mode) as handle:
             yield handle
             handle.flush()
@@ -41,6 +42,98 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def stale_temporaries(directory: str | Path, names: list[str] | None = None) -> list[Path]:
+    """Temporary files :func:`atomic_open` left in ``directory`` when a process was killed mid-write.
+
+    They are named ``.<target>.<random>.tmp``; ``names`` restricts the targets (e.g. ``["checkpoint.pth"]``).
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    found = []
+    for tmp in directory.glob(".*.tmp"):
+        target = tmp.name[1:].rsplit(".", 2)[0]
+        if names is None or target in names:
+            found.append(tmp)
+    return sorted(found)
+
+
+def remove_stale_temporaries(directory: str | Path, names: list[str] | None = None) -> list[Path]:
+    """Remove :func:`stale_temporaries` at the start of a run that owns ``directory`` (one writer per output
+    directory); returns what was removed. Files being written by another live process would be removed too, so call
+    it only where the run holds the directory."""
+    removed = []
+    for tmp in stale_temporaries(directory, names):
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+            removed.append(tmp)
+    return removed
+
+
+def check_writable(path: str | Path, what: str) -> Path:
+    """Raise :class:`~sslcore.errors.SSLBenchError` naming ``what`` and the path unless files can be created there.
+
+    ``path`` is a directory that must accept new files; when it does not exist yet, its nearest existing ancestor
+    must be a writable directory (nothing is created: a probe file is made and removed in that ancestor). Called
+    before any work starts, so an unwritable output directory, results store or cache fails in one line instead of
+    after the computation.
+    """
+    from sslcore.errors import SSLBenchError
+
+    path = Path(path).absolute()
+    probe_dir = path
+    while not probe_dir.exists() and probe_dir != probe_dir.parent:
+        probe_dir = probe_dir.parent
+    if not probe_dir.is_dir():
+        raise SSLBenchError(f"{what} {path}: not writable ({probe_dir} is not a directory)")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".sslbench-write-probe.", dir=probe_dir)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise SSLBenchError(f"{what} {path}: not writable ({exc.strerror or type(exc).__name__})") from None
+    return path
+
+
+def load_torch_file(path: str | Path, what: str = "checkpoint") -> Any:
+    """``torch.load(weights_only=True)`` on CPU with every failure turned into one SSLBenchError line naming the file
+    (a damaged ``checkpoint.pth`` on ``--resume``, a text file, a truncated download)."""
+    import pickle
+    import zipfile
+
+    import torch
+
+    from sslcore.errors import SSLBenchError
+
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+        if not head:
+            raise SSLBenchError(f"{path}: empty file, not a {what}")
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except SSLBenchError:
+        raise
+    except (
+        pickle.UnpicklingError,
+        RuntimeError,
+        EOFError,
+        OSError,
+        ValueError,
+        KeyError,
+        IndexError,
+        zipfile.BadZipFile,
+    ) as exc:
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+        raise SSLBenchError(f"{path}: cannot read {what} (damaged, truncated or not a torch file?): {reason}") from None
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:

@@ -27,14 +27,22 @@ from PIL import Image
 from tqdm import tqdm
 
 from evaluate.davis import propagation as P
-from evaluate.davis.data import Sequence, first_labels, is_shapesworld, load_sequence, read_split, write_label
+from evaluate.davis.data import (
+    Sequence,
+    check_sequences,
+    first_labels,
+    is_shapesworld,
+    load_sequence,
+    read_split,
+    write_label,
+)
 from evaluate.davis.features import FeatureFn, sequence_features
 from evaluate.davis.score import score_results
 from evaluate.features import resolve_device
-from evaluate.records import append_records, make_records
+from evaluate.records import append_records, default_store, make_records
 from sslcore.config import save_config, to_dict
 from sslcore.errors import ConfigError
-from sslcore.io import start_meter
+from sslcore.io import check_writable, start_meter
 
 logger = logging.getLogger("sslbench")
 
@@ -159,6 +167,10 @@ def run(
 
     device = resolve_device(cfg.device)
     names = cfg.sequences or read_split(cfg.davis_root, cfg.split)
+    for warning in check_sequences(cfg.davis_root, names):  # before any mask is written
+        logger.warning("%s", warning)
+    check_writable(store or default_store(), "results store")
+    check_writable(cfg.out, "output directory")
     info = dict(checkpoint_info or {})
     if features_fn is None:
         if model is None:
