@@ -10,12 +10,18 @@ name must exist in the train split, and its directory must agree with its prefix
 
 :func:`fingerprint` hashes the sorted relative paths with their sizes and modification times plus the class list, so
 feature caches are invalidated when a file is added, removed, replaced or relabelled (without reading the pixels).
+
+Bad images (the policy of every evaluation protocol, as pretraining skips and counts them): files that are empty or
+not readable are left out when the split is listed, with a warning naming them; their number is kept in
+``LabeledImages.skipped`` and reported in the run's records (``skipped_images``). A non-empty file that does not
+decode stops the run with one line naming it (a skipped row would shift every later feature).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +31,8 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_datas
 
 from sslcore.errors import DataError
 
+logger = logging.getLogger("sslbench")
+
 
 @dataclasses.dataclass(frozen=True)
 class LabeledImages:
@@ -33,6 +41,7 @@ class LabeledImages:
     root: Path
     classes: tuple[str, ...]
     samples: tuple[tuple[str, int], ...]
+    skipped: tuple[str, ...] = ()  # empty or unreadable files left out at listing time
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -43,7 +52,7 @@ class LabeledImages:
 
     def select(self, indices: list[int]) -> LabeledImages:
         """The images at ``indices``, in that order (same classes)."""
-        return LabeledImages(self.root, self.classes, tuple(self.samples[i] for i in indices))
+        return LabeledImages(self.root, self.classes, tuple(self.samples[i] for i in indices), self.skipped)
 
     def dataset(self, transform: Callable[[Any], Any] | None) -> ImageDataset:
         return ImageDataset(self, transform)
@@ -62,8 +71,11 @@ class ImageDataset:
         from PIL import Image
 
         path, label = self.images.samples[index]
-        with open(path, "rb") as handle:
-            image = Image.open(handle).convert("RGB")
+        try:
+            with open(path, "rb") as handle:
+                image = Image.open(handle).convert("RGB")
+        except (OSError, ValueError, SyntaxError) as exc:  # PIL's UnidentifiedImageError is an OSError
+            raise DataError(f"{path}: unreadable image ({type(exc).__name__}); remove or replace the file") from None
         return (self.transform(image) if self.transform else image), label
 
 
@@ -82,10 +94,22 @@ def load_split(root: str | Path, split: str) -> LabeledImages:
         raise DataError(f"{split_dir}: no class directories") from None
     classes = tuple(names)
     # torchvision's listing (sorted walk, case-insensitive extensions); empty class directories are allowed
-    samples = make_dataset(str(split_dir), class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=True)
+    listed = make_dataset(str(split_dir), class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=True)
+    samples, skipped = [], []
+    for path, label in listed:
+        (samples if _readable(path) else skipped).append((path, label))
+    if skipped:
+        logger.warning("%s: skipping %d empty or unreadable image(s), e.g. %s", split_dir, len(skipped), skipped[0][0])
     if not samples:
         raise DataError(f"{split_dir}: no images (extensions {', '.join(IMG_EXTENSIONS)})")
-    return LabeledImages(split_dir, classes, tuple(samples))
+    return LabeledImages(split_dir, classes, tuple(samples), tuple(p for p, _ in skipped))
+
+
+def _readable(path: str) -> bool:
+    try:
+        return os.stat(path).st_size > 0 and os.access(path, os.R_OK)
+    except OSError:
+        return False
 
 
 def read_subset_file(path: str | Path) -> list[str]:

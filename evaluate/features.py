@@ -41,8 +41,8 @@ from torch import Tensor
 
 from evaluate.datasets import LabeledImages, fingerprint
 from sslcore.config import NON_NEGATIVE, POSITIVE, POSITIVE_OR_NONE, validate
-from sslcore.errors import SSLBenchError
-from sslcore.io import atomic_torch_save, count_images, sha256_json
+from sslcore.errors import DataError, SSLBenchError
+from sslcore.io import atomic_torch_save, count_images, count_skipped, sha256_json
 
 logger = logging.getLogger("sslbench")
 
@@ -184,7 +184,8 @@ def extract_features(model: Any, images: LabeledImages, transform: Any, cfg: Fea
     model = model.eval().to(device)
     chunks = []
     bar = tqdm(loader, desc=f"features {images.root.name}", disable=not cfg.progress or rank != 0, leave=False)
-    for batch, _ in bar:
+    count_skipped(images.skipped)
+    for batch, _ in _reraise_worker_errors(bar):
         with autocast_context(device, cfg.precision):
             feats = tap_features(model, batch.to(device, non_blocking=True), cfg.taps, cfg.n_last, cfg.interleave)
         chunks.append(feats.float())
@@ -195,6 +196,16 @@ def extract_features(model: Any, images: LabeledImages, transform: Any, cfg: Fea
         local = gather_strided(local, len(images), rank, world)
     labels = torch.tensor(images.labels, dtype=torch.long)
     return local.cpu(), labels
+
+
+def _reraise_worker_errors(batches: Any) -> Any:
+    """Yield from a DataLoader; a DataError raised in a worker process comes back as one line (not the worker's
+    traceback text that torch packs into the message)."""
+    try:
+        yield from batches
+    except DataError as exc:
+        last = str(exc).strip().splitlines()[-1]
+        raise DataError(last.split("DataError: ", 1)[-1]) from None
 
 
 def gather_strided(local: Tensor, total: int, rank: int, world: int) -> Tensor:

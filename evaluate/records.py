@@ -63,6 +63,7 @@ class Record:
     wall_time_s: float | None = None
     peak_memory: dict[str, float] = dataclasses.field(default_factory=dict)  # of this run (sslcore.io.start_meter)
     images_per_s: float | None = None  # images through the backbone per second of this run
+    skipped_images: int = 0  # empty or unreadable dataset files this run left out (evaluate.datasets)
     code_version: str | None = None
     versions: dict[str, str] = dataclasses.field(default_factory=dict)
     run_id: str = ""
@@ -96,6 +97,7 @@ def make_records(
         wall_time_s=None if started is None else round(time.time() - started, 3),
         peak_memory=peak_memory_mb(),
         images_per_s=meter.images_per_s() if (meter := current_meter()) else None,
+        skipped_images=len(meter.skipped) if meter else 0,
         code_version=git_sha(),
         versions=versions(),
         run_id=run_id,

@@ -271,7 +271,9 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: list
     file_data = read_yaml(path) if path else {}
     for dotted in _dotted_keys(file_data):
         if dotted.rsplit(".", 1)[-1] in CLI_ONLY:
-            raise ConfigError(f"{path}: {dotted}: can only be given on the command line (--trust-pickle), never in a file")
+            raise ConfigError(
+                f"{path}: {dotted}: can only be given on the command line (--trust-pickle), never in a file"
+            )
     # Validate each layer separately so that the error names where the bad key came from.
     if file_data:
         _build(schema, file_data, _Where(str(path)))

@@ -226,6 +226,7 @@ class ResourceMeter:
         import threading
 
         self.interval, self.images, self.started = interval, 0, time_now()
+        self.skipped: set[str] = set()
         self._peak_rss = _rss_mb()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True, name="sslbench-rss")
@@ -286,6 +287,12 @@ def count_images(count: int) -> None:
     """Add ``count`` processed images to the current run's meter (no-op when none is running)."""
     if _METER:
         _METER[0].add_images(count)
+
+
+def count_skipped(paths: Any) -> None:
+    """Note files a run left out (empty or unreadable images) in the current run's meter; records report the count."""
+    if _METER:
+        _METER[0].skipped.update(str(p) for p in paths)
 
 
 def peak_memory_mb() -> dict[str, float]:
