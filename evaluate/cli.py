@@ -77,6 +77,13 @@ GROUPS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line usage error (``sslbench <cmd>: error: ... (see --help)``), exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
@@ -96,7 +103,7 @@ def _leaf_parser(
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     """The parser, with only the selected command's module imported."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="sslbench",
         description="Pretrain ViTs (BAM, ADCLR, SERE, DINO, iBOT) and evaluate any ViT checkpoint.",
     )
@@ -161,7 +168,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         parser = build_parser(argv)
-        args = parser.parse_args(argv)
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # --help (0) or a usage error (2, one line already printed)
+            return int(exc.code or 0) if not isinstance(exc.code, str) else 2
         if not hasattr(args, "_run"):
             (getattr(args, "_group_parser", None) or parser).print_help(sys.stderr)
             return 2

@@ -297,6 +297,9 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from sslcore.io import check_writable
+
+    check_writable(Path(args.out).absolute().parent, "--out")
     frame = _frame_from_args(args)
     path = export(frame, args.out, args.format)
     print(f"{len(frame)} records -> {path}")

@@ -31,9 +31,9 @@ from typing import Any
 
 import torch
 
-from evaluate.records import append_records, make_records
+from evaluate.records import append_records, default_store, make_records
 from sslcore.errors import SSLBenchError
-from sslcore.io import REPO_ROOT, atomic_torch_save, atomic_write_json, sha256_file, start_meter
+from sslcore.io import REPO_ROOT, atomic_torch_save, atomic_write_json, check_writable, sha256_file, start_meter
 
 logger = logging.getLogger("sslbench")
 
@@ -290,6 +290,10 @@ def run_eval(
         raise SSLBenchError(f"--data-root: {data_root} is not a directory")
     if not Path(checkpoint).is_file():
         raise SSLBenchError(f"{checkpoint}: checkpoint not found")
+    if nproc < 1:
+        raise SSLBenchError(f"--nproc {nproc}: must be >= 1")
+    check_writable(out, "--out")
+    check_writable(default_store(), "results store")
     out.mkdir(parents=True, exist_ok=True)
     backbone = out / "backbone.pth"
     info = convert_checkpoint(checkpoint, backbone, which)
