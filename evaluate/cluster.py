@@ -124,6 +124,10 @@ class ClusterConfig:
             },
         )
 
+    def splits_used(self) -> list[str]:
+        """Only the evaluation split is clustered (checked before any work by ``evalrun.check_outputs``)."""
+        return [self.data.test]
+
 
 def run(cfg: ClusterConfig, backbone: Any = None) -> dict[int, dict[str, float]]:
     """Features of the evaluation split, clustering instances, one record set per C; returns {C: metrics}."""

@@ -180,6 +180,14 @@ def check_outputs(cfg: Any) -> None:
         raise SSLBenchError("data.root: no dataset directory given (--data ROOT)")
     if data is not None and not Path(data.root).is_dir():
         raise SSLBenchError(f"data.root={data.root}: not a directory")
+    if data is not None:
+        for split in getattr(cfg, "splits_used", lambda: [data.train, data.test])():
+            if not (Path(data.root) / split).is_dir():
+                raise SSLBenchError(f"data.root={data.root}: split directory {split!r} not found")
+        if data.subset:
+            resolve_subset(data.root, data.subset)
+    if hasattr(cfg, "check"):
+        cfg.check()  # the protocol's own cross-section checks
     check_writable(default_store(), "results store")
     features = getattr(cfg, "features", None)
     if features is not None and features.cache:

@@ -43,6 +43,7 @@ import logging
 import time
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -256,6 +257,12 @@ class LogRegConfig:
             },
         )
 
+    def check(self) -> None:
+        """Cross-section checks, before any work (``evalrun.check_outputs``)."""
+        resolve_selection(self)
+        if self.val and not (Path(self.data.root) / self.val).is_dir():
+            raise SSLBenchError(f"val={self.val}: split directory not found under {self.data.root}")
+
 
 def resolve_selection(cfg: LogRegConfig) -> str:
     """The selection rule ``auto`` stands for: ``val`` with a predefined split, ``outside_subset`` with a label
@@ -311,8 +318,32 @@ def _split_heldout(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarra
 def run(cfg: LogRegConfig, backbone: Any = None) -> dict[str, float]:
     """Features, sweep, refit, test; appends one record (``top1`` or ``mean_per_class``); returns the metrics."""
     started = time.time()
-    model, info = evalrun.load_model(cfg.backbone, backbone)
+    # The selection split is decided from the labels alone, before the model is loaded: a split that cannot select
+    # (a class missing) fails before any feature is computed.
     train, test = evalrun.load_train_test(cfg.data)
+    rule = resolve_selection(cfg)
+    labels = np.asarray(train.labels)
+    val: LabeledImages | None = None
+    keep = held = None
+    if rule == "val":
+        val = load_split(cfg.data.root, cfg.val)
+        if val.classes != train.classes:
+            raise SSLBenchError(f"val={cfg.val}: its classes differ from the {cfg.data.train} split")
+        selection = f"predefined:{cfg.val}"
+    elif rule == "outside_subset":
+        val = outside_subset(load_split(cfg.data.root, cfg.data.train), train, cfg.seed)
+        selection = "outside_subset"
+    else:
+        keep, held = _split_heldout(labels, cfg.val_fraction, cfg.seed)
+        selection = f"heldout:{cfg.val_fraction}"
+    fit_labels = labels if keep is None else labels[keep]
+    if len(np.unique(fit_labels)) < 2:
+        raise SSLBenchError(f"{cfg.data.root}: the training part has fewer than 2 classes ({len(fit_labels)} images)")
+    check_selection_split(
+        fit_labels, np.asarray(val.labels) if val is not None else labels[held], train.classes, selection
+    )
+
+    model, info = evalrun.load_model(cfg.backbone, backbone)
     tr = get_features(model, info, train, cfg.features)
     te = get_features(model, info, test, cfg.features)
 
@@ -324,24 +355,10 @@ def run(cfg: LogRegConfig, backbone: Any = None) -> dict[str, float]:
 
     x_tr, y_tr = arrays(tr)
     x_te, y_te = arrays(te)
-    rule = resolve_selection(cfg)
-    if rule == "val":
-        val = load_split(cfg.data.root, cfg.val)
-        if val.classes != train.classes:
-            raise SSLBenchError(f"val={cfg.val}: its classes differ from the {cfg.data.train} split")
-        x_va, y_va = arrays(get_features(model, info, val, cfg.features))
-        selection = f"predefined:{cfg.val}"
-    elif rule == "outside_subset":
-        val = outside_subset(load_split(cfg.data.root, cfg.data.train), train, cfg.seed)
-        x_va, y_va = arrays(get_features(model, info, val, cfg.features)) if len(val) else (x_tr[:0], y_tr[:0])
-        selection = "outside_subset"
-    else:
-        keep, held = _split_heldout(y_tr, cfg.val_fraction, cfg.seed)
+    if keep is not None:
         x_tr, x_va, y_tr, y_va = x_tr[keep], x_tr[held], y_tr[keep], y_tr[held]
-        selection = f"heldout:{cfg.val_fraction}"
-    if len(np.unique(y_tr)) < 2:
-        raise SSLBenchError(f"{cfg.data.root}: the training part has fewer than 2 classes ({len(y_tr)} images)")
-    check_selection_split(y_tr, y_va, train.classes, selection)
+    else:
+        x_va, y_va = arrays(get_features(model, info, val, cfg.features))
     lambdas = lambda_grid(cfg.lambda_min, cfg.lambda_max, cfg.num_lambdas)
     result = sweep_logreg(
         x_tr,
