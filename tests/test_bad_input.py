@@ -191,3 +191,21 @@ class _FakeParser:
         import argparse
 
         return argparse.Namespace(_run=self.run, verbose=False, quiet=True)
+
+
+def test_records_are_appended_last(shapes_root, tmp_path, monkeypatch):
+    """A run whose outputs cannot be written leaves no record behind (the k-NN run used to append first)."""
+    import evaluate.evalrun as evalrun
+    from evaluate.knn import KNNConfig, run
+    from evaluate.records import read_records
+    from pretrain.vit import ARCHS, SSLViT
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(evalrun, "atomic_write_json", broken)
+    cfg = load_config(KNNConfig, None, [f"data.root={shapes_root / 'classification'}", f"out={tmp_path / 'o'}"])
+    cfg.features.progress = False
+    with pytest.raises(OSError, match="disk full"):
+        run(cfg, backbone=SSLViT(ARCHS["vit_femto"]))
+    assert read_records() == []
