@@ -81,6 +81,13 @@ GROUPS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line usage error (``sslbench <cmd>: error: ... (see --help)``), exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
@@ -100,7 +107,7 @@ def _leaf_parser(
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     """The parser, with only the selected command's module imported."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="sslbench",
         description="Pretrain ViTs (BAM, ADCLR, SERE, DINO, iBOT) and evaluate any ViT checkpoint.",
     )
@@ -153,17 +160,29 @@ def _setup_logging(args: argparse.Namespace) -> None:
     logger.propagate = False
 
 
+def _close_progress_bars() -> None:
+    """Close open tqdm bars so that an error message starts on a line of its own, never after a bar's text."""
+    tqdm_module = sys.modules.get("tqdm")
+    bars = list(getattr(getattr(tqdm_module, "tqdm", None), "_instances", None) or [])
+    for bar in bars:
+        bar.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         parser = build_parser(argv)
-        args = parser.parse_args(argv)
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # --help (0) or a usage error (2, one line already printed)
+            return int(exc.code or 0) if not isinstance(exc.code, str) else 2
         if not hasattr(args, "_run"):
             (getattr(args, "_group_parser", None) or parser).print_help(sys.stderr)
             return 2
         _setup_logging(args)
         return int(args._run(args) or 0)
     except SSLBenchError as exc:
+        _close_progress_bars()
         print(f"sslbench: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

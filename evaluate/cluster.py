@@ -28,6 +28,7 @@ import numpy as np
 
 from evaluate import evalrun
 from evaluate.features import FeatureConfig, get_features
+from sslcore.config import NON_NEGATIVE, POSITIVE, validate
 
 logger = logging.getLogger("sslbench")
 
@@ -110,6 +111,22 @@ class ClusterConfig:
     seed: int = 0
     out: str | None = None
 
+    def __post_init__(self) -> None:
+        validate(
+            self,
+            {
+                "num_classes": (lambda v: len(v) > 0 and all(c >= 2 for c in v), "needs values >= 2"),
+                "instances": POSITIVE,
+                "n_init": POSITIVE,
+                "max_iter": POSITIVE,
+                "seed": NON_NEGATIVE,
+            },
+        )
+
+    def splits_used(self, plan: Any) -> list[str]:
+        """Only the evaluation split is clustered (checked before any work by ``evalrun.check_outputs``)."""
+        return [plan.test]
+
 
 def run(cfg: ClusterConfig, backbone: Any = None) -> dict[int, dict[str, float]]:
     """Features of the evaluation split, clustering instances, one record set per C; returns {C: metrics}."""
@@ -151,6 +168,7 @@ add_arguments = evalrun.add_arguments
 
 def run_cli(args: argparse.Namespace) -> int:
     cfg = evalrun.config_from_args(ClusterConfig, args)
+    evalrun.check_outputs(cfg)
     for c, metrics in run(cfg).items():
         evalrun.print_metrics(f"cluster C={c}", evalrun.dataset_label(cfg.data), metrics)
     return 0

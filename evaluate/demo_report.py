@@ -104,7 +104,8 @@ def write_report(
         + ", ".join(f"{k} {v}" for k, v in versions().items() if k in ("torch", "timm", "sklearn")),
         "",
         "What ran: ShapesWorld data → BAM pretraining of a tiny ViT on ShapesWorld classification/train → a "
-        "random-initialisation baseline of the same architecture → every frozen-feature protocol on both → tables "
+        "random-initialisation baseline (the same network at step 0, untrained) → every frozen-feature protocol on "
+        "both → tables "
         f"and figures. Working files: `{out}`. All numbers below are read from the result records "
         f"(`sslbench results ls --store {out / 'records'}`).",
         "",

@@ -30,9 +30,9 @@ from evaluate.datasets import (
     resolve_subset,
 )
 from evaluate.records import append_records, make_records
-from sslcore.config import load_config, save_config, to_dict
+from sslcore.config import POSITIVE_OR_NONE, load_config, save_config, to_dict, validate
 from sslcore.errors import SSLBenchError
-from sslcore.io import REPO_ROOT, atomic_write_json
+from sslcore.io import REPO_ROOT, atomic_write_json, check_writable, start_meter
 
 
 @dataclasses.dataclass
@@ -45,8 +45,11 @@ class BackboneConfig:
     num_heads: int | None = None
     img_size: int | None = None
     pos_interp: Literal["dino", "timm"] | None = None
-    trust_pickle: bool = False
+    trust_pickle: bool = False  # command line only (--trust-pickle); a YAML file may not set it
     name: str | None = None  # row label in tables (default: the file stem)
+
+    def __post_init__(self) -> None:
+        validate(self, {"num_heads": POSITIVE_OR_NONE, "img_size": POSITIVE_OR_NONE})
 
 
 @dataclasses.dataclass
@@ -56,7 +59,7 @@ class DataConfig:
     ``<root>/<split>/<class>/<image>``. Unset splits take the dataset's roles (ImageFolder: train / val)."""
 
     root: str = ""
-    name: str = "shapesworld"
+    name: str | None = None  # a registry name selects its reader; None: an ImageFolder named from the root
     layout: Literal["auto", "official", "imagefolder"] = "auto"  # auto: official for registry names
     train: str | None = None
     val: str | None = None  # the selection split; None: the dataset's official one (ImageFolder: none)
@@ -80,9 +83,11 @@ def init_distributed() -> None:
 def load_model(cfg: BackboneConfig, backbone: Any = None) -> tuple[Any, dict[str, Any]]:
     """(model in eval mode, checkpoint info) from ``backbone`` (a LoadedBackbone or a bare SSLViT) or ``cfg.path``.
 
-    Joins the ``torchrun`` process group first (:func:`init_distributed`).
+    Joins the ``torchrun`` process group first (:func:`init_distributed`) and starts the run's resource meter
+    (peak memory and images/s in the records are this protocol run's, :func:`sslcore.io.start_meter`).
     """
     init_distributed()
+    start_meter()
     if backbone is not None:
         if hasattr(backbone, "model") and hasattr(backbone, "info"):
             model, info = backbone.model, dict(backbone.info)
@@ -119,14 +124,30 @@ def load_model(cfg: BackboneConfig, backbone: Any = None) -> tuple[Any, dict[str
     return model.eval(), info
 
 
+def dataset_name(cfg: DataConfig) -> str:
+    """``data.name``, else a name read off the root: ``shapesworld`` (``shapesworld-<part>`` for parts other than
+    ``classification``) under a generated ShapesWorld tree (its ``shapesworld.json`` manifest one level up), else the
+    root directory's own name in lower case (``/data/imagenet`` -> ``imagenet``), so a real dataset never records as
+    ShapesWorld. A name read off the root only labels an ImageFolder tree; the registry's official readers are chosen
+    by an explicit ``data.name`` (or ``--data NAME:ROOT``)."""
+    if cfg.name:
+        return cfg.name
+    if not cfg.root:
+        raise SSLBenchError("data.root: no dataset directory given")
+    root = Path(cfg.root).resolve()
+    if (root.parent / "shapesworld.json").is_file():
+        return "shapesworld" if root.name == "classification" else f"shapesworld-{root.name}"
+    return root.name.lower()
+
+
 def data_plan(cfg: DataConfig) -> DataPlan:
     """The resolved dataset: reader, split of each role, metric (:func:`evaluate.datasets.plan_data`)."""
     if not cfg.root:
         raise SSLBenchError("data.root: no dataset directory given")
     return plan_data(
-        cfg.name,
+        dataset_name(cfg),
         cfg.root,
-        layout=cfg.layout,
+        layout=cfg.layout if cfg.name else "imagefolder",
         train=cfg.train,
         val=cfg.val,
         test=cfg.test,
@@ -138,8 +159,9 @@ def dataset_label(cfg: DataConfig) -> str:
     """The record's dataset name: the registry name (aliases resolved) or ``data.name``, suffixed with the subset
     (``-1pct``, ``-10pct``, ``-<stem>``). A name that already ends with the suffix is kept as is.
     """
-    spec = get_spec(cfg.name)
-    name = spec.name if spec else cfg.name
+    name = dataset_name(cfg)
+    spec = get_spec(name) if cfg.name else None
+    name = spec.name if spec else name
     if not cfg.subset:
         return name
     stem = Path(cfg.subset).stem
@@ -190,6 +212,41 @@ def output_dir(out: str | None, protocol: str, info: dict[str, Any], dataset: st
     return base / "eval" / protocol / f"{info.get('name', 'model')}-{dataset}-{stamp}"
 
 
+def check_outputs(cfg: Any) -> None:
+    """Before any work: the checkpoint file and the dataset root exist, and the results store, the feature cache
+    (when enabled) and ``cfg.out`` (when given) are writable (:func:`sslcore.io.check_writable`)."""
+    from evaluate.features import cache_root
+    from evaluate.records import default_store
+
+    path = getattr(getattr(cfg, "backbone", None), "path", None)
+    if path is not None and not path:
+        raise SSLBenchError("no checkpoint given (the CHECKPOINT argument)")
+    if path and not Path(path).is_file():
+        raise SSLBenchError(f"{path}: checkpoint file not found")
+    data = getattr(cfg, "data", None)
+    if data is not None and not data.root:
+        raise SSLBenchError("data.root: no dataset directory given (--data ROOT)")
+    if data is not None and not Path(data.root).is_dir():
+        raise SSLBenchError(f"data.root={data.root}: not a directory")
+    if data is not None:
+        plan = data_plan(data)  # registry readers check their own files and counts when they load
+        if plan.imagefolder:
+            used = getattr(cfg, "splits_used", None)
+            for split in used(plan) if used else [r for r in (plan.train, plan.val, plan.test) if r]:
+                if not (Path(data.root) / split).is_dir():
+                    raise SSLBenchError(f"data.root={data.root}: split directory {split!r} not found")
+        if data.subset:
+            resolve_subset(data.root, data.subset)
+    if hasattr(cfg, "check"):
+        cfg.check()  # the protocol's own cross-section checks
+    check_writable(default_store(), "results store")
+    features = getattr(cfg, "features", None)
+    if features is not None and features.cache:
+        check_writable(cache_root(), "feature cache")
+    if getattr(cfg, "out", None):
+        check_writable(cfg.out, "output directory")
+
+
 def finish(
     protocol: str,
     dataset: str,
@@ -204,7 +261,8 @@ def finish(
     extra_settings: dict[str, Any] | None = None,
     details: dict[str, Any] | None = None,
 ) -> list:
-    """Append the records of one result, and write ``config.yaml`` + ``metrics.json`` into ``out``.
+    """Write ``config.yaml`` + ``metrics.json`` into ``out``, then append the records of the result (last, so a
+    failed write never leaves records of a run without its outputs).
 
     Under ``torchrun`` every rank computes the same result; only rank 0 writes.
     """
@@ -216,9 +274,9 @@ def finish(
     records = make_records(
         protocol, dataset, split, metrics, checkpoint=info, settings=settings, seed=seed, started=started
     )
-    append_records(records)
     save_config(cfg, out / "config.yaml")
     atomic_write_json(out / "metrics.json", {"metrics": metrics, "settings": settings, **(details or {})})
+    append_records(records)
     return records
 
 
@@ -250,6 +308,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ):
         parser.add_argument(flag, nargs="+", action=_OptionThenPositionals, metavar=flag[2:].upper(), help=help_text)
     parser.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="allow pickled objects outside the safe allow-list in the checkpoint (only for files you trust)",
+    )
+    parser.add_argument(
         "positional",
         nargs="*",
         metavar="CHECKPOINT | key=value",
@@ -272,12 +335,15 @@ def config_from_args(schema: type, args: argparse.Namespace) -> Any:
             cfg.data.name = name
     if getattr(args, "out", None):
         cfg.out = args.out
+    if getattr(args, "trust_pickle", False):
+        cfg.backbone.trust_pickle = True
     return cfg
 
 
 def run_protocol_cli(schema: type, run: Any, protocol: str, args: argparse.Namespace) -> int:
     """The ``run_cli`` of a protocol whose ``run(cfg)`` returns one flat metrics dict."""
     cfg = config_from_args(schema, args)
+    check_outputs(cfg)
     print_metrics(protocol, dataset_label(cfg.data), run(cfg))
     return 0
 

@@ -40,8 +40,9 @@ import torch.distributed as dist
 from torch import Tensor
 
 from evaluate.datasets import LabeledImages, fingerprint
-from sslcore.errors import SSLBenchError
-from sslcore.io import atomic_torch_save, sha256_json
+from sslcore.config import NON_NEGATIVE, POSITIVE, POSITIVE_OR_NONE, validate
+from sslcore.errors import DataError, SSLBenchError
+from sslcore.io import atomic_torch_save, count_images, count_skipped, sha256_json
 
 logger = logging.getLogger("sslbench")
 
@@ -69,6 +70,19 @@ class FeatureConfig:
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16/fp16 autocast on CUDA, fp32 on CPU
     cache: bool = True
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        validate(
+            self,
+            {
+                "n_last": POSITIVE,
+                "crop": POSITIVE_OR_NONE,
+                "resize": POSITIVE_OR_NONE,
+                "resize_ratio": POSITIVE,
+                "batch_size": POSITIVE,
+                "num_workers": NON_NEGATIVE,
+            },
+        )
 
 
 def resolve_device(name: str) -> torch.device:
@@ -173,19 +187,31 @@ def extract_features(model: Any, images: LabeledImages, transform: Any, cfg: Fea
     chunks = []
     label = f"{images.name} {images.split}" if images.name else images.root.name
     bar = tqdm(loader, desc=f"features {label}", disable=not cfg.progress or rank != 0, leave=False)
-    for batch, _ in bar:
+    count_skipped(images.skipped)
+    for batch, _ in _reraise_worker_errors(bar):
         with autocast_context(device, cfg.precision):
             feats = tap_features(model, batch.to(device, non_blocking=True), cfg.taps, cfg.n_last, cfg.interleave)
         chunks.append(feats.float())
+        count_images(len(batch))
     dim = chunks[0].shape[1] if chunks else 0
     local = torch.cat(chunks) if chunks else torch.zeros(0, dim, device=device)
     if world > 1:
-        local = _gather_strided(local, len(images), rank, world)
+        local = gather_strided(local, len(images), rank, world)
     labels = torch.tensor(images.labels, dtype=torch.long)
     return local.cpu(), labels
 
 
-def _gather_strided(local: Tensor, total: int, rank: int, world: int) -> Tensor:
+def _reraise_worker_errors(batches: Any) -> Any:
+    """Yield from a DataLoader; a DataError raised in a worker process comes back as one line (not the worker's
+    traceback text that torch packs into the message)."""
+    try:
+        yield from batches
+    except DataError as exc:
+        last = str(exc).strip().splitlines()[-1]
+        raise DataError(last.split("DataError: ", 1)[-1]) from None
+
+
+def gather_strided(local: Tensor, total: int, rank: int, world: int) -> Tensor:
     """Inverse of the strided sharding: rank r holds rows r, r + W, ...; returns all rows in order on every rank."""
     width = torch.tensor([local.shape[1]], device=local.device)
     dist.all_reduce(width, op=dist.ReduceOp.MAX)  # a rank with no rows still learns the feature size

@@ -311,7 +311,18 @@ def add_entropy_arguments(parser: argparse.ArgumentParser) -> None:
     _add_logs(parser, "entropy")
 
 
+def _check_inputs(args: argparse.Namespace) -> None:
+    """Before any work: every --log exists and --out is writable."""
+    from sslcore.io import check_writable
+
+    for log in getattr(args, "log", None) or []:
+        if not Path(log).is_file():
+            raise SSLBenchError(f"--log {log}: file not found")
+    check_writable(args.out, "--out")
+
+
 def run_entropy(args: argparse.Namespace) -> int:
+    _check_inputs(args)
     for path in plot_entropy(args.log, args.out, _labels(args), args.name):
         print(path)
     return 0
@@ -322,6 +333,7 @@ def add_curves_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_curves(args: argparse.Namespace) -> int:
+    _check_inputs(args)
     for path in plot_curves(args.log, args.out, _labels(args), args.name):
         print(path)
     return 0
@@ -341,6 +353,7 @@ def add_attention_arguments(parser: argparse.ArgumentParser) -> None:
 def run_attention(args: argparse.Namespace) -> int:
     from evaluate.checkpoints import load_backbone
 
+    _check_inputs(args)
     model = load_backbone(args.checkpoint, format=args.format, which=args.which).model
     stem = Path(args.image.split(":", 1)[-1]).stem
     name = args.name or f"attention_{Path(args.checkpoint).stem}_{stem}"

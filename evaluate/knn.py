@@ -37,6 +37,7 @@ from torch import Tensor
 from evaluate import evalrun
 from evaluate.features import FeatureConfig, get_features, resolve_device
 from evaluate.metrics import accuracy
+from sslcore.config import ALL_POSITIVE, POSITIVE, validate
 
 DEFAULT_KS = (10, 20, 100, 200)
 
@@ -151,6 +152,9 @@ class KNNConfig:
     T: float = 0.07
     chunk: int = 1024
     out: str | None = None
+
+    def __post_init__(self) -> None:
+        validate(self, {"ks": ALL_POSITIVE, "T": POSITIVE, "chunk": POSITIVE})
 
 
 def run(cfg: KNNConfig, backbone: Any = None) -> dict[str, float]:

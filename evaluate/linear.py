@@ -18,17 +18,25 @@ on gradients pre-multiplied by each head's own learning rate lr_h. With dampenin
 added to the gradient before the scaling, the momentum buffer is linear in the gradient, so this is exactly per-head
 SGD with lr_h * s_t and its own momentum buffer (tested against separately trained heads).
 
-**Selection, labelled.** ``top1`` is the paper convention: the best (head, epoch) by top-1 on the evaluation split
-(DINO v1 and iBOT take the best epoch; DINOv2 takes the best head at the last evaluation, ``select_epoch="last"``).
-That selects on the reported split. ``top1_heldout`` is the honest number: the (head, epoch) with the best top-1 on a
-seeded held-out fraction of train (``heldout_fraction``, excluded from training), scored on the evaluation split.
-Both come from the same training run; with ``heldout_fraction=0`` only ``top1`` is reported and training uses all of
-train, as the papers do. On datasets whose metric is mean per-class accuracy (Aircraft, Pets, Flowers, Caltech-101)
-that metric replaces top-1 in selection and records (``mean_per_class``, ``mean_per_class_heldout``); the train split
-is the dataset's train + val where it has an official val split.
+**Selection, labelled.** ``top1`` is the paper convention: heads trained on **all** of train, the best
+(head, epoch) by top-1 on the evaluation split (DINO v1 and iBOT take the best epoch; DINOv2 takes the best head at
+the last evaluation, ``select_epoch="last"``). That selects on the reported split. ``top1_heldout`` is the honest
+number beside it: a copy of every head, trained on the same batches but skipping a seeded held-out fraction of train
+(``heldout_fraction``, 0.1; label -100 in the per-head loss), selected on that held-out part and scored on the
+evaluation split. Both come from one pass of the backbone; ``heldout_fraction=0`` drops the copy. On datasets whose
+metric is mean per-class accuracy (Aircraft, Pets, Flowers, Caltech-101) that metric replaces top-1 in selection and
+records (``mean_per_class``, ``mean_per_class_heldout``); the train split is the dataset's train + val where it has an
+official val split.
 
-**Modes.** ``mode="cached"`` (default; quick runs and the demo) trains on cached centre-crop features without
-augmentation; ``mode="augmented"`` runs the frozen backbone on augmented crops every step, as the papers do.
+**Modes.** ``mode="augmented"`` (default, the papers' protocol) runs the frozen backbone on RandomResizedCrop + flip
+crops every step; under ``torchrun`` it is data-parallel: each rank runs the backbone on its strided share of every
+global batch and the shares are gathered, so the heads (identical on every rank) see the global batch while the
+backbone work is split. ``mode="cached"`` (the quick variant, used by the demo's short runs) trains on cached
+centre-crop features without augmentation.
+
+**Defaults and their sources.** DINO v1 ``eval_linear.py``: 100 epochs, SGD momentum 0.9, weight decay 0, batch
+1024 (128 per GPU x 8 GPUs), lr = 0.001 x 1024 / 256, cosine per epoch, all of train, best val epoch. The DINOv2 grid
+(``variant=grid``) takes its lr grid, taps and last-evaluation selection from DINOv2 ``eval/linear.py``.
 
 Layouts: bank (B, F); stacked head weights (L, C, F_g), biases (L, C); logits (L, B, C); accuracy tables
 (epochs, heads).
@@ -57,7 +65,9 @@ from evaluate.features import (
     resolve_sizes,
     tap_features,
 )
+from sslcore.config import ALL_POSITIVE, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_OR_NONE, validate
 from sslcore.errors import SSLBenchError
+from sslcore.io import count_images
 
 logger = logging.getLogger("sslbench")
 
@@ -143,6 +153,16 @@ def head_accuracy(grid: HeadGrid, bank: Tensor, labels: Tensor, chunk: int = 409
     return 100.0 * (hits[:, present] / counts[present]).mean(1)
 
 
+def head_losses(logits: Tensor, labels: Tensor) -> Tensor:
+    """Mean cross-entropy of every head, (H,), from logits (H, B, C) and labels (B,) shared by the heads or (H, B)
+    per head, where -100 marks an image a head does not train on (its mean is over its own images)."""
+    heads, batch, classes = logits.shape
+    targets = labels.expand(heads, batch) if labels.dim() == 1 else labels
+    per_image = F.cross_entropy(logits.reshape(-1, classes), targets.reshape(-1), reduction="none")
+    counts = (targets != -100).sum(1).clamp(min=1)
+    return per_image.view(heads, batch).sum(1) / counts
+
+
 def train_heads(
     grid: HeadGrid,
     epoch_batches: Callable[[int], Iterable[tuple[Tensor, Tensor]]],
@@ -155,7 +175,8 @@ def train_heads(
     progress: bool = True,
     metric: str = "top1",
 ) -> dict[str, Tensor]:
-    """Train every head of ``grid`` on the batches (bank (B, F), labels (B,)); accuracy tables {set: (epochs, H)}.
+    """Train every head of ``grid`` on the batches (bank (B, F), labels (B,) or (H, B), see :func:`head_losses`);
+    accuracy tables {set: (epochs, H)}.
 
     The cosine factor is updated per epoch (DINO v1: CosineAnnealingLR over epochs) or per iteration (DINOv2);
     the tables hold ``metric`` (top-1 or mean per-class accuracy).
@@ -173,7 +194,7 @@ def train_heads(
                 group["lr"] = factor
             logits = grid(bank)
             heads, batch, classes = logits.shape
-            loss = F.cross_entropy(logits.reshape(-1, classes), labels.repeat(heads), reduction="sum") / batch
+            loss = head_losses(logits, labels).sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             grid.scale_grads(weight_decay)
@@ -221,7 +242,7 @@ class LinearConfig:
     data: evalrun.DataConfig = dataclasses.field(default_factory=evalrun.DataConfig)
     features: FeatureConfig = dataclasses.field(default_factory=FeatureConfig)
     variant: Literal["dino", "grid"] = "dino"
-    mode: Literal["cached", "augmented"] = "cached"
+    mode: Literal["augmented", "cached"] = "augmented"  # augmented: the papers' protocol; cached: quick variant
     taps: Literal["auto", "cls", "mean_patch", "cls+mean_patch"] = "auto"  # variant=dino only
     n_last: int | None = None  # variant=dino with explicit taps (default 1)
     lr: float = 0.001  # variant=dino: base lr (x batch / 256)
@@ -229,7 +250,7 @@ class LinearConfig:
     grid_blocks: list[int] = dataclasses.field(default_factory=lambda: [1, 4])
     grid_avgpool: list[bool] = dataclasses.field(default_factory=lambda: [False, True])
     epochs: int = 100
-    batch_size: int = 256
+    batch_size: int = 1024  # DINO eval_linear: 128 per GPU x 8 GPUs; lr = lr x batch / 256
     momentum: float = 0.9
     weight_decay: float = 0.0
     schedule_step: Literal["auto", "epoch", "iter"] = "auto"  # auto: epoch for dino, iter for grid
@@ -238,6 +259,24 @@ class LinearConfig:
     heldout_fraction: float = 0.1
     seed: int = 0
     out: str | None = None
+
+    def __post_init__(self) -> None:
+        validate(
+            self,
+            {
+                "n_last": POSITIVE_OR_NONE,
+                "lr": POSITIVE,
+                "lrs": ALL_POSITIVE,
+                "grid_blocks": ALL_POSITIVE,
+                "grid_avgpool": (lambda v: len(v) > 0, "needs one or more values"),
+                "epochs": POSITIVE,
+                "batch_size": POSITIVE,
+                "momentum": FRACTION,
+                "weight_decay": NON_NEGATIVE,
+                "heldout_fraction": FRACTION,
+                "seed": NON_NEGATIVE,
+            },
+        )
 
 
 def bank_taps(cfg: LinearConfig, dim: int, depth: int) -> tuple[str, int]:
@@ -259,20 +298,37 @@ def heldout_split(n: int, fraction: float, seed: int) -> tuple[list[int], list[i
 
 
 def _cached_batches(bank: Tensor, labels: Tensor, batch: int, seed: int) -> Callable[[int], Iterable]:
-    def batches(epoch: int) -> Iterable[tuple[Tensor, Tensor]]:
+    """Seeded shuffled batches of cached features: (bank (b, F), labels (b,), train-image indices (b,))."""
+
+    def batches(epoch: int) -> Iterable[tuple[Tensor, Tensor, Tensor]]:
         order = torch.randperm(len(bank), generator=torch.Generator().manual_seed(seed * 100003 + epoch))
         for start in range(0, len(bank), batch):
-            idx = order[start : start + batch].to(bank.device)
-            yield bank[idx], labels[idx]
+            idx = order[start : start + batch]
+            yield bank[idx.to(bank.device)], labels[idx.to(labels.device)], idx
 
     return batches
 
 
+def _world() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 def _augmented_batches(model, images, cfg: LinearConfig, fcfg: FeatureConfig, device) -> Callable[[int], Iterable]:
+    """Batches of the frozen backbone on augmented crops: (bank (b, F), labels (b,), image indices (b,)).
+
+    Data-parallel under ``torchrun``: every global batch (one seeded permutation, the same on every rank) is split
+    strided over the ranks (rank r takes positions r, r + W, ...), each rank runs the backbone on its share only, and
+    the shares are gathered back into the global batch in order, so every rank trains identical heads on the same
+    global batch (as DDP would) while the backbone work is divided by W.
+    """
     from torch.utils.data import DataLoader
     from torchvision import transforms as T
 
-    from evaluate.features import IMAGENET_MEAN, IMAGENET_STD
+    from evaluate.features import IMAGENET_MEAN, IMAGENET_STD, gather_strided
 
     _, crop = resolve_sizes(fcfg, model)
     interp = (
@@ -290,23 +346,52 @@ def _augmented_batches(model, images, cfg: LinearConfig, fcfg: FeatureConfig, de
         ]
     )
     dataset = images.dataset(transform)
+    rank, world = _world()
 
-    def batches(epoch: int) -> Iterable[tuple[Tensor, Tensor]]:
-        torch.manual_seed(cfg.seed * 100003 + epoch)  # the augmentations of this epoch
-        gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
-        loader = DataLoader(
-            dataset, batch_size=cfg.batch_size, shuffle=True, generator=gen, num_workers=fcfg.num_workers
-        )
-        for x, y in loader:
-            with torch.no_grad(), autocast_context(device, fcfg.precision):
-                bank = tap_features(model, x.to(device), fcfg.taps, fcfg.n_last, fcfg.interleave)
-            yield bank.float(), y.to(device)
+    def batches(epoch: int) -> Iterable[tuple[Tensor, Tensor, Tensor]]:
+        torch.manual_seed(cfg.seed * 100003 + epoch * world + rank)  # this rank's augmentations of this epoch
+        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch))
+        globals_ = [order[s : s + cfg.batch_size] for s in range(0, len(order), cfg.batch_size)]
+        shares = [g[rank::world].tolist() for g in globals_]
+        loader = DataLoader(dataset, batch_sampler=[s for s in shares if s], num_workers=fcfg.num_workers)
+        local = iter(loader)
+        for whole, share in zip(globals_, shares):
+            if share:
+                x, y = next(local)
+                with torch.no_grad(), autocast_context(device, fcfg.precision):
+                    bank = tap_features(model, x.to(device), fcfg.taps, fcfg.n_last, fcfg.interleave).float()
+                count_images(len(x))
+                y = y.to(device)
+            else:  # a short last batch may leave a rank without images
+                bank = torch.zeros(0, 0, device=device)
+                y = torch.zeros(0, dtype=torch.long, device=device)
+            if world > 1:
+                bank = gather_strided(bank, len(whole), rank, world)
+                y = gather_strided(y[:, None], len(whole), rank, world)[:, 0]
+            yield bank, y, whole
 
     return batches
 
 
+def _with_heldout_targets(batches: Callable[[int], Iterable], heads: int, fit_from: int, heldout: Tensor):
+    """(bank, labels (H, B)): heads ``fit_from..H-1`` do not train on held-out images (label -100)."""
+
+    def gen(epoch: int) -> Iterable[tuple[Tensor, Tensor]]:
+        for bank, labels, idx in batches(epoch):
+            targets = labels.expand(heads, len(labels)).clone()
+            targets[fit_from:, heldout[idx].to(targets.device)] = -100
+            yield bank, targets
+
+    return gen
+
+
 def run(cfg: LinearConfig, backbone: Any = None) -> dict[str, float]:
-    """Train the heads, select (paper convention and held-out), append records; returns the metrics."""
+    """Train the heads, select (paper convention and held-out), append records; returns the metrics.
+
+    Two sets of the same heads train on the same batches: the paper heads on all of train (``top1``, selected on the
+    evaluation split as the papers do) and, when ``heldout_fraction > 0``, a copy that skips the held-out images
+    (``top1_heldout``, selected on them). The backbone work is shared.
+    """
     started = time.time()
     model, info = evalrun.load_model(cfg.backbone, backbone)
     plan, train_all, _, test = evalrun.load_splits(cfg.data)
@@ -315,32 +400,36 @@ def run(cfg: LinearConfig, backbone: Any = None) -> dict[str, float]:
     taps, n_last = bank_taps(cfg, dim, depth)
     fcfg = dataclasses.replace(cfg.features, taps=taps, n_last=n_last)
     device = resolve_device(fcfg.device)
-    train_idx, held_idx = heldout_split(len(train_all), cfg.heldout_fraction, cfg.seed)
-    train = train_all.select(train_idx)
-    # Cached features of the full train split are sliced, so the cache is shared with other protocols and fractions.
-    full = get_features(model, info, train_all, fcfg)
+    _, held_idx = heldout_split(len(train_all), cfg.heldout_fraction, cfg.seed)
+    heldout = torch.zeros(len(train_all), dtype=torch.bool)
+    heldout[held_idx] = True
+    # Cached (centre-crop) features of the full train split: the cached mode's bank and the held-out evaluation set.
+    full = get_features(model, info, train_all, fcfg) if cfg.mode == "cached" or held_idx else None
     te = get_features(model, info, test, fcfg)
     eval_sets = {"test": (te.features.to(device), te.labels.to(device))}
     if held_idx:
         eval_sets["heldout"] = (full.features[held_idx].to(device), full.labels[held_idx].to(device))
+    width = te.features.shape[1]
     if cfg.variant == "grid":
         blocks = sorted({min(n, depth) for n in cfg.grid_blocks})
         groups = grid_groups(dim, blocks, cfg.grid_avgpool, n_last)
         base_lrs = cfg.lrs
     else:
-        groups, base_lrs = [HeadGroup(f"{taps}{n_last}", 0, full.features.shape[1])], [cfg.lr]
+        groups, base_lrs = [HeadGroup(f"{taps}{n_last}", 0, width)], [cfg.lr]
+    if held_idx:
+        groups = groups + [HeadGroup(f"{g.name}_fit", g.start, g.stop) for g in groups]
     scale = cfg.batch_size / 256
     grid = HeadGrid(groups, [lr * scale for lr in base_lrs], len(train_all.classes), cfg.seed).to(device)
     if cfg.mode == "cached":
-        bank, labels = full.features[train_idx].to(device), full.labels[train_idx].to(device)
-        batches = _cached_batches(bank, labels, cfg.batch_size, cfg.seed)
+        batches = _cached_batches(full.features.to(device), full.labels.to(device), cfg.batch_size, cfg.seed)
     else:
-        batches = _augmented_batches(model.to(device), train, cfg, fcfg, device)
-    steps = math.ceil(len(train) / cfg.batch_size)
+        batches = _augmented_batches(model.to(device), train_all, cfg, fcfg, device)
+    n_paper = len(grid.head_names) // (2 if held_idx else 1)
+    steps = math.ceil(len(train_all) / cfg.batch_size)
     schedule = cfg.schedule_step if cfg.schedule_step != "auto" else ("epoch" if cfg.variant == "dino" else "iter")
     tables = train_heads(
         grid,
-        batches,
+        _with_heldout_targets(batches, len(grid.head_names), n_paper, heldout),
         cfg.epochs,
         steps,
         eval_sets,
@@ -351,21 +440,29 @@ def run(cfg: LinearConfig, backbone: Any = None) -> dict[str, float]:
         plan.metric,
     )
     last = (cfg.select_epoch if cfg.select_epoch != "auto" else ("best" if cfg.variant == "dino" else "last")) == "last"
-    metrics, chosen = report(tables, grid.head_names, grid.lrs, last, plan.metric)
+    names = grid.head_names
+    metrics, chosen = report({"test": tables["test"][:, :n_paper]}, names[:n_paper], grid.lrs, last, plan.metric)
+    if held_idx:
+        fit = {name: table[:, n_paper:] for name, table in tables.items()}
+        held_metrics, held_chosen = report(fit, names[n_paper:], grid.lrs, last, plan.metric)
+        metrics[f"{plan.metric}_heldout"] = held_metrics[f"{plan.metric}_heldout"]
+        chosen["heldout"] = held_chosen["heldout"]
     out = evalrun.output_dir(cfg.out, "linear", info, evalrun.dataset_label(cfg.data))
     extra = {
         "taps": {"taps": taps, "n_last": n_last, "interleave": fcfg.interleave},
-        "transform": full.key["transform"],
+        "transform": te.key["transform"],
         "selected": chosen,
-        "n_train": len(train),
+        "n_train": len(train_all),
+        "n_train_heldout_heads": len(train_all) - len(held_idx),
         "n_heldout": len(held_idx),
         "n_test": len(test),
         "lr_scaled": grid.lrs if cfg.variant == "grid" else grid.lrs[0],
         "schedule_step": schedule,
         "dataset_metric": plan.metric,
         "train_split": train_all.split,
+        "world_size": _world()[1],
     }
-    details = {"heads": grid.head_names, "test_table": tables["test"].tolist()}
+    details = {"heads": names, "test_table": tables["test"].tolist()}
     evalrun.finish(
         "linear",
         evalrun.dataset_label(cfg.data),

@@ -12,11 +12,26 @@ and scored on the test split.
 ``solver="torch"`` solves the same objective with ``torch.optim.LBFGS`` in float64 on ``features.device`` (a GPU for
 ImageNet-size feature sets); it matches sklearn's coefficients to ~1e-4 and its accuracy within 0.1 point (tested).
 
-Validation part: the dataset's official validation split when there is one (Aircraft, DTD, Flowers; or ``data.val``
-/ ``val``), else a seeded random ``val_fraction`` of train (0.2, as ssl-transfer; DINOv2 uses 0.1). Metric
-(``metric="auto"``): the dataset's, chosen by its registry name (mean per-class accuracy for Aircraft, Caltech-101,
-Flowers and Pets as in Kornblith's list, top-1 otherwise and for ImageFolder trees); it drives the selection and is
-the record's metric. With mean per-class, the refitted model's top-1 is recorded beside it.
+Validation part (``selection``, default ``auto``):
+
+* ``val``: a predefined validation split: the dataset's official one (Aircraft, DTD, Flowers) or ``val=<split>``
+  for ImageFolder trees (auto when there is one), refit on train + val;
+* ``heldout``: a seeded random ``val_fraction`` of train (0.2, as ssl-transfer; DINOv2 uses 0.1), refit on
+  train + held-out (auto without a predefined split or a subset). The split is stratified (the fraction of every
+  class with at least two images, at least one each), where ssl-transfer and DINOv2 draw from all of train: the
+  counts are the same, and a small dataset keeps every class on both sides;
+* ``outside_subset`` (auto with ``data.subset``, the semi-supervised 1 % / 10 % runs): DINOv2's rule for label
+  subsets: C is chosen on labelled train images that are **not** in the subset (per class as many as the subset has
+  of that class, seeded), and the classifier is fitted on the subset only (selection labels never become training
+  labels). Holding out a fraction of the subset itself, as before, left 2 validation images on a 10-image subset and
+  chose C on noise. DINO v1's logistic regression instead fixes its settings (cyanure, lambda ~ 0.1/n); it is not
+  reproduced here.
+
+Every run refuses a selection part without at least one image of each training class (a ConfigError naming the
+selection), since C chosen on a split that lacks classes is arbitrary. Metric (``metric="auto"``): the dataset's,
+chosen by its registry name (mean per-class accuracy for Aircraft, Caltech-101, Flowers and Pets as in Kornblith's
+list, top-1 otherwise and for ImageFolder trees); it drives the selection and is the record's metric. With mean
+per-class, the refitted model's top-1 is recorded beside it.
 
 Features (``run``): CLS of the last block through the final norm, Resize(short side = crop, bicubic) + CenterCrop
 (224 -> 224 for DINOv2 / Kornblith), not L2-normalised (``l2_normalize=True`` gives the DINO "simple" semi-supervised
@@ -30,13 +45,17 @@ import dataclasses
 import logging
 import time
 import warnings
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
 from evaluate import evalrun
+from evaluate.datasets import LabeledImages
 from evaluate.features import FeatureConfig, get_features, resolve_device
 from evaluate.metrics import accuracy
+from sslcore.config import NON_NEGATIVE, POSITIVE, validate
 from sslcore.errors import SSLBenchError
 
 logger = logging.getLogger("sslbench")
@@ -160,8 +179,9 @@ def sweep_logreg(
     progress: bool = False,
     solver: str = "sklearn",
     device: str = "cpu",
+    refit_on_val: bool = True,
 ) -> dict[str, Any]:
-    """Choose lambda on validation, refit on train + val, score test.
+    """Choose lambda on validation, refit on train + val (``refit_on_val``, else on train only), score test.
 
     Returns {"lambda", "C", "val_scores" (per lambda), "test", "val_best", "model"}; lambdas are scanned from the
     largest (strongest regularisation) down, each fit warm-started from the previous one, and the first maximum wins.
@@ -177,8 +197,8 @@ def sweep_logreg(
     best = int(np.argmax(val_scores))
     lam = float(order[best])
     final = fit_logreg(
-        np.concatenate([x_train, x_val]),
-        np.concatenate([y_train, y_val]),
+        np.concatenate([x_train, x_val]) if refit_on_val else x_train,
+        np.concatenate([y_train, y_val]) if refit_on_val else y_train,
         1.0 / lam,
         max_iter,
         tol,
@@ -203,7 +223,8 @@ class LogRegConfig:
     data: evalrun.DataConfig = dataclasses.field(default_factory=evalrun.DataConfig)
     features: FeatureConfig = dataclasses.field(default_factory=lambda: FeatureConfig(resize_ratio=1.0))
     val: str | None = None  # selection split (default: the dataset's official val, data.val for ImageFolder trees)
-    val_fraction: float = 0.2  # held out of train when there is no predefined validation split
+    selection: Literal["auto", "val", "heldout", "outside_subset"] = "auto"  # see the module docstring
+    val_fraction: float = 0.2  # selection=heldout: the fraction of train held out
     lambda_min: float = 1e-6
     lambda_max: float = 1e5
     num_lambdas: int = 45
@@ -215,21 +236,107 @@ class LogRegConfig:
     seed: int = 0
     out: str | None = None
 
+    def __post_init__(self) -> None:
+        validate(
+            self,
+            {
+                "val_fraction": (lambda v: 0 < v < 1, "must be in (0, 1)"),
+                "lambda_min": POSITIVE,
+                "lambda_max": (lambda v: v >= self.lambda_min, f"must be >= lambda_min={self.lambda_min}"),
+                "num_lambdas": POSITIVE,
+                "max_iter": POSITIVE,
+                "tol": POSITIVE,
+                "seed": NON_NEGATIVE,
+            },
+        )
+
+    def check(self) -> None:
+        """Cross-section checks, before any work (``evalrun.check_outputs``)."""
+        plan = evalrun.data_plan(self.data)
+        resolve_selection(self, has_val=bool(self.val or plan.val))
+        if self.val and plan.imagefolder and not (Path(self.data.root) / self.val).is_dir():
+            raise SSLBenchError(f"val={self.val}: split directory not found under {self.data.root}")
+
+
+def resolve_selection(cfg: LogRegConfig, has_val: bool | None = None) -> str:
+    """The selection rule ``auto`` stands for: ``val`` with a predefined split (``val=`` or the dataset's official
+    one, ``has_val``), ``outside_subset`` with a label subset, else ``heldout``."""
+    has_val = bool(cfg.val) if has_val is None else has_val
+    if cfg.selection != "auto":
+        if cfg.selection == "val" and not has_val:
+            raise SSLBenchError("selection=val needs a predefined validation split (val=<split directory>)")
+        if cfg.selection == "outside_subset" and not cfg.data.subset:
+            raise SSLBenchError("selection=outside_subset needs data.subset")
+        return cfg.selection
+    return "val" if has_val else ("outside_subset" if cfg.data.subset else "heldout")
+
+
+def outside_subset(full: LabeledImages, subset: LabeledImages, seed: int) -> LabeledImages:
+    """Labelled images of ``full`` (the whole train split) not in ``subset``: per class as many as the subset holds
+    of that class (fewer when the class has no more), seeded, in split order."""
+    chosen = {path for path, _ in subset.samples}
+    need = np.bincount(np.asarray(subset.labels, dtype=np.int64), minlength=len(full.classes))
+    rng = np.random.default_rng(seed)
+    picked: list[int] = []
+    for cls in range(len(full.classes)):
+        pool = [i for i, (path, label) in enumerate(full.samples) if label == cls and path not in chosen]
+        if need[cls] and pool:
+            picked += rng.choice(pool, size=min(int(need[cls]), len(pool)), replace=False).tolist()
+    return full.select(sorted(picked))
+
+
+def check_selection_split(y_train: np.ndarray, y_val: np.ndarray, classes: Sequence[str], selection: str) -> None:
+    """Refuse a selection part that lacks a training class (C chosen on it would be arbitrary)."""
+    lacking = sorted(set(np.unique(y_train).tolist()) - set(np.unique(y_val).tolist()))
+    if lacking:
+        raise SSLBenchError(
+            f"selection={selection}: the selection split ({len(y_val)} images) has no image of {len(lacking)} of "
+            f"the {len(np.unique(y_train))} training classes (e.g. {classes[lacking[0]]!r}); use a predefined "
+            "val split, a larger val_fraction, or selection=outside_subset for label subsets"
+        )
+
 
 def _split_heldout(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     if not 0.0 < fraction < 1.0:
         raise SSLBenchError(f"val_fraction={fraction}: must be in (0, 1) when no predefined val split is given")
-    perm = np.random.default_rng(seed).permutation(len(y))
-    count = max(1, int(round(fraction * len(y))))
-    return np.sort(perm[count:]), np.sort(perm[:count])
+    y = np.asarray(y)
+    rng = np.random.default_rng(seed)
+    held: list[int] = []
+    for cls in np.unique(y):  # stratified: every class with 2+ images keeps one in train and gives one or more
+        members = rng.permutation(np.flatnonzero(y == cls))
+        if len(members) >= 2:
+            held += members[: min(len(members) - 1, max(1, int(round(fraction * len(members)))))].tolist()
+    held_arr = np.sort(np.asarray(held, dtype=np.int64))
+    return np.setdiff1d(np.arange(len(y)), held_arr), held_arr
 
 
 def run(cfg: LogRegConfig, backbone: Any = None) -> dict[str, float]:
     """Features, sweep, refit, test; appends one record (``top1`` or ``mean_per_class``); returns the metrics."""
     started = time.time()
-    model, info = evalrun.load_model(cfg.backbone, backbone)
+    # The selection split is decided from the labels alone, before the model is loaded: a split that cannot select
+    # (a class missing) fails before any feature is computed.
     plan, train, val, test = evalrun.load_splits(cfg.data, select=True, val=cfg.val)
+    rule = resolve_selection(cfg, has_val=val is not None)
+    labels = np.asarray(train.labels)
+    keep = held = None
+    if rule == "val":
+        selection = f"predefined:{val.split}"
+    elif rule == "outside_subset":
+        val = outside_subset(plan.load(plan.train), train, cfg.seed)
+        selection = "outside_subset"
+    else:
+        val = None
+        keep, held = _split_heldout(labels, cfg.val_fraction, cfg.seed)
+        selection = f"heldout:{cfg.val_fraction}"
+    fit_labels = labels if keep is None else labels[keep]
+    if len(np.unique(fit_labels)) < 2:
+        raise SSLBenchError(f"{cfg.data.root}: the training part has fewer than 2 classes ({len(fit_labels)} images)")
+    check_selection_split(
+        fit_labels, np.asarray(val.labels) if val is not None else labels[held], train.classes, selection
+    )
     metric = plan.metric if cfg.metric == "auto" else cfg.metric
+
+    model, info = evalrun.load_model(cfg.backbone, backbone)
     tr = get_features(model, info, train, cfg.features)
     te = get_features(model, info, test, cfg.features)
 
@@ -241,15 +348,10 @@ def run(cfg: LogRegConfig, backbone: Any = None) -> dict[str, float]:
 
     x_tr, y_tr = arrays(tr)
     x_te, y_te = arrays(te)
-    if val is not None:
-        x_va, y_va = arrays(get_features(model, info, val, cfg.features))
-        selection = f"predefined:{val.split}"
-    else:
-        keep, held = _split_heldout(y_tr, cfg.val_fraction, cfg.seed)
+    if keep is not None:
         x_tr, x_va, y_tr, y_va = x_tr[keep], x_tr[held], y_tr[keep], y_tr[held]
-        selection = f"heldout:{cfg.val_fraction}"
-    if len(np.unique(y_tr)) < 2:
-        raise SSLBenchError(f"{cfg.data.root}: the training part has fewer than 2 classes ({len(y_tr)} images)")
+    else:
+        x_va, y_va = arrays(get_features(model, info, val, cfg.features))
     lambdas = lambda_grid(cfg.lambda_min, cfg.lambda_max, cfg.num_lambdas)
     result = sweep_logreg(
         x_tr,
@@ -266,6 +368,7 @@ def run(cfg: LogRegConfig, backbone: Any = None) -> dict[str, float]:
         cfg.features.progress,
         cfg.solver,
         str(resolve_device(cfg.features.device)),
+        refit_on_val=rule != "outside_subset",
     )
     metrics = {metric: result["test"]}
     if metric != "top1":
@@ -288,6 +391,7 @@ def run(cfg: LogRegConfig, backbone: Any = None) -> dict[str, float]:
         "taps": tr.key["taps"],
         "n_train": len(y_tr),
         "n_val": len(y_va),
+        "refit": "train+val" if rule != "outside_subset" else "train (the subset)",
         "n_test": len(y_te),
     }
     details = {"lambdas": result["lambdas"], "val_scores": result["val_scores"]}

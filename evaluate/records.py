@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import fcntl
 import json
+import logging
 import os
 import time
 import uuid
@@ -22,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from sslcore.errors import SSLBenchError
-from sslcore.io import REPO_ROOT, git_sha, peak_memory_mb, versions
+from sslcore.io import REPO_ROOT, current_meter, git_sha, peak_memory_mb, versions
 
 SCHEMA_VERSION = 1
+logger = logging.getLogger("sslbench")
 
 
 def default_store() -> Path:
@@ -59,7 +61,9 @@ class Record:
     source: str = "measured"
     unit: str = "%"
     wall_time_s: float | None = None
-    peak_memory: dict[str, float] = dataclasses.field(default_factory=dict)
+    peak_memory: dict[str, float] = dataclasses.field(default_factory=dict)  # of this run (sslcore.io.start_meter)
+    images_per_s: float | None = None  # images through the backbone per second of this run
+    skipped_images: int = 0  # empty or unreadable dataset files this run left out (evaluate.datasets)
     code_version: str | None = None
     versions: dict[str, str] = dataclasses.field(default_factory=dict)
     run_id: str = ""
@@ -92,6 +96,8 @@ def make_records(
         unit=unit,
         wall_time_s=None if started is None else round(time.time() - started, 3),
         peak_memory=peak_memory_mb(),
+        images_per_s=meter.images_per_s() if (meter := current_meter()) else None,
+        skipped_images=len(meter.skipped) if meter else 0,
         code_version=git_sha(),
         versions=versions(),
         run_id=run_id,
@@ -130,19 +136,39 @@ def append_records(records: Iterable[Record], store: str | Path | None = None, n
 def read_records(store: str | Path | None = None) -> list[dict[str, Any]]:
     """All records of a store directory (or one ``.jsonl`` file), in file order.
 
+    A malformed line (not UTF-8, not JSON, or a JSON value that is not an object) is skipped with a warning naming
+    the file and line: one damaged line must not hide every other result.
+
     Raises:
-        SSLBenchError: on a malformed line, naming the file and line number.
+        SSLBenchError: when the store cannot be read (a directory without permission, a file that is not a file).
     """
     store = Path(store) if store else default_store()
-    files = [store] if store.is_file() else sorted(store.glob("*.jsonl"))
-    out: list[dict[str, Any]] = []
-    for path in files:
-        with open(path, encoding="utf-8") as handle:
-            for lineno, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise SSLBenchError(f"{path}:{lineno}: malformed record ({exc.msg})") from None
+    try:
+        files = [store] if store.is_file() else sorted(store.glob("*.jsonl"))
+        out: list[dict[str, Any]] = []
+        for path in files:
+            with open(path, "rb") as handle:
+                for lineno, raw in enumerate(handle, 1):
+                    record = _parse_line(raw, path, lineno)
+                    if record is not None:
+                        out.append(record)
+    except OSError as exc:
+        raise SSLBenchError(f"{exc.filename or store}: cannot read the results store ({exc.strerror})") from None
     return out
+
+
+def _parse_line(raw: bytes, path: Path, lineno: int) -> dict[str, Any] | None:
+    if not raw.strip():
+        return None
+    try:
+        value = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        problem = "not UTF-8"
+    except json.JSONDecodeError as exc:
+        problem = f"not JSON: {exc.msg}"
+    else:
+        if isinstance(value, dict):
+            return value
+        problem = f"a JSON {type(value).__name__}, not an object"
+    logger.warning("%s:%d: skipping a malformed record (%s)", path, lineno, problem)
+    return None

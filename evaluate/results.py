@@ -43,6 +43,7 @@ COLUMNS = [
     "wall_time_s",
     "peak_rss_mb",
     "peak_cuda_mb",
+    "images_per_s",
     "run_id",
     "created",
     "code_version",
@@ -104,6 +105,7 @@ def _flatten(rec: dict[str, Any], order: int) -> dict[str, Any]:
         "wall_time_s": rec.get("wall_time_s"),
         "peak_rss_mb": mem.get("cpu_rss_mb"),
         "peak_cuda_mb": mem.get("cuda_mb"),
+        "images_per_s": rec.get("images_per_s"),
         "run_id": rec.get("run_id", ""),
         "created": rec.get("created", ""),
         "code_version": rec.get("code_version"),
@@ -295,6 +297,9 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from sslcore.io import check_writable
+
+    check_writable(Path(args.out).absolute().parent, "--out")
     frame = _frame_from_args(args)
     path = export(frame, args.out, args.format)
     print(f"{len(frame)} records -> {path}")

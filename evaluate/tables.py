@@ -394,7 +394,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_cli(args: argparse.Namespace) -> int:
     from evaluate.results import query
+    from sslcore.io import check_writable
 
+    check_writable(args.out, "--out")
     frame = query(args.store)
     names = [n.strip() for n in args.checkpoints.split(",") if n.strip()] if args.checkpoints else None
     paths = build_tables(frame, args.out, which=args.paper, checkpoints=names)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from sslcore.config import load_config, to_dict
 from sslcore.errors import ConfigError
+from sslcore.io import check_writable
 
 logger = logging.getLogger("sslbench")
 
@@ -37,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", help="output directory (overrides train.out)")
     parser.add_argument("--resume", action="store_true", help="continue exactly from <out>/checkpoint.pth")
+    parser.add_argument(
+        "--plugin", action="append", default=[], metavar="DIR", help="directory a 'method: module:Class' may come from"
+    )
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. optim.lr=1e-3")
 
 
@@ -81,7 +85,8 @@ def run_cli(args: argparse.Namespace) -> int:
     knn_fn = None
     if cfg.knn.every_epochs > 0:  # the CLI layer wires the protocol's k-NN vote into the training monitor
         from evaluate.knn import knn_accuracy as knn_fn
-    trainer = Trainer(cfg, knn_fn=knn_fn)
+    check_writable(cfg.train.out, "train.out")
+    trainer = Trainer(cfg, knn_fn=knn_fn, plugin_dirs=args.plugin)
     backbone = trainer.fit(resume=args.resume)
     if trainer.dist.is_main:
         print(f"backbone: {backbone}")

@@ -14,6 +14,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
+from sslcore.config import NON_NEGATIVE, POSITIVE, PROBABILITY, SCALE_RANGE, validate
+
 
 @dataclasses.dataclass
 class ModelConfig:
@@ -51,6 +53,27 @@ class DataConfig:
     num_workers: int = 4
     on_bad_image: Literal["skip", "error"] = "skip"
 
+    def __post_init__(self) -> None:
+        validate(
+            self,
+            {
+                "global_crops": POSITIVE,
+                "global_size": POSITIVE,
+                "global_scale": SCALE_RANGE,
+                "local_crops": NON_NEGATIVE,
+                "local_size": POSITIVE,
+                "local_scale": SCALE_RANGE,
+                "ratio": (lambda v: 0 < v[0] <= v[1], "must be (low, high) with 0 < low <= high"),
+                "flip_p": PROBABILITY,
+                "jitter_p": PROBABILITY,
+                "grayscale_p": PROBABILITY,
+                "blur_p": (lambda v: all(0 <= p <= 1 for p in v), "each must be in [0, 1]"),
+                "solarize_p": (lambda v: all(0 <= p <= 1 for p in v), "each must be in [0, 1]"),
+                "std": (lambda v: all(x > 0 for x in v), "each must be > 0"),
+                "num_workers": NON_NEGATIVE,
+            },
+        )
+
 
 @dataclasses.dataclass
 class OptimConfig:
@@ -66,6 +89,20 @@ class OptimConfig:
     clip_mode: Literal["global", "per_param"] = "global"  # per_param = DINO's utils.clip_gradients
     freeze_last_layer_epochs: int = 0
     last_layer: str = ""  # parameter-name prefix in the student (e.g. "head.last_layer") frozen for those epochs
+
+    def __post_init__(self) -> None:
+        validate(
+            self,
+            {
+                "lr": POSITIVE,
+                "min_lr": NON_NEGATIVE,
+                "warmup_epochs": NON_NEGATIVE,
+                "weight_decay": NON_NEGATIVE,
+                "weight_decay_end": NON_NEGATIVE,
+                "clip_grad": NON_NEGATIVE,
+                "freeze_last_layer_epochs": NON_NEGATIVE,
+            },
+        )
 
 
 @dataclasses.dataclass
@@ -92,6 +129,20 @@ class TrainConfig:
     keep_every_epochs: int = 0  # also keep checkpoint<epoch>.pth every N epochs (0 = never)
     log_every: int = 10
     export_every_epoch: bool = True  # refresh <out>/backbone.pth at each epoch end
+
+    def __post_init__(self) -> None:
+        validate(
+            self,
+            {
+                "epochs": POSITIVE,
+                "batch_size": POSITIVE,
+                "seed": NON_NEGATIVE,
+                "threads": NON_NEGATIVE,
+                "checkpoint_every_steps": NON_NEGATIVE,
+                "keep_every_epochs": NON_NEGATIVE,
+                "log_every": POSITIVE,
+            },
+        )
 
 
 @dataclasses.dataclass

@@ -33,7 +33,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,7 @@ from pretrain.views import Batch
 from pretrain.vit import export_backbone
 from sslcore.config import save_config, to_dict
 from sslcore.errors import SSLBenchError
-from sslcore.io import atomic_torch_save, git_sha
+from sslcore.io import atomic_torch_save, git_sha, remove_stale_temporaries
 
 logger = logging.getLogger("sslbench")
 
@@ -101,7 +101,7 @@ class Trainer:
 
     ``iters_per_epoch`` may be given to use the trainer without a dataset (tests drive :meth:`train_step` directly).
     ``knn_fn`` scores the online k-NN monitor (``evaluate.knn.knn_accuracy``'s signature); required when
-    ``knn.every_epochs`` > 0.
+    ``knn.every_epochs`` > 0. ``plugin_dirs``: directories a ``method: module:Class`` may be imported from.
     """
 
     def __init__(
@@ -110,6 +110,7 @@ class Trainer:
         dist: Distributed | None = None,
         iters_per_epoch: int | None = None,
         knn_fn: monitor.KnnFn | None = None,
+        plugin_dirs: Sequence[str | Path] = (),
     ) -> None:
         if cfg.knn.every_epochs > 0 and knn_fn is None:
             raise SSLBenchError("knn.every_epochs > 0 needs a k-NN scoring function (the CLI passes evaluate.knn's)")
@@ -123,7 +124,7 @@ class Trainer:
         if cfg.train.threads > 0:
             torch.set_num_threads(cfg.train.threads)
         ckpt.seed_everything(cfg.train.seed)
-        self.method = build_method(cfg).to(self.device)
+        self.method = build_method(cfg, plugin_dirs).to(self.device)
         ckpt.seed_everything(cfg.train.seed + self.dist.rank)
         self.student: nn.Module = self.method.student
         if self.dist.enabled:
@@ -138,7 +139,7 @@ class Trainer:
         self.global_batch = cfg.train.batch_size * self.dist.world_size
         self.data = None
         if iters_per_epoch is None:
-            self.data = build_data(cfg, self.dist, method_class(cfg.method).view_plan(cfg))
+            self.data = build_data(cfg, self.dist, method_class(cfg.method, plugin_dirs).view_plan(cfg))
             iters_per_epoch = self.data.sampler.iters_per_epoch
         self.iters_per_epoch = iters_per_epoch
         ep, ipe, o = cfg.train.epochs, iters_per_epoch, cfg.optim
@@ -231,6 +232,8 @@ class Trainer:
         if data is None:
             raise SSLBenchError("Trainer.fit needs a dataset (data.root)")
         self.out.mkdir(parents=True, exist_ok=True)
+        if self.dist.is_main:  # temporaries of writes a SIGKILL interrupted (never another run's finished files)
+            remove_stale_temporaries(self.out)
         path = self.out / "checkpoint.pth"
         if resume and path.is_file():
             self.load_state_dict(ckpt.read_training_state(path))

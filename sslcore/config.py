@@ -15,8 +15,10 @@ Supported field types: ``bool``, ``int``, ``float`` (ints are accepted), ``str``
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -42,7 +44,7 @@ class _Where:
         return _Where(self.source, f"{self.key}.{name}" if self.key else name)
 
     def fail(self, message: str) -> ConfigError:
-        return ConfigError(f"{self.source}: {self.key or '<top level>'}: {message}")
+        return ConfigError(f"{self.source}: {self.key}: {message}" if self.key else f"{self.source}: {message}")
 
 
 def _coerce(value: Any, tp: Any, where: _Where) -> Any:
@@ -101,17 +103,70 @@ def _coerce(value: Any, tp: Any, where: _Where) -> Any:
     return float(value) if tp is float else value
 
 
-def _build(cls: type[T], data: dict[str, Any], where: _Where) -> T:
+def _field_default(cls: type, name: str) -> Any:
+    """A fresh instance of the default of field ``name`` of dataclass ``cls`` (None when it has none)."""
+    field = next(f for f in dataclasses.fields(cls) if f.name == name)
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return None if field.default is dataclasses.MISSING else field.default
+
+
+def _build(cls: type[T], data: dict[str, Any], where: _Where, base: Any = None) -> T:
+    """Build ``cls`` from the keys in ``data``; the other keys keep their values in ``base`` (default: the schema's).
+
+    A nested section given partially starts from the *parent's* default for that section (its ``default_factory``,
+    e.g. ``FeatureConfig(resize_ratio=1.0)``), not from the section class's own defaults: ``features.progress=false``
+    changes that one key and nothing else.
+    """
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - names)
     if unknown:
         raise where.child(unknown[0]).fail(f"unknown key (valid here: {', '.join(sorted(names))})")
-    kwargs = {key: _coerce(value, hints[key], where.child(key)) for key, value in data.items()}
+    kwargs = {}
+    for key, value in data.items():
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp) and isinstance(value, dict):
+            section = getattr(base, key) if base is not None else _field_default(cls, key)
+            kwargs[key] = _build(tp, value, where.child(key), section if isinstance(section, tp) else None)
+        else:
+            kwargs[key] = _coerce(value, tp, where.child(key))
     try:
-        return cls(**kwargs)
+        return dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)
     except (TypeError, ValueError) as exc:
-        raise where.fail(str(exc)) from None
+        message = str(exc)
+        key, _, rest = message.partition("=")
+        if rest and key in names:  # "key=value: rule" from validate(): name the dotted key
+            raise ConfigError(f"{where.source}: {where.child(key).key}={rest}") from None
+        raise where.fail(message) from None
+
+
+Rule = tuple[Callable[[Any], bool], str]
+POSITIVE: Rule = (lambda v: v > 0, "must be > 0")
+NON_NEGATIVE: Rule = (lambda v: v >= 0, "must be >= 0")
+POSITIVE_OR_NONE: Rule = (lambda v: v is None or v > 0, "must be > 0 (or null)")
+ALL_POSITIVE: Rule = (lambda v: len(v) > 0 and all(x > 0 for x in v), "needs one or more values, each > 0")
+ALL_NON_NEGATIVE: Rule = (lambda v: len(v) > 0 and all(x >= 0 for x in v), "needs one or more values, each >= 0")
+PROBABILITY: Rule = (lambda v: 0 <= v <= 1, "must be in [0, 1]")
+FRACTION: Rule = (lambda v: 0 <= v < 1, "must be in [0, 1)")
+SCALE_RANGE: Rule = (lambda v: 0 < v[0] <= v[1] <= 1, "must be (low, high) with 0 < low <= high <= 1")
+FINITE: Rule = (lambda v: math.isfinite(v), "must be a finite number")
+
+
+def validate(cfg: Any, rules: dict[str, Rule]) -> None:
+    """Check the fields of a config section against ``rules`` ({field: (predicate, what it must be)}).
+
+    Called from a dataclass's ``__post_init__``; the ``ValueError`` becomes a :class:`ConfigError` naming the file
+    (or override) and the section, e.g. ``override: features: batch_size=0: must be > 0``.
+    """
+    for key, (ok, rule) in rules.items():
+        value = getattr(cfg, key)
+        try:
+            good = bool(ok(value))
+        except TypeError:
+            good = False
+        if not good:
+            raise ValueError(f"{key}={value!r}: {rule}")
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -214,6 +269,11 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: list
         ConfigError: naming the file (or "override") and the dotted key at fault.
     """
     file_data = read_yaml(path) if path else {}
+    for dotted in _dotted_keys(file_data):
+        if dotted.rsplit(".", 1)[-1] in CLI_ONLY:
+            raise ConfigError(
+                f"{path}: {dotted}: can only be given on the command line (--trust-pickle), never in a file"
+            )
     # Validate each layer separately so that the error names where the bad key came from.
     if file_data:
         _build(schema, file_data, _Where(str(path)))
@@ -221,6 +281,19 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: list
     if override_data:
         _build(schema, override_data, _Where("override"))
     return _build(schema, _deep_merge(file_data, override_data), _Where("config"))
+
+
+CLI_ONLY = ("trust_pickle",)
+"""Keys a YAML file may not set: a config file shared with a run must not turn on arbitrary code execution."""
+
+
+def _dotted_keys(tree: dict[str, Any], prefix: str = "") -> list[str]:
+    out = []
+    for key, value in tree.items():
+        out.append(f"{prefix}{key}")
+        if isinstance(value, dict):
+            out += _dotted_keys(value, f"{prefix}{key}.")
+    return out
 
 
 def save_config(cfg: Any, path: str | Path) -> Path:

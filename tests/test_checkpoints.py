@@ -225,7 +225,8 @@ def official(tmp_path_factory):
     from safetensors.torch import save_file
 
     save_file(dict(TEACHER), str(root / "plain.safetensors"))
-    out["safetensors"] = (root / "plain.safetensors", "timm", TEACHER, None)
+    # a head-less flat file is taken for a DINO backbone release (issue 17 item 9)
+    out["safetensors"] = (root / "plain.safetensors", "dino", TEACHER, None)
     return out
 
 
@@ -357,9 +358,11 @@ def test_detection_and_forcing(official):
     assert detect_format({"model": {"teacher.backbone.cls_token": torch.zeros(1)}}) == "bam"
     with pytest.raises(SSLBenchError, match="known formats: " + ", ".join(CHECKPOINT_FORMATS)):
         detect_format({"weights": {"foo": torch.zeros(1)}})
-    # a plain DINO backbone extract is timm-shaped: detected as timm, forced to dino for DINO's resampling rule
-    forced = load_backbone(official["safetensors"][0], format="dino", num_heads=2)
-    assert (forced.info["format"], forced.info["pos_interp"]) == ("dino", "dino")
+    # a plain DINO backbone extract is timm-shaped and head-less: detected as dino; format=timm forces timm's rule
+    detected = load_backbone(official["safetensors"][0], num_heads=2)
+    assert (detected.info["format"], detected.info["pos_interp"]) == ("dino", "dino")
+    forced = load_backbone(official["safetensors"][0], format="timm", num_heads=2)
+    assert (forced.info["format"], forced.info["pos_interp"]) == ("timm", "timm")
 
 
 def test_sha256_cached_reuses_and_invalidates(tmp_path, monkeypatch):

@@ -108,7 +108,7 @@ def test_official_layout_errors_are_one_line(femto_file, tmp_path, capsys):
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("sslbench: error:")]
     assert len(errors) == 3
     assert "flowers train has 3 images, expected 1020 (a partial or modified copy?" in errors[0]
-    assert "nope: food101 root directory not found" in errors[1]
+    assert "nope: not a directory" in errors[1]  # checked before any work (evalrun.check_outputs)
     assert "setid.mat: not found" in errors[2]
     assert not Path(os.environ["SSLBENCH_RESULTS"]).exists()
 

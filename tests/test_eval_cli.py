@@ -52,7 +52,9 @@ def test_all_four_protocols_from_the_cli(femto_file, shapes_root, tmp_path, caps
         ("shapesworld-10pct", "top1"),
     }
     subset_run = next(r for r in by["logreg"] if r["dataset"] == "shapesworld-10pct")
-    assert subset_run["settings"]["n_train"] + subset_run["settings"]["n_val"] == 10  # one image per class
+    # one image per class in the subset; C chosen on as many labelled images outside it (issue 17 item 3)
+    assert (subset_run["settings"]["n_train"], subset_run["settings"]["n_val"]) == (10, 10)
+    assert subset_run["settings"]["selection"] == "outside_subset"
     assert {r["settings"]["num_classes"] for r in by["cluster"]} == {3, 10}
     assert {r["metric"] for r in by["cluster"]} == {"nmi", "ari", "acc", "nmi_std", "ari_std", "acc_std"}
     digest = sha256_file(femto_file)

@@ -6,7 +6,6 @@ import multiprocessing as mp
 import pytest
 
 from evaluate.records import append_records, make_records, read_records
-from sslcore.errors import SSLBenchError
 from sslcore.io import atomic_open, atomic_write_text
 
 
@@ -40,10 +39,14 @@ def test_concurrent_appends_never_interleave(tmp_path):
     assert sorted(r["value"] for r in rows) == sorted(w * 1000 + i for w in range(4) for i in range(40))
 
 
-def test_malformed_store_line_is_named(tmp_path):
-    (tmp_path / "records.jsonl").write_text(json.dumps({"metric": "top1"}) + "\n{broken\n")
-    with pytest.raises(SSLBenchError, match=r"records.jsonl:2: malformed record"):
-        read_records(tmp_path)
+def test_malformed_store_lines_are_skipped_with_a_warning_naming_them(tmp_path, caplog):
+    good = json.dumps({"metric": "top1"}).encode()
+    (tmp_path / "records.jsonl").write_bytes(good + b"\n{broken\n\xff\xfe\n[1, 2]\n" + good + b"\n")
+    with caplog.at_level("WARNING", logger="sslbench"):
+        rows = read_records(tmp_path)
+    assert rows == [{"metric": "top1"}] * 2
+    for lineno, problem in ((2, "not JSON"), (3, "not UTF-8"), (4, "a JSON list, not an object")):
+        assert f"records.jsonl:{lineno}: skipping a malformed record ({problem}" in caplog.text
 
 
 def test_atomic_write_keeps_old_content_on_failure(tmp_path):

@@ -11,6 +11,9 @@ _base_ = [
 ]
 total_iters = 40000
 model = dict(
+    # whole-image test: pad every test image to a multiple of 32 (patch 16 and the FPN's stride 32); mmseg removes
+    # the padding from the logits (img_padding_size) before scoring
+    data_preprocessor=dict(test_cfg=dict(size_divisor=32)),
     backbone=dict(out_indices=[2, 5, 8, 11], out_with_norm=False, with_fpn=False),
     neck=dict(type="FPN", in_channels=[384] * 4, out_channels=256, num_outs=4),
     decode_head=dict(
@@ -37,3 +40,5 @@ param_scheduler = [
 train_cfg = dict(max_iters=total_iters, val_interval=total_iters)
 default_hooks = dict(checkpoint=dict(interval=8000))
 train_dataloader = dict(batch_size=4)
+# the protocol's total batch (the lr is not rescaled by default: the runner warns and records the effective batch)
+auto_scale_lr = dict(enable=False, base_batch_size=32)

@@ -9,3 +9,5 @@ _base_ = [
 ]
 optim_wrapper = dict(optimizer=dict(lr=3e-5), paramwise_cfg=dict(layer_decay_rate=0.9))
 train_dataloader = dict(batch_size=4)
+# the protocol's total batch (the lr is not rescaled by default: the runner warns and records the effective batch)
+auto_scale_lr = dict(enable=False, base_batch_size=16)

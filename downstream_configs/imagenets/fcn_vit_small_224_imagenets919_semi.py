@@ -19,6 +19,9 @@ model = dict(
         pad_val=0,
         seg_pad_val=1000,
         size=crop_size,
+        # whole-image test on (1024, 256)-resized images of any aspect: pad to a multiple of the patch size; mmseg
+        # removes the padding from the logits before scoring
+        test_cfg=dict(size_divisor=16),
     ),
     backbone=dict(
         type="SSLViTBackbone",
@@ -108,3 +111,5 @@ default_hooks = dict(
     sampler_seed=dict(type="DistSamplerSeedHook"),
     visualization=dict(type="SegVisualizationHook"),
 )
+# the protocol's total batch (the lr is not rescaled by default: the runner warns and records the effective batch)
+auto_scale_lr = dict(enable=False, base_batch_size=256)

@@ -16,3 +16,5 @@ param_scheduler = [
 train_cfg = dict(max_iters=total_iters, val_interval=total_iters)
 default_hooks = dict(checkpoint=dict(interval=4000))
 train_dataloader = dict(batch_size=4)
+# the protocol's total batch (the lr is not rescaled by default: the runner warns and records the effective batch)
+auto_scale_lr = dict(enable=False, base_batch_size=16)

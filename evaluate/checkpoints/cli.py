@@ -94,6 +94,7 @@ def inspect_lines(args: argparse.Namespace) -> tuple[list[str], Any]:
         ("missing", res.report.missing),
         ("unexpected", res.report.unexpected),
         ("wrong shape", res.report.mismatched),
+        ("non-finite", res.report.nonfinite),
     ):
         if keys:
             lines.append(f"{label + ':':<12} {_short(keys)}")
@@ -131,11 +132,12 @@ def converted_payload(loaded: Any) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def run_convert(args: argparse.Namespace) -> int:
     from evaluate.checkpoints.loader import load_backbone
-    from sslcore.io import atomic_torch_save, atomic_write_bytes
+    from sslcore.io import atomic_torch_save, atomic_write_bytes, check_writable
 
     out = Path(args.out)
     if args.to != "timm" and out.suffix == ".safetensors":
         raise SSLBenchError(f"{out}: {args.to} loads torch files; use a .pth name")
+    check_writable(out.absolute().parent, "output")
     loaded = load_backbone(args.path, trust_pickle=args.trust_pickle, **_load_kwargs(args))
     state, meta = converted_payload(loaded)
     if out.suffix == ".safetensors":
@@ -163,8 +165,11 @@ def run_init(args: argparse.Namespace) -> int:
     import torch
 
     from pretrain.vit import build_vit, export_backbone
-    from sslcore.io import atomic_torch_save
+    from sslcore.io import atomic_torch_save, check_writable
 
+    if args.seed < 0:
+        raise SSLBenchError(f"--seed {args.seed}: must be >= 0")
+    check_writable(Path(args.out).absolute().parent, "output")
     torch.manual_seed(args.seed)
     model = build_vit(args.arch, pos_interp=args.pos_interp)
     atomic_torch_save(export_backbone(model, {"init": "random", "seed": args.seed, "arch_name": args.arch}), args.out)

@@ -25,8 +25,15 @@ sere       iBOT layout with both networks DDP-wrapped, plus ``{pixel,channel}_se
 adclr      PQCL code: iBOT layout plus ``backbone.masked_embed``, ``backbone.query_block.*`` and
            ``backbone.norm2.*`` (unused modules)
 mae        ``{"model": ...}`` with timm keys; pre-training files add ``mask_token`` and ``decoder_*``
-timm       a plain timm/DeiT state dict (flat, ``{"model"}`` or ``{"state_dict"}``), ``.pth`` or
-           ``.safetensors``; also the files ``sslbench ckpt convert`` writes
+dino       (also) DINO's released backbone-only files (``dino_deitsmall16_pretrain.pth``...): a *flat* state dict
+           of timm keys with no classifier ``head.*``: detected as ``dino`` (DINO's resampling rule), not timm
+transf.    Hugging Face ``transformers`` ``ViTModel``/``ViTForImageClassification`` weights (``model.safetensors``
+           or ``pytorch_model.bin``): ``embeddings.*``, ``encoder.layer.{i}.*``, ``layernorm.*``, optionally under
+           ``vit.``; separate q/k/v are fused into timm's ``qkv``. Head count and LayerNorm eps come from the
+           ``config.json`` beside the file when there is one (else width/64 and transformers' 1e-12)
+timm       a timm/DeiT state dict with its classifier (flat, ``{"model"}`` or ``{"state_dict"}``), ``.pth`` or
+           ``.safetensors``; also the files ``sslbench ckpt convert`` writes. A head-less flat file is taken for
+           a DINO release (above); ``format=timm`` forces timm's rule
 =========  ===========================================================================================
 """
 
@@ -37,6 +44,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from sslcore.errors import SSLBenchError
@@ -153,6 +161,60 @@ def convert_mae(checkpoint: Mapping[str, Any], which: str = "teacher") -> Conver
     """MAE ``{"model": ...}`` (pre-training: with ``mask_token``/``decoder_*``; or the encoder-only release)."""
     _single(which, "mae")
     return _split(_unwrap(checkpoint, "model", "state_dict"))
+
+
+_HF_LAYER = {
+    "layernorm_before": "norm1",
+    "layernorm_after": "norm2",
+    "attention.output.dense": "attn.proj",
+    "intermediate.dense": "mlp.fc1",
+    "output.dense": "mlp.fc2",
+}
+_HF_TOP = {
+    "embeddings.cls_token": "cls_token",
+    "embeddings.position_embeddings": "pos_embed",
+    "embeddings.patch_embeddings.projection.weight": "patch_embed.proj.weight",
+    "embeddings.patch_embeddings.projection.bias": "patch_embed.proj.bias",
+    "layernorm.weight": "norm.weight",
+    "layernorm.bias": "norm.bias",
+}
+_HF_BLOCK = re.compile(r"encoder\.layer\.(\d+)\.(.+)\.(weight|bias)")
+
+
+def convert_transformers(checkpoint: Mapping[str, Any], which: str = "teacher") -> Converted:
+    """Hugging Face ``transformers`` ViT weights (``ViTModel``, or ``ViTForImageClassification`` under ``vit.``).
+
+    ``encoder.layer.i.attention.attention.{query,key,value}`` are concatenated (q, k, v order) into timm's
+    ``blocks.i.attn.qkv``; the other tensors are renamed one to one (``layernorm_before`` -> ``norm1``, ...).
+    """
+    _single(which, "transformers")
+    state = _unwrap(checkpoint, "state_dict", "model")
+    prefix = "vit." if any(k.startswith("vit.embeddings.") for k in state) else ""
+    backbone: dict[str, Tensor] = {}
+    leftover: list[str] = []
+    qkv: dict[tuple[str, str], dict[str, Tensor]] = {}
+    for key, value in state.items():
+        name = key[len(prefix) :] if key.startswith(prefix) else key
+        if not key.startswith(prefix):
+            leftover.append(key)
+        elif name in _HF_TOP:
+            backbone[_HF_TOP[name]] = value
+        elif m := _HF_BLOCK.fullmatch(name):
+            block, module, kind = m.groups()
+            if module in ("attention.attention.query", "attention.attention.key", "attention.attention.value"):
+                qkv.setdefault((block, kind), {})[module.rsplit(".", 1)[1]] = value
+            elif module in _HF_LAYER:
+                backbone[f"blocks.{block}.{_HF_LAYER[module]}.{kind}"] = value
+            else:
+                leftover.append(name)
+        else:
+            leftover.append(name)
+    for (block, kind), parts in qkv.items():
+        if set(parts) != {"query", "key", "value"}:
+            missing = sorted({"query", "key", "value"} - set(parts))
+            raise SSLBenchError(f"encoder.layer.{block}.attention.attention: missing {', '.join(missing)}.{kind}")
+        backbone[f"blocks.{block}.attn.qkv.{kind}"] = torch.cat([parts["query"], parts["key"], parts["value"]])
+    return backbone, leftover
 
 
 def convert_timm(checkpoint: Mapping[str, Any], which: str = "teacher") -> Converted:
@@ -274,7 +336,38 @@ def _detect_mae(c: Mapping[str, Any]) -> bool:
 
 
 def _detect_dino(c: Mapping[str, Any]) -> bool:
-    return any(n in c for n in NETWORKS) or _any(_keys(c), r"^(module\.)?backbone\.|(^|\.)masked_embed$")
+    return (
+        any(n in c for n in NETWORKS)
+        or _any(_keys(c), r"^(module\.)?backbone\.|(^|\.)masked_embed$")
+        or _detect_dino_release(c)
+    )
+
+
+def _detect_dino_release(c: Mapping[str, Any]) -> bool:
+    """DINO's backbone-only release: a flat dict of timm backbone keys without a classifier head."""
+    return (
+        _is_state_dict(c)
+        and "cls_token" in c
+        and _any(list(c), r"^blocks\.\d+\.attn\.qkv\.weight$")
+        and not _any(list(c), r"^head(_dist)?\.")
+    )
+
+
+def _detect_transformers(c: Mapping[str, Any]) -> bool:
+    return _any(_keys(c), r"^(vit\.)?embeddings\.patch_embeddings\.projection\.weight$")
+
+
+def _hf_hints(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
+    """Head count and LayerNorm eps from the ``config.json`` the reader found beside the file."""
+    config = checkpoint.get("hf_config")
+    if not isinstance(config, Mapping):
+        return {}
+    out: dict[str, Any] = {}
+    if isinstance(config.get("num_attention_heads"), int):
+        out["num_heads"] = config["num_attention_heads"]
+    if isinstance(config.get("layer_norm_eps"), (int, float)):
+        out["norm_eps"] = float(config["layer_norm_eps"])
+    return out
 
 
 def _detect_timm(c: Mapping[str, Any]) -> bool:
@@ -348,6 +441,19 @@ CHECKPOINT_FORMATS: dict[str, CheckpointFormat] = {
         networks=False,
         description="MAE checkpoint ({'model': ...})",
     ),
+    "transformers": CheckpointFormat(
+        convert=convert_transformers,
+        detect=_detect_transformers,
+        allowed=(r"classifier\..*", r"pooler\..*", r"embeddings\.mask_token"),
+        # transformers' ViT.interpolate_pos_encoding resizes by target size (bicubic): timm's rule when enlarging
+        pos_interp="timm",
+        heads=standard_heads,
+        heads_note="config.json beside the file, else width/64",
+        networks=False,
+        description="Hugging Face transformers ViT / DINO weights (embeddings.*, encoder.layer.*)",
+        norm_eps=1e-12,
+        hints=_hf_hints,
+    ),
     "timm": CheckpointFormat(
         convert=convert_timm,
         detect=_detect_timm,
@@ -362,7 +468,7 @@ CHECKPOINT_FORMATS: dict[str, CheckpointFormat] = {
 }
 
 # Detection order: the most specific markers first (BAM's wrapper prefixes, SERE/PQCL modules), plain timm last.
-DETECTION_ORDER = ("sslbench", "bam", "sere", "adclr", "mae", "dino", "timm")
+DETECTION_ORDER = ("sslbench", "bam", "sere", "adclr", "mae", "transformers", "dino", "timm")
 
 
 def detect_format(checkpoint: Any) -> str:

@@ -56,6 +56,7 @@ class KeyReport:
         dropped: leftover keys that are known non-backbone parameters (heads, projectors, SERE modules...).
         reshaped: parameters changed at load time, e.g. ``pos_embed (1, 197, 384) -> (1, 785, 384) [dino]``.
         mismatched: parameters whose stored shape differs from the model's, ``key (file) vs (model)``.
+        nonfinite: backbone tensors holding NaN or infinite values (such weights evaluate to chance).
     """
 
     missing: list[str] = dataclasses.field(default_factory=list)
@@ -63,10 +64,11 @@ class KeyReport:
     dropped: list[str] = dataclasses.field(default_factory=list)
     reshaped: list[str] = dataclasses.field(default_factory=list)
     mismatched: list[str] = dataclasses.field(default_factory=list)
+    nonfinite: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not (self.missing or self.unexpected or self.mismatched)
+        return not (self.missing or self.unexpected or self.mismatched or self.nonfinite)
 
 
 @dataclasses.dataclass
@@ -186,6 +188,10 @@ def infer_arch(
     else:
         heads, heads_src = spec.heads(width), f"format default ({fmt}: {spec.heads_note})"
         eps, eps_src = spec.norm_eps, f"format default ({fmt})"
+    if stored is None and "num_heads" in hints:
+        heads, heads_src = int(hints["num_heads"]), "config.json beside the file"
+    if stored is None and "norm_eps" in hints:
+        eps, eps_src = float(hints["norm_eps"]), "config.json beside the file"
     if num_heads is not None:
         heads, heads_src = int(num_heads), "flag"
     if heads < 1 or width % heads:
@@ -250,6 +256,9 @@ def resolve(
         "argument" if pos_interp else ("stored" if hints.get("pos_interp") else f"format default ({fmt})")
     )
     report = KeyReport()
+    report.nonfinite = sorted(
+        k for k, v in backbone.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())
+    )
     if img_size is not None and img_size != arch.img_size:
         if img_size <= 0 or img_size % arch.patch_size:
             raise SSLBenchError(f"img_size={img_size} is not a positive multiple of the patch size {arch.patch_size}")
@@ -289,6 +298,7 @@ def check(resolved: Resolved, path: str | Path) -> None:
             ("missing", report.missing),
             ("wrong shape", report.mismatched),
             ("unexpected", report.unexpected),
+            ("non-finite values (NaN/Inf)", report.nonfinite),
         )
         if keys
     ]

@@ -79,12 +79,59 @@ def _read_safetensors(path: Path) -> dict[str, Any]:
     except (SafetensorError, OSError, ValueError) as exc:
         raise _corrupt(path, exc) from None
     if "arch" not in meta:
-        return state
+        hf_config = _transformers_config(path)
+        return {"state_dict": state, "hf_config": hf_config} if hf_config else state
     try:
         parsed = {k: json.loads(v) if k == "arch" else v for k, v in meta.items()}
     except ValueError:
         raise SSLBenchError(f"{path}: metadata 'arch' is not valid JSON") from None
     return {"state_dict": state, "meta": parsed}
+
+
+def _transformers_config(path: Path) -> dict[str, Any] | None:
+    """The Hugging Face ``config.json`` of a ViT (``model_type`` vit/dino) stored beside ``path``, if any."""
+    config = path.parent / "config.json"
+    try:
+        data = json.loads(config.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("model_type") in ("vit", "dino") else None
+
+
+def _check_torch_file(path: Path) -> None:
+    """Refuse a file that is neither a zip (torch >= 1.6) nor a legacy pickle (protocol 2+) torch file."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+    except OSError as exc:
+        raise SSLBenchError(f"{path}: cannot read checkpoint ({exc.strerror})") from None
+    if not head:
+        raise SSLBenchError(f"{path}: empty file, not a checkpoint")
+    if not (head.startswith(b"PK") or head[:1] == b"\x80"):
+        raise SSLBenchError(f"{path}: not a PyTorch checkpoint (starts with {head!r}; .pth/.pt files or .safetensors)")
+
+
+def _read_legacy(path: Path, trust_pickle: bool) -> tuple[Any, list[str]]:
+    """A legacy (pre-1.6, non-zip) torch file holding pickled objects: the allow-list, else ``trust_pickle``."""
+    allowed = [(obj, name) for name, obj in PICKLE_ALLOW_LIST.items()]
+    try:
+        with torch.serialization.safe_globals(allowed):
+            return torch.load(path, map_location="cpu", weights_only=True), ["(legacy file: allow-listed objects)"]
+    except pickle.UnpicklingError as exc:
+        if "Weights only load failed" not in str(exc):
+            raise _corrupt(path, exc) from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError) as exc:
+        raise _corrupt(path, exc) from None
+    if not trust_pickle:
+        raise SSLBenchError(
+            f"{path}: a legacy (non-zip) torch file with pickled objects outside the safe allow-list; "
+            "pass --trust-pickle (trust_pickle=True) only if you trust the file's source"
+        )
+    log.warning("%s: loading a legacy torch file with weights_only=False (trusted by the caller)", path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False), ["(legacy file: trusted pickle)"]
+    except Exception as exc:  # noqa: BLE001 - anything the full unpickler raises is a damaged file
+        raise _corrupt(path, exc) from None
 
 
 def read_checkpoint(path: str | Path, trust_pickle: bool = False) -> tuple[Any, list[str]]:
@@ -103,13 +150,16 @@ def read_checkpoint(path: str | Path, trust_pickle: bool = False) -> tuple[Any, 
         raise SSLBenchError(f"{path}: checkpoint file not found")
     if path.suffix == ".safetensors":
         return _read_safetensors(path), []
+    _check_torch_file(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True), []
     except pickle.UnpicklingError as exc:
         if "Weights only load failed" not in str(exc):
             raise _corrupt(path, exc) from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, zipfile.BadZipFile) as exc:
         raise _corrupt(path, exc) from None
+    if not zipfile.is_zipfile(path):
+        return _read_legacy(path, trust_pickle)
     needed = _unsafe_globals(path)
     outside = [g for g in needed if g not in PICKLE_ALLOW_LIST]
     if outside and not trust_pickle:
@@ -138,16 +188,25 @@ def _cache_dir() -> Path:
 
 
 def sha256_cached(path: str | Path) -> str:
-    """SHA-256 of a file, cached under ``$SSLBENCH_CACHE/sha256/`` keyed by (absolute path, size, mtime).
+    """SHA-256 of a file, cached under ``$SSLBENCH_CACHE/sha256/`` keyed by (absolute path, size, mtime, inode,
+    ctime).
 
-    Feature caches key on this value, so a rewritten checkpoint (new size or mtime) is hashed again.
+    Feature caches key on this value. A replaced file gets a new inode (rename, ``cp`` to a new name) or a new ctime
+    (any in-place write or ``touch``; ctime cannot be set back by the user), so a checkpoint replaced by one with the
+    same size and a copied mtime is hashed again instead of reporting the old model's sha256 and numbers.
     """
     path = Path(path).resolve()
     try:
         stat = path.stat()
     except OSError as exc:
         raise SSLBenchError(f"{path}: cannot stat checkpoint ({exc.strerror})") from None
-    key = {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    key = {
+        "path": str(path),
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "inode": stat.st_ino,
+        "ctime_ns": stat.st_ctime_ns,
+    }
     entry = _cache_dir() / f"{sha256_json(key)[:32]}.json"
     try:
         cached = json.loads(entry.read_text())

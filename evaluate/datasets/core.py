@@ -14,15 +14,21 @@ Semi-supervised subsets follow the google-research/simclr ``imagenet_subsets`` f
 (no directory); the class is the part of the name before the first underscore (the wnid for ImageNet). Every listed
 name must exist in the train split, and its directory must agree with its prefix.
 
-:func:`fingerprint` hashes the sorted relative keys with their labels and their files' sizes and modification times
-plus the class list, so feature caches are invalidated when a file is added, removed, replaced or relabelled (without
-reading the pixels).
+:func:`fingerprint` hashes the sorted relative keys with their labels and their files' sizes and
+modification times plus the class list, so feature caches are invalidated when a file is added, removed, replaced or
+relabelled (without reading the pixels).
+
+Bad images (the policy of every evaluation protocol, as pretraining skips and counts them): files of an ImageFolder
+split that are empty or not readable are left out when the split is listed, with a warning naming them; their number
+is kept in ``LabeledImages.skipped`` and reported in the run's records (``skipped_images``). A non-empty file that
+does not decode stops the run with one line naming it (a skipped row would shift every later feature).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +37,8 @@ from typing import Any
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
 from sslcore.errors import DataError
+
+logger = logging.getLogger("sslbench")
 
 
 class ArrayImages:
@@ -69,6 +77,7 @@ class LabeledImages:
     reader: ArrayImages | None = dataclasses.field(default=None, compare=False, repr=False)
     name: str = ""
     split: str = ""
+    skipped: tuple[str, ...] = ()  # empty or unreadable files left out at listing time
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -86,14 +95,17 @@ class LabeledImages:
         return self.reader.file_of(key) if self.reader is not None else key
 
     def open(self, index: int) -> Any:
-        """Image ``index`` as an RGB PIL image."""
+        """Image ``index`` as an RGB PIL image; a file that does not decode is one :class:`DataError` naming it."""
         from PIL import Image
 
         key = self.samples[index][0]
-        if self.reader is not None:
-            return self.reader(key).convert("RGB")
-        with open(key, "rb") as handle:
-            return Image.open(handle).convert("RGB")
+        try:
+            if self.reader is not None:
+                return self.reader(key).convert("RGB")
+            with open(key, "rb") as handle:
+                return Image.open(handle).convert("RGB")
+        except (OSError, ValueError, SyntaxError) as exc:  # PIL's UnidentifiedImageError is an OSError
+            raise DataError(f"{key}: unreadable image ({type(exc).__name__}); remove or replace the file") from None
 
     def dataset(self, transform: Callable[[Any], Any] | None) -> ImageDataset:
         return ImageDataset(self, transform)
@@ -141,10 +153,22 @@ def load_split(root: str | Path, split: str) -> LabeledImages:
         raise DataError(f"{split_dir}: no class directories") from None
     classes = tuple(names)
     # torchvision's listing (sorted walk, case-insensitive extensions); empty class directories are allowed
-    samples = make_dataset(str(split_dir), class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=True)
+    listed = make_dataset(str(split_dir), class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=True)
+    samples, skipped = [], []
+    for path, label in listed:
+        (samples if _readable(path) else skipped).append((path, label))
+    if skipped:
+        logger.warning("%s: skipping %d empty or unreadable image(s), e.g. %s", split_dir, len(skipped), skipped[0][0])
     if not samples:
         raise DataError(f"{split_dir}: no images (extensions {', '.join(IMG_EXTENSIONS)})")
-    return LabeledImages(split_dir, classes, tuple(samples), split=split)
+    return LabeledImages(split_dir, classes, tuple(samples), split=split, skipped=tuple(p for p, _ in skipped))
+
+
+def _readable(path: str) -> bool:
+    try:
+        return os.stat(path).st_size > 0 and os.access(path, os.R_OK)
+    except OSError:
+        return False
 
 
 def read_subset_file(path: str | Path) -> list[str]:

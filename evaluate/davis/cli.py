@@ -30,7 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size-mask-neighborhood", type=_int_list, help="window radius in patches; list sweeps (12)")
     parser.add_argument("--short-side", type=int, help="resized frame short side in pixels (480)")
     parser.add_argument("--normalize", choices=["imagenet", "dino"], help="std 0.229 (imagenet, default) or 0.228")
-    parser.add_argument("--pos-interp", choices=["dino", "timm"], help="positional-embedding resampling (dino)")
+    parser.add_argument(
+        "--pos-interp",
+        choices=["dino", "timm"],
+        help="positional-embedding resampling (default: the checkpoint format's rule)",
+    )
     parser.add_argument("--which", choices=["teacher", "student"], help="network inside an SSL checkpoint (teacher)")
     parser.add_argument("--format", help="checkpoint format (default: detected)")
     parser.add_argument("--name", help="checkpoint label in records and tables (default: the file stem)")

@@ -93,6 +93,25 @@ def load_sequence(root: str | Path, name: str, annotations: str = "first") -> Se
     return Sequence(name, frames, anns)
 
 
+def check_sequences(root: str | Path, names: list[str]) -> list[str]:
+    """Validate every sequence before any propagation: frames, first-frame and per-frame annotations (scoring needs
+    one PNG per frame). Returns warnings for frames missing in the middle of a sequence (a gap in the numbered
+    ``00000.jpg, 00001.jpg, ...`` stems), which the propagation would silently skip over.
+
+    Raises:
+        DataError: naming the first sequence that cannot be propagated and scored.
+    """
+    warnings = []
+    for name in names:
+        seq = load_sequence(root, name, annotations="all")
+        numbers = [int(f.stem) for f in seq.frames if f.stem.isdigit()]
+        if len(numbers) == len(seq.frames) and numbers:
+            gaps = sorted(set(range(numbers[0], numbers[-1] + 1)) - set(numbers))
+            if gaps:
+                warnings.append(f"{name}: frame {gaps[0]:05d} missing mid-sequence ({len(gaps)} missing)")
+    return warnings
+
+
 def read_label(path: str | Path) -> np.ndarray:
     """An indexed PNG as uint8 (H, W) indices (palette colours are ignored)."""
     path = Path(path)

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from evaluate.davis.data import Sequence, read_frame
 from sslcore.errors import DataError
-from sslcore.io import atomic_torch_save, sha256_json
+from sslcore.io import atomic_torch_save, count_images, sha256_json
 
 logger = logging.getLogger("sslbench")
 CACHE_VERSION = 1
@@ -56,6 +56,7 @@ def extract(model: torch.nn.Module, frames: Tensor, batch_size: int = 8) -> Tens
         model.forward_tokens(frames[i : i + batch_size]).patch.float()
         for i in range(0, len(frames), batch_size)
     ]
+    count_images(len(frames))
     return torch.cat(outs)
 
 

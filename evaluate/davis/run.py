@@ -27,13 +27,22 @@ from PIL import Image
 from tqdm import tqdm
 
 from evaluate.davis import propagation as P
-from evaluate.davis.data import Sequence, first_labels, is_shapesworld, load_sequence, read_split, write_label
+from evaluate.davis.data import (
+    Sequence,
+    check_sequences,
+    first_labels,
+    is_shapesworld,
+    load_sequence,
+    read_split,
+    write_label,
+)
 from evaluate.davis.features import FeatureFn, sequence_features
 from evaluate.davis.score import score_results
 from evaluate.features import resolve_device
-from evaluate.records import append_records, make_records
+from evaluate.records import append_records, default_store, make_records
 from sslcore.config import save_config, to_dict
 from sslcore.errors import ConfigError
+from sslcore.io import check_writable, start_meter
 
 logger = logging.getLogger("sslbench")
 
@@ -45,7 +54,7 @@ class DavisConfig:
     checkpoint: str = ""
     format: str | None = None
     which: Literal["teacher", "student"] = "teacher"
-    pos_interp: Literal["dino", "timm"] = "dino"
+    pos_interp: Literal["dino", "timm"] | None = None  # None: the checkpoint format's own rule (as every protocol)
     num_heads: int | None = None
     img_size: int | None = None
     trust_pickle: bool = False
@@ -151,12 +160,17 @@ def run(
     :func:`~evaluate.davis.features.sequence_features`) replaces the backbone entirely (used by the oracle test).
     """
     started = time.time()
+    start_meter()
     if not cfg.davis_root:
         raise ConfigError("davis_root: required (the DAVIS-2017 root, with JPEGImages/ Annotations/ ImageSets/)")
     from evaluate.palette import davis_palette
 
     device = resolve_device(cfg.device)
     names = cfg.sequences or read_split(cfg.davis_root, cfg.split)
+    for warning in check_sequences(cfg.davis_root, names):  # before any mask is written
+        logger.warning("%s", warning)
+    check_writable(store or default_store(), "results store")
+    check_writable(cfg.out, "output directory")
     info = dict(checkpoint_info or {})
     if features_fn is None:
         if model is None:

@@ -1,6 +1,7 @@
 """A plain ViT (:class:`pretrain.vit.SSLViT`) as a 4-level detection/segmentation backbone (BEiT/iBOT "simple FPN").
 
-Forward: image (B, 3, H, W), H and W multiples of the patch size p (mmdet/mmseg pad each batch) -> tokens of the
+Forward: image (B, 3, H, W), zero-padded at the bottom/right to multiples of the patch size p when the data
+preprocessor did not (:func:`pad_to_patch`; mmdet/mmseg pad each batch) -> tokens of the
 tapped blocks (B, 1 + h*w, D), CLS dropped, reshaped to (B, D, h, w), optionally through the final LayerNorm, then
 one adapter per level:
 
@@ -46,6 +47,20 @@ IBOT_TAPS = (3, 5, 7, 11)
 def default_taps(depth: int) -> list[int]:
     """iBOT's taps (blocks 3, 5, 7, 11 of 12) scaled to a ViT of ``depth`` blocks: round((i + 1) * depth / 12) - 1."""
     return [max(0, round((i + 1) * depth / 12) - 1) for i in IBOT_TAPS]
+
+
+def pad_to_patch(images: Tensor, patch: int) -> Tensor:
+    """Zero-pad (B, 3, H, W) at the bottom and right to multiples of ``patch`` (mmseg's ViT "corner" padding).
+
+    The fallback for inputs the data preprocessor did not pad (slide-mode crops of images smaller than the crop);
+    whole-image test configs pad exactly with ``data_preprocessor.test_cfg.size_divisor`` so that mmseg removes the
+    padding from the logits before scoring.
+    """
+    height, width = images.shape[-2:]
+    pad_h, pad_w = -height % patch, -width % patch
+    if pad_h or pad_w:
+        images = torch.nn.functional.pad(images, (0, pad_w, 0, pad_h))
+    return images
 
 
 def read_converted(path: str | Path) -> dict[str, Any]:
@@ -173,10 +188,9 @@ class SSLViTBackbone(nn.Module):
         return self
 
     def forward(self, images: Tensor) -> tuple[Tensor, ...]:
-        batch, _, height, width = images.shape
         p = self.patch_size
-        if height % p or width % p:
-            raise ValueError(f"input {height}x{width} is not a multiple of the patch size {p}")
+        images = pad_to_patch(images, p)
+        batch, _, height, width = images.shape
         gh, gw = height // p, width // p
         self.vit.grad_checkpointing = self.with_cp and self.training  # forward_tokens checkpoints each block
         feats = self.vit.forward_tokens(images, taps=self.out_indices, tap_norm=self.out_with_norm).taps

@@ -31,9 +31,9 @@ from typing import Any
 
 import torch
 
-from evaluate.records import append_records, make_records
+from evaluate.records import append_records, default_store, make_records
 from sslcore.errors import SSLBenchError
-from sslcore.io import REPO_ROOT, atomic_torch_save, atomic_write_json, sha256_file
+from sslcore.io import REPO_ROOT, atomic_torch_save, atomic_write_json, check_writable, sha256_file, start_meter
 
 logger = logging.getLogger("sslbench")
 
@@ -247,6 +247,27 @@ def to_percent(task: str, metrics: dict[str, float]) -> dict[str, float]:
     return out
 
 
+def effective_batch(cfg: Any, nproc: int) -> dict[str, Any]:
+    """{"effective_batch", "reference_batch", "lr_scaled"}: the batch this run trains with (processes x per-process
+    batch) against the protocol's total batch (``auto_scale_lr.base_batch_size``). A mismatch is logged as a warning
+    (the lr is the protocol's unless ``auto_scale_lr.enable=True``, which mmengine scales linearly) and recorded."""
+    per_process = int(cfg.train_dataloader.get("batch_size", 1))
+    scale = cfg.get("auto_scale_lr") or {}
+    reference = scale.get("base_batch_size")
+    out = {"effective_batch": per_process * nproc, "reference_batch": reference, "lr_scaled": bool(scale.get("enable"))}
+    if reference and reference != out["effective_batch"]:
+        logger.warning(
+            "effective batch %d (%d process(es) x %d) differs from the protocol's %d; the lr is %s "
+            "(auto_scale_lr.enable=True scales it linearly); recorded as settings.effective_batch",
+            out["effective_batch"],
+            nproc,
+            per_process,
+            reference,
+            "scaled linearly" if out["lr_scaled"] else "NOT rescaled",
+        )
+    return out
+
+
 def run_eval(
     task: str,
     checkpoint: str | Path,
@@ -263,11 +284,16 @@ def run_eval(
 ) -> list:
     """The whole protocol (see the module docstring); returns the appended records."""
     started = time.time()
+    start_meter()  # peak memory of this run (mm's training runs in this process)
     out, data_root = Path(out), Path(data_root)
     if not data_root.is_dir():
         raise SSLBenchError(f"--data-root: {data_root} is not a directory")
     if not Path(checkpoint).is_file():
         raise SSLBenchError(f"{checkpoint}: checkpoint not found")
+    if nproc < 1:
+        raise SSLBenchError(f"--nproc {nproc}: must be >= 1")
+    check_writable(out, "--out")
+    check_writable(default_store(), "results store")
     out.mkdir(parents=True, exist_ok=True)
     backbone = out / "backbone.pth"
     info = convert_checkpoint(checkpoint, backbone, which)
@@ -281,6 +307,7 @@ def run_eval(
             "CUDA device); use --nproc 1 on CPU"
         )
     cfg, overrides = build_config(config_path, backbone, data_root, out / "mm", options, distributed, amp)
+    batch = effective_batch(cfg, nproc)
     final = out / "config.py"
     cfg.dump(str(final))
     atomic_write_json(out / "overrides.json", {"config": str(config_path), "overrides": overrides})
@@ -303,6 +330,7 @@ def run_eval(
         "overrides": overrides,
         "nproc": nproc,
         "amp": amp,
+        **batch,
     }
     records = make_records(
         task,

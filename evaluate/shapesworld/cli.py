@@ -9,6 +9,7 @@ import json
 from evaluate.shapesworld.formats import PARTS
 from evaluate.shapesworld.generate import PRESETS, generate
 from sslcore.errors import DataError
+from sslcore.io import check_writable
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,6 +24,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_cli(args: argparse.Namespace) -> int:
     spec = PRESETS[args.size]
+    if args.seed < 0:
+        raise DataError(f"--seed {args.seed}: must be >= 0")
+    if args.workers < 1:
+        raise DataError(f"--workers {args.workers}: must be >= 1")
+    check_writable(args.out, "--out")
     if args.image_size is not None:
         if args.image_size < 16:
             raise DataError(f"--image-size {args.image_size}: must be at least 16 pixels")
