@@ -141,8 +141,10 @@ def test_head_layer_initialisation_copies_the_checkpoint_head(tmp_path):
     assert torch.equal(head_layer_from(bam, format="bam").weight, weight)
     with pytest.raises(SSLBenchError, match="stores no projection head"):
         head_layer_from({"model": {}}, format="mae")
-    with pytest.raises(SSLBenchError, match="no projection-head layer"):
+    with pytest.raises(SSLBenchError, match="export stores no projection head"):
         head_layer_from(export_backbone(build_vit("vit_femto")), format="sslbench")
+    with pytest.raises(SSLBenchError, match="no projection-head layer"):
+        head_layer_from({"teacher": {"backbone.cls_token": torch.zeros(1)}}, format="dino")
 
 
 # ------------------------------------------------------------------------------------------------ mixup
@@ -173,6 +175,19 @@ def test_transforms_handle_non_square_odd_sizes():
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (23, 41, 3), dtype=np.uint8))
     torch.manual_seed(0)
     assert tuple(train(image).shape) == tuple(test(image).shape) == (3, 32, 32)
+
+
+def test_randaugment_posterize_survives_zero_bits():
+    from PIL import Image
+    from timm.data.auto_augment import RandAugment
+
+    train, _ = transforms(AugConfig(input_size=16))
+    ops = [op for step in train.transforms if isinstance(step, RandAugment) for op in step.ops]
+    posterize = [op for op in ops if op.name.startswith("Posterize")]
+    assert posterize
+    image = Image.new("RGB", (16, 16), (200, 100, 50))
+    assert posterize[0].aug_fn(image, 0).getextrema() == ((0, 0), (0, 0), (0, 0))  # Pillow >= 12 would raise
+    assert posterize[0].aug_fn(image, 2).getpixel((0, 0)) == (192, 64, 0)
 
 
 def test_summarize_max_and_last():
@@ -253,19 +268,20 @@ def test_two_gloo_processes_equal_one(shapes_root, femto_ckpt, tmp_path):
     from evaluate.finetune.run import run
 
     root = shapes_root / "classification"
-    extra = [*PLAIN, "epochs=1", "ema.enabled=false"]
+    extra = [*PLAIN, "epochs=1", "ema.enabled=false", "optim.warmup_epochs=0"]
     args = (2, str(tmp_path / "rdv"), str(root), str(femto_ckpt), str(tmp_path / "two"), extra)
     mp.spawn(_gloo_worker, args=args, nprocs=2, join=True)
     run(_cfg(root, femto_ckpt, tmp_path / "one", *extra))
     two = torch.load(tmp_path / "two" / "checkpoint.pth", weights_only=True)
     one = torch.load(tmp_path / "one" / "checkpoint.pth", weights_only=True)
-    start = build_classifier(build_vit("vit_femto"), 1).state_dict()  # noqa: F841 (shapes only)
+    pretrained = torch.load(femto_ckpt, weights_only=True)["state_dict"]
     moved = 0.0
     for key, value in one["model"].items():
-        assert torch.allclose(two["model"][key], value, atol=1e-5, rtol=1e-4), key
-        moved = max(moved, float((value - torch.load(femto_ckpt, weights_only=True)["state_dict"].get(
-            key.removeprefix("backbone."), value)).abs().max()))  # fmt: skip
-    assert moved > 1e-4  # training changed the weights, so the comparison is not vacuous
+        # atol: the key part of qkv.bias has a zero gradient up to rounding, which Adam scales up to ~lr per step
+        assert torch.allclose(two["model"][key], value, atol=5e-6, rtol=1e-5), key
+        if key.startswith("backbone."):
+            moved = max(moved, float((value - pretrained[key.removeprefix("backbone.")]).abs().max()))
+    assert moved > 5e-4  # training moved the backbone by far more than the tolerance: the comparison is not vacuous
     assert two["history"][0]["top1"] == one["history"][0]["top1"]
 
 
@@ -280,7 +296,7 @@ def test_cli_bad_inputs_exit_2_before_work(shapes_root, femto_ckpt, tmp_path, ca
     out = tmp_path / "o"
     assert main(["eval", "finetune", str(femto_ckpt), "--recipe", "ibot_semisup_1pct_proj_layer", "--data", root,
                  "--out", str(out), "data.subset=null", "aug.input_size=32"]) == 2  # fmt: skip
-    assert "stores no projection head" in capsys.readouterr().err or "projection-head" in capsys.readouterr().err
+    assert "stores no projection head" in capsys.readouterr().err
     assert not (out / "checkpoint.pth").exists()
     assert main(["eval", "finetune", str(femto_ckpt), "--data", root, "batch_size=100000", "aug.input_size=32"]) == 2
     assert "batch_size=100000" in capsys.readouterr().err

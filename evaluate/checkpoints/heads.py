@@ -58,7 +58,7 @@ def _head_network(checkpoint: Mapping[str, Any], fmt: str, which: str) -> dict[s
         prefix = f"{which}."
         return {_clean(k[len(prefix) :]): v for k, v in model.items() if k.startswith(prefix)}
     if fmt == "sslbench" and checkpoint.get("format") == "sslbench-backbone":
-        return {}
+        raise SSLBenchError("an sslbench backbone export stores no projection head (use the training checkpoint.pth)")
     return {_clean(k): v for k, v in _network(checkpoint, which).items()}
 
 

@@ -70,7 +70,34 @@ def transforms(aug: AugConfig) -> tuple[Any, Any]:
         re_count=aug.recount,
     )
     test = create_transform(aug.input_size, is_training=False, interpolation=aug.interpolation, crop_pct=aug.crop_pct)
-    return train, test
+    return _pillow_safe_posterize(train), test
+
+
+def _posterize(img: Any, bits_to_keep: int, **_: Any) -> Any:
+    """timm's posterize, with 0 bits giving the black image older Pillow returned (Pillow >= 12 raises instead)."""
+    from PIL import ImageOps
+
+    if bits_to_keep >= 8:
+        return img
+    if bits_to_keep <= 0:
+        return img.point(lambda _value: 0)
+    return ImageOps.posterize(img, bits_to_keep)
+
+
+def _pillow_safe_posterize(transform: Any) -> Any:
+    """Route RandAugment's posterize ops through :func:`_posterize`.
+
+    ``rand-...-inc1`` maps magnitude 10 (reached by m9 + N(0, 0.5) noise) to 0 bits kept; current Pillow rejects 0
+    bits, so a long run would crash on its first such draw. The result for 1..8 bits is unchanged.
+    """
+    from timm.data.auto_augment import RandAugment
+
+    for step in getattr(transform, "transforms", []):
+        if isinstance(step, RandAugment):
+            for op in step.ops:
+                if op.name.startswith("Posterize"):
+                    op.aug_fn = _posterize
+    return transform
 
 
 def seed_epoch(seed: int, epoch: int, rank: int) -> int:
