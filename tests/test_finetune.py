@@ -242,6 +242,27 @@ def test_kill9_and_resume_is_bit_identical(shapes_root, femto_ckpt, tmp_path):
     tops = [r["top1"] for r in b["history"]]
     assert ours["top1"]["value"] == max(tops) == metrics["top1"] and ours["top1_last"]["value"] == tops[-1]
     assert ours["top1"]["dataset"] == "shapesworld" and ours["top1"]["split"] == "val"
+    # the record fills BAM Table 3's fine-tune cell (ShapesWorld stands in for ImageNet)
+    from evaluate.reference import load_reference
+    from evaluate.results import query
+    from evaluate.tables import regenerate
+
+    table = next(t for p in load_reference().values() for t in p.tables if t.id == "bam.table3_finetune")
+    view = regenerate(table, query())
+    assert view.rows[-1][-1] == f"{max(tops):.1f}" and "finetune on shapesworld" in view.refs[0].text
+    # the log feeds `sslbench plot curves`: a third (top-1) panel appears next to loss and lr
+    from PIL import Image
+
+    from evaluate.figures import plot_curves
+
+    lines = (reference / "log.jsonl").read_text().splitlines()
+    stripped = tmp_path / "no_top1" / "log.jsonl"
+    stripped.parent.mkdir()
+    stripped.write_text("\n".join(json.dumps({k: v for k, v in json.loads(x).items() if k not in ("top1", "top5")})
+                                   for x in lines))  # fmt: skip
+    wide = Image.open(plot_curves([reference / "log.jsonl"], tmp_path / "fig", name="a")[0]).size[0]
+    narrow = Image.open(plot_curves([stripped], tmp_path / "fig", name="b")[0]).size[0]
+    assert wide > narrow
     # a changed setting refuses to resume, naming the key; nothing is overwritten
     before = (reference / "checkpoint.pth").read_bytes()
     with pytest.raises(SSLBenchError, match="optim.lr"):
