@@ -137,6 +137,7 @@ def plot_curves(
     for path, (_m, steps, epochs) in zip(log_paths, logs):
         if steps.empty and epochs.empty:
             raise SSLBenchError(f"{path}: no step or epoch lines")
+
     def logged(key: str) -> bool:
         return any(key in e.columns and e[key].notna().any() for _m, _s, e in logs)
 

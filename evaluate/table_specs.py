@@ -39,6 +39,8 @@ DAVIS = ("davis2017", "shapesworld-davis")
 # The papers' linear probes follow DINO's recipe: prefer sslbench's "dino" variant when both variants were run.
 LINEAR = (Source("linear", IMAGENET, "top1", (("variant", "dino"),)), Source("linear", IMAGENET, "top1"))
 KNN = (Source("knn", IMAGENET, "top1@k20"),)
+
+
 # Fine-tuning records name their recipe (evaluate/finetune/recipes): each paper's own recipe first, then any.
 def _finetune(recipe: str, metric: str = "top1", datasets: tuple[str, ...] = IMAGENET) -> tuple[Source, ...]:
     return (Source("finetune", datasets, metric, (("recipe", recipe),)), Source("finetune", datasets, metric))

@@ -223,7 +223,9 @@ def test_kill9_and_resume_is_bit_identical(shapes_root, femto_ckpt, tmp_path):
     assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed"
     done = torch.load(killed / "checkpoint.pth", weights_only=True)["epoch"]
     assert 1 <= done < 4
-    resumed = subprocess.run(_cli([*common, "--out", str(killed)], env), env=env, cwd=REPO, capture_output=True, text=True)
+    resumed = subprocess.run(
+        _cli([*common, "--out", str(killed)], env), env=env, cwd=REPO, capture_output=True, text=True
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     reference = tmp_path / "reference"
     cfg = _cfg(root, femto_ckpt, reference, "epochs=4")
@@ -237,7 +239,9 @@ def test_kill9_and_resume_is_bit_identical(shapes_root, femto_ckpt, tmp_path):
         assert torch.equal(a["ema"][key], b["ema"][key]), key
     assert [r.get("top1") for r in a["history"]] == [r.get("top1") for r in b["history"]]
     # records: top1 is the max over the evaluated epochs, top1_last the last one
-    recs = [json.loads(line) for line in (Path(os.environ["SSLBENCH_RESULTS"]) / "records.jsonl").read_text().splitlines()]
+    recs = [
+        json.loads(line) for line in (Path(os.environ["SSLBENCH_RESULTS"]) / "records.jsonl").read_text().splitlines()
+    ]
     ours = {r["metric"]: r for r in recs if r["protocol"] == "finetune"}
     tops = [r["top1"] for r in b["history"]]
     assert ours["top1"]["value"] == max(tops) == metrics["top1"] and ours["top1_last"]["value"] == tops[-1]

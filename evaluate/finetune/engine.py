@@ -114,7 +114,11 @@ def evaluate(model: nn.Module, loader: Any, device: torch.device, precision: str
     if world()[1] > 1:
         dist.all_reduce(sums)
     count = max(float(sums[3]), 1.0)
-    return {"top1": 100.0 * float(sums[0]) / count, "top5": 100.0 * float(sums[1]) / count, "loss": float(sums[2]) / count}
+    return {
+        "top1": 100.0 * float(sums[0]) / count,
+        "top5": 100.0 * float(sums[1]) / count,
+        "loss": float(sums[2]) / count,
+    }
 
 
 def resume_settings(cfg: FinetuneConfig, world_size: int) -> dict[str, Any]:
@@ -245,24 +249,7 @@ class Loop:
             step = epoch * self.steps_per_epoch + it
             if cfg.optim.sched_on == "step":
                 self.scheduler.step_update(step)
-            images, labels = images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
-            targets = labels
-            if self.mixup is not None:
-                images, targets = self.mixup(images, labels)
-            with autocast_context(self.device, self.precision):
-                loss = self.criterion(self.net(images), targets)
-            value = loss.item()
-            if not math.isfinite(value):
-                raise SSLBenchError(f"non-finite loss {value} at epoch {epoch}, step {it}; lower optim.lr")
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            if cfg.optim.clip_grad:
-                self.scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.clip_grad)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            if self.ema is not None:
-                self.ema.update(self.model, step=step)
+            value = self.step(images, labels, step, epoch, it)
             losses.append(value)
             if self.rank == 0 and (it % max(1, self.steps_per_epoch // 20) == 0):
                 self.log({"kind": "step", "step": step, "epoch": epoch + it / self.steps_per_epoch,
@@ -271,6 +258,29 @@ class Loop:
         seconds = time.time() - started
         images_seen = self.steps_per_epoch * cfg.batch_size
         return {"loss": sum(losses) / len(losses), "lr": self.current_lr(), "images_per_s": images_seen / seconds}
+
+    def step(self, images: torch.Tensor, labels: torch.Tensor, step: int, epoch: int = 0, it: int = 0) -> float:
+        """One optimisation step on a batch (B, 3, H, W) / (B,): mixup, forward, backward, clip, step, EMA; the loss."""
+        cfg = self.cfg
+        images, labels = images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+        targets = labels
+        if self.mixup is not None:
+            images, targets = self.mixup(images, labels)
+        with autocast_context(self.device, self.precision):
+            loss = self.criterion(self.net(images), targets)
+        value = loss.item()
+        if not math.isfinite(value):
+            raise SSLBenchError(f"non-finite loss {value} at epoch {epoch}, step {it}; lower optim.lr")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if cfg.optim.clip_grad:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.clip_grad)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.ema is not None:
+            self.ema.update(self.model, step=step)
+        return value
 
     def current_lr(self) -> float:
         """The learning rate of the head (the group with the largest ``lr_scale``)."""
