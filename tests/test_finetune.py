@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -104,6 +105,10 @@ def test_layer_decay_groups_match_hand_scales_timm_and_dense_rule():
         n: s for n, s in ours.items() if not n.startswith("norm.")
     }
     assert theirs["norm.weight"] == 0.5 and ours["norm.weight"] == 1.0
+    # a fixed sin-cos table (BAM, MoCo v3) stays fixed and out of the optimiser
+    sincos = build_classifier(SSLViT(dataclasses.replace(ARCH4, pos_embed="sincos")), 5)
+    assert not sincos.backbone.pos_embed.requires_grad
+    assert "backbone.pos_embed" not in {n for g in build_optimizer(sincos, cfg, 1.0).param_groups for n in g["names"]}
     # timm's scheduler multiplies lr_scale in: after warm-up the block-0 group runs at lr * 0.5^4
     sched = build_scheduler(opt, cfg, steps_per_epoch=1)
     sched.step(cfg.optim.warmup_epochs)

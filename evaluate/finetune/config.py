@@ -25,6 +25,7 @@ class ModelConfig:
     drop_path: float = 0.1  # stochastic depth, linear in depth (timm)
     head_init_std: float = 0.02  # trunc-normal std of the new classifier (MAE: 2e-5)
     head_init_scale: float = 1.0  # BEiT multiplies the new classifier's weights by 0.001
+    freeze_sincos: bool = True  # keep a fixed sin-cos positional table fixed (BAM, MoCo v3 fine-tuning)
 
 
 @dataclasses.dataclass

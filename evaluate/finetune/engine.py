@@ -297,7 +297,7 @@ class Loop:
         for epoch in range(self.start_epoch, cfg.epochs):
             row: dict[str, Any] = {"kind": "epoch", "epoch": epoch, **self.train_epoch(epoch)}
             if (epoch + 1) % max(cfg.eval_every, 1) == 0 or epoch + 1 == cfg.epochs:
-                row.update(evaluate(self.net, self.test_loader, self.device, self.precision))
+                row.update(evaluate(self.model, self.test_loader, self.device, self.precision))  # no DDP sync
                 if self.ema is not None and cfg.ema.evaluate:
                     ema = evaluate(self.ema.module, self.test_loader, self.device, self.precision)
                     row.update({f"ema_{k}": v for k, v in ema.items()})

@@ -82,14 +82,19 @@ def build_classifier(
     head_init_std: float = 0.02,
     head_init_scale: float = 1.0,
     head_layer: tuple[Tensor, Tensor | None] | None = None,
+    freeze_sincos: bool = True,
     seed: int = 0,
 ) -> FinetuneClassifier:
     """A :class:`FinetuneClassifier` over a copy of ``backbone`` rebuilt with stochastic depth ``drop_path``.
 
     The copy has the same architecture, positional rule and weights (loaded strictly); the head is seeded by ``seed``.
+    With ``freeze_sincos`` a fixed 2-D sin-cos positional table (BAM, MoCo v3: ``arch.pos_embed == "sincos"``) stays
+    fixed, as MoCo v3's ViT keeps it (``requires_grad=False``) when fine-tuned with the DeiT code.
     """
     vit = SSLViT(backbone.arch, pos_interp=backbone.pos_interp, drop_path_rate=drop_path)
     vit.load_state_dict(backbone.state_dict(), strict=True)
+    if freeze_sincos and backbone.arch.pos_embed == "sincos":
+        vit.pos_embed.requires_grad_(False)
     gen = torch.Generator().manual_seed(seed)
     if head == "linear":
         module: nn.Module = new_linear(vit.embed_dim, num_classes, head_init_std, head_init_scale, gen)

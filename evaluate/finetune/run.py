@@ -99,6 +99,7 @@ def run(cfg: FinetuneConfig, backbone: Any = None) -> dict[str, float]:
         drop_path=cfg.model.drop_path,
         head_init_std=cfg.model.head_init_std,
         head_init_scale=cfg.model.head_init_scale,
+        freeze_sincos=cfg.model.freeze_sincos,
         head_layer=None if head_layer is None else (head_layer.weight, head_layer.bias),
         seed=cfg.seed,
     )
