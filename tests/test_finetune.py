@@ -325,11 +325,14 @@ def test_cli_bad_inputs_exit_2_before_work(shapes_root, femto_ckpt, tmp_path, ca
     assert len(err) == 1 and "nosuch" in err[0] and "deit_bam" in err[0]
     out = tmp_path / "o"
     assert main(["eval", "finetune", str(femto_ckpt), "--recipe", "ibot_semisup_1pct_proj_layer", "--data", root,
-                 "--out", str(out), "data.subset=null", "aug.input_size=32"]) == 2  # fmt: skip
+                 "--out", str(out), "data.subset=null", "data.name=shapesworld", "aug.input_size=32"]) == 2  # fmt: skip
     assert "stores no projection head" in capsys.readouterr().err
     assert not (out / "checkpoint.pth").exists()
     assert main(["eval", "finetune", str(femto_ckpt), "--data", root, "batch_size=100000", "aug.input_size=32"]) == 2
     assert "batch_size=100000" in capsys.readouterr().err
+    # a recipe's real dataset name on a ShapesWorld tree would file the number under that dataset: refused
+    assert main(["eval", "finetune", str(femto_ckpt), "--recipe", "ibot_transfer_cifar10", "--data", root]) == 2
+    assert "is a ShapesWorld tree" in capsys.readouterr().err
 
 
 def test_every_recipe_loads_and_names_its_source():

@@ -65,6 +65,23 @@ def subset_info(cfg: FinetuneConfig) -> dict[str, Any]:
     return {"subset_sha256": digest, "subset_official": official}
 
 
+def check_dataset_label(cfg: FinetuneConfig) -> None:
+    """Refuse to label a ShapesWorld tree with a real dataset's name (recipes set ``data.name``: imagenet, cifar10...).
+
+    Raises:
+        SSLBenchError: ``data.root`` (or its parent) holds a ShapesWorld manifest and ``data.name`` does not start
+            with ``shapesworld``.
+    """
+    from evaluate.shapesworld.generate import MANIFEST
+
+    root = Path(cfg.data.root)
+    if any((d / MANIFEST).is_file() for d in (root, root.parent)) and not cfg.data.name.startswith("shapesworld"):
+        raise SSLBenchError(
+            f"data.name={cfg.data.name!r}: {cfg.data.root} is a ShapesWorld tree; pass data.name=shapesworld "
+            "(or shapesworld-<part>) so its records are not filed under the real dataset"
+        )
+
+
 def _threads(cfg: FinetuneConfig) -> None:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -83,6 +100,7 @@ def run(cfg: FinetuneConfig, backbone: Any = None) -> dict[str, float]:
     bcfg = cfg.backbone
     if bcfg.img_size is None and backbone is None:
         bcfg = dataclasses.replace(bcfg, img_size=cfg.aug.input_size)  # positions resampled once, at load (MAE/DeiT)
+    check_dataset_label(cfg)
     train_tf, test_tf = transforms(cfg.aug)
     train, test = build_datasets(cfg.data, train_tf, test_tf)  # data errors before the model is loaded
     extra = subset_info(cfg)
