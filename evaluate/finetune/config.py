@@ -51,7 +51,7 @@ class AugConfig:
     scale: list[float] = dataclasses.field(default_factory=lambda: [0.08, 1.0])  # RandomResizedCrop area range
     hflip: float = 0.5
     auto_augment: str | None = "rand-m9-mstd0.5-inc1"
-    color_jitter: float = 0.4  # timm ignores it when auto_augment is set
+    color_jitter: float = 0.3  # DeiT default (iBOT 0.4); timm drops it when a RandAugment policy is set
     interpolation: Literal["bicubic", "bilinear"] = "bicubic"
     reprob: float = 0.25
     remode: Literal["pixel", "rand", "const"] = "pixel"
