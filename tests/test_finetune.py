@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import signal
 import subprocess
@@ -115,6 +116,30 @@ def test_layer_decay_groups_match_hand_scales_timm_and_dense_rule():
     for group in opt.param_groups:
         expected = sched._get_lr(cfg.optim.warmup_epochs)[0] * group["lr_scale"]
         assert group["lr"] == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("prefix", [False, True])
+def test_schedules_match_deit_and_mae_formulas(prefix):
+    """DeiT: per-epoch cosine counted from 0 after a warm-up from warmup_lr; MAE: per-iteration warm-up from 0, then
+    a half-cosine over the remaining E - W epochs (mae/util/lr_sched.py)."""
+    over = ["epochs=10", "optim.warmup_epochs=2", "optim.min_lr=0.1"]
+    if prefix:
+        over += ["optim.warmup_prefix=true", "optim.sched_on=step", "optim.warmup_lr=0.0"]
+    else:
+        over += ["optim.warmup_lr=0.01"]
+    cfg = load_config(FinetuneConfig, None, over)
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.AdamW([{"params": [param], "lr": 1.0, "lr_scale": 0.5}], lr=1.0)
+    sched = build_scheduler(opt, cfg, steps_per_epoch=4)
+    for t in range(40 if prefix else 10):
+        if prefix:
+            sched.step_update(t)
+            e = t / 4
+            ref = e / 2 if e < 2 else 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (e - 2) / 8))
+        else:
+            sched.step(t)
+            ref = 0.01 + 0.99 * t / 2 if t < 2 else 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t / 10))
+        assert opt.param_groups[0]["lr"] == pytest.approx(0.5 * ref), t
 
 
 # ------------------------------------------------------------------------------------------------ head layer

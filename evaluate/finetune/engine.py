@@ -75,12 +75,20 @@ def build_optimizer(model: nn.Module, cfg: FinetuneConfig, lr: float) -> torch.o
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: FinetuneConfig, steps_per_epoch: int) -> Any:
+    """timm cosine with linear warm-up from ``warmup_lr``.
+
+    ``warmup_prefix=False`` (DeiT, timm): lr(e) = min + (lr - min)(1 + cos(pi e / E)) / 2 after the warm-up, the
+    cosine counted from epoch 0. ``warmup_prefix=True`` (MAE ``lr_sched.py``, BEiT): the cosine runs over the E - W
+    epochs after the warm-up, lr(e) = min + (lr - min)(1 + cos(pi (e - W) / (E - W))) / 2, so timm's cosine length
+    is E - W there (timm does not shorten it by itself).
+    """
     from timm.scheduler import create_scheduler_v2
 
+    warmup = cfg.optim.warmup_epochs
     scheduler, _ = create_scheduler_v2(
         optimizer,
         sched="cosine",
-        num_epochs=cfg.epochs,
+        num_epochs=cfg.epochs - warmup if cfg.optim.warmup_prefix else cfg.epochs,
         min_lr=cfg.optim.min_lr,
         warmup_lr=cfg.optim.warmup_lr,
         warmup_epochs=cfg.optim.warmup_epochs,
