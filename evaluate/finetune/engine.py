@@ -230,7 +230,8 @@ class Loop:
             self.ema.module.load_state_dict(state["ema"])
         self.history = list(state["history"])
         self.start_epoch = int(state["epoch"])
-        logger.info("resuming %s from epoch %d", path, self.start_epoch)
+        if self.rank == 0:
+            logger.info("resuming %s from epoch %d", path, self.start_epoch)
         return True
 
     # ---------------------------------------------------------------------------------------------- logging
@@ -309,7 +310,8 @@ class Loop:
                 if self.ema is not None and cfg.ema.evaluate:
                     ema = evaluate(self.ema.module, self.test_loader, self.device, self.precision)
                     row.update({f"ema_{k}": v for k, v in ema.items()})
-                logger.info("epoch %d: top1 %.2f top5 %.2f", epoch, row["top1"], row["top5"])
+                if self.rank == 0:
+                    logger.info("epoch %d: top1 %.2f top5 %.2f", epoch, row["top1"], row["top5"])
             self.history.append(row)
             self.log(row)
             self.save(epoch + 1)
