@@ -304,6 +304,19 @@ def test_kill9_and_resume_is_bit_identical(shapes_root, femto_ckpt, tmp_path):
     assert (reference / "checkpoint.pth").read_bytes() == before
 
 
+def test_mae_style_run_with_ema_evaluation_every_second_epoch(shapes_root, femto_ckpt, tmp_path):
+    from evaluate.finetune.run import run
+
+    cfg = _cfg(shapes_root / "classification", femto_ckpt, tmp_path / "mae", "model.pool=mean", "optim.layer_decay=0.75",
+               "optim.sched_on=step", "optim.warmup_prefix=true", "eval_every=2", "ema.evaluate=true", "ema.decay=0.5")  # fmt: skip
+    metrics = run(cfg)
+    hist = torch.load(tmp_path / "mae" / "checkpoint.pth", weights_only=True)["history"]
+    assert "top1" not in hist[0] and {"top1", "top5", "ema_top1", "ema_top5"} <= set(hist[1])
+    assert metrics["top1"] == metrics["top1_last"] == hist[1]["top1"] and metrics["ema_top1_max"] == hist[1]["ema_top1"]
+    model = torch.load(tmp_path / "mae" / "checkpoint.pth", weights_only=True)["model"]
+    assert "fc_norm.weight" in model and "backbone.norm.weight" not in model  # MAE pooling: no final norm
+
+
 # ------------------------------------------------------------------------------------------------ DDP
 def _gloo_worker(rank: int, world: int, init_file: str, root: str, ckpt: str, out: str, extra: list) -> None:
     import torch.distributed as dist
