@@ -373,6 +373,40 @@ def test_cli_bad_inputs_exit_2_before_work(shapes_root, femto_ckpt, tmp_path, ca
     assert "is a ShapesWorld tree" in capsys.readouterr().err
 
 
+def test_transfer_recipes_on_official_layouts_from_the_cli(femto_ckpt, tmp_path, capsys):
+    """The registry's readers (issue 15) feed fine-tuning: Flowers (.mat, train = trnid + valid) and CIFAR pickles."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from official_layouts import write_cifar10, write_flowers
+
+    from evaluate.cli import main
+    from evaluate.records import read_records
+
+    flowers, cifar = write_flowers(tmp_path / "f"), write_cifar10(tmp_path / "c")
+    small = [
+        "epochs=1",
+        "batch_size=2",
+        "aug.input_size=32",
+        "num_workers=0",
+        "progress=false",
+        "data.check_counts=false",
+    ]
+    for recipe, data in (
+        ("ibot_transfer_flowers", f"flowers:{flowers}"),
+        ("ibot_transfer_cifar10", f"cifar10:{cifar}"),
+    ):
+        out = tmp_path / recipe
+        assert (
+            main(["eval", "finetune", str(femto_ckpt), "--recipe", recipe, "--data", data, "--out", str(out), *small])
+            == 0
+        )
+    assert "finetune cifar10: top1=" in capsys.readouterr().out
+    recs = {(r["dataset"], r["split"], r["metric"]): r for r in read_records(os.environ["SSLBENCH_RESULTS"])}
+    flowers_top1 = recs[("flowers", "test", "top1")]
+    assert flowers_top1["settings"]["train_split"] == "trainval" and flowers_top1["settings"]["n_train"] == 6
+    assert flowers_top1["settings"]["recipe"] == "ibot_transfer_flowers"
+    assert recs[("cifar10", "test", "top1")]["settings"]["n_train"] == 10
+
+
 def test_every_recipe_loads_and_names_its_source():
     from evaluate.finetune.run import recipe_names, resolve_recipe
 

@@ -1,12 +1,13 @@
 """Data for fine-tuning: the dataset hook, timm transforms, samplers, mixup and the matching loss.
 
 **Where datasets come from: :func:`build_datasets`.** Every split the protocol reads goes through this one function,
-``build_datasets(data, train_transform, test_transform) -> (Split, Split)`` with ``Split(dataset, labels, classes)``. Today it reads ImageFolder trees
-``<data.root>/<split>/<class>/<image>`` (ImageNet, ShapesWorld ``classification/``, torchvision-style copies of the
-transfer sets), with the SimCLR 1 %/10 % lists applied to the train split through ``data.subset``
-(:func:`evaluate.evalrun.load_train_test`). A registry of official dataset layouts (CIFAR pickles, Flowers ``.mat``,
-Cars devkit, iNat JSON, ImageNet's flat val) plugs in here: dispatch on the dataset spec before the ImageFolder
-fallback and return the same two :class:`Split` (any map-style dataset yielding ``(transform(image), label)``).
+``build_datasets(data, train_transform, test_transform) -> (Split, Split)`` with ``Split(dataset, labels, classes,
+split)``. It stands on :func:`evaluate.evalrun.load_train_test`, i.e. the dataset registry
+(:mod:`evaluate.datasets.registry`, docs/datasets.md): a registry name (``cifar10``, ``cifar100``, ``flowers``,
+``cars``, ``inat2018``, ``inat2019``, ``imagenet``, ...) is read in its official layout, training on the dataset's
+fit split (train + val where the dataset has a val split: Flowers' trnid + valid, as iBOT) and testing on its test
+split (iNat: val, as iBOT); any other name is an ImageFolder tree ``<data.root>/<split>/<class>/<image>``
+(ShapesWorld). SimCLR 1 %/10 % lists restrict the train split through ``data.subset``.
 
 **Transforms** are timm's ``create_transform``: training = RandomResizedCrop(``input_size``, ``scale``, bicubic) +
 flip + RandAugment + ToTensor/normalise + RandomErasing; test = Resize(``input_size / crop_pct``, shorter side) +
@@ -33,11 +34,12 @@ from evaluate.finetune.config import AugConfig
 
 @dataclasses.dataclass
 class Split:
-    """A map-style dataset of ``(image tensor, label)``, its labels in order and the class names."""
+    """A map-style dataset of ``(image tensor, label)``, its labels in order, the class names and the split's name."""
 
     dataset: Dataset
     labels: list[int]
     classes: tuple[str, ...]
+    split: str = ""
 
 
 def build_datasets(data: DataConfig, train_transform: Any, test_transform: Any) -> tuple[Split, Split]:
@@ -48,8 +50,8 @@ def build_datasets(data: DataConfig, train_transform: Any, test_transform: Any) 
     """
     train, test = load_train_test(data)
     return (
-        Split(train.dataset(train_transform), train.labels, train.classes),
-        Split(test.dataset(test_transform), test.labels, test.classes),
+        Split(train.dataset(train_transform), train.labels, train.classes, train.split),
+        Split(test.dataset(test_transform), test.labels, test.classes, test.split),
     )
 
 

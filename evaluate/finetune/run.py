@@ -138,12 +138,15 @@ def run(cfg: FinetuneConfig, backbone: Any = None) -> dict[str, float]:
         precision=loop.precision,
         device=str(device),
         train_images_per_s=sum(rates) / len(rates) if rates else None,
+        train_split=train.split,
+        n_train=len(train.labels),
+        n_test=len(test.labels),
         **chosen,
     )
     evalrun.finish(
         "finetune",
         dataset,
-        cfg.data.test,
+        test.split or cfg.data.test or "test",
         metrics,
         cfg=cfg,
         info=info,
