@@ -169,6 +169,11 @@ def test_head_layer_initialisation_copies_the_checkpoint_head(tmp_path):
     bam = {"model": {"teacher.proj_head.projector.0.weight": weight, "teacher.proj_head.projector.0.bias": bias,
                      "teacher.backbone.cls_token": torch.zeros(1, 1, 32)}}  # fmt: skip
     assert torch.equal(head_layer_from(bam, format="bam").weight, weight)
+    # sslbench training checkpoints: BAM's heads.proj.layers.0, DINO/iBOT's heads.cls.mlp.0
+    for key in ("heads.proj.layers.0", "heads.cls.mlp.0"):
+        train = {"format": "sslbench-train", "teacher": {"backbone.cls_token": torch.zeros(1, 1, 32),
+                                                         f"{key}.weight": weight, f"{key}.bias": bias}}  # fmt: skip
+        assert head_layer_from(train, format="sslbench").key == f"teacher:{key}"
     with pytest.raises(SSLBenchError, match="stores no projection head"):
         head_layer_from({"model": {}}, format="mae")
     with pytest.raises(SSLBenchError, match="export stores no projection head"):

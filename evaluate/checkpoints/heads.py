@@ -10,8 +10,9 @@ format      key of the first head Linear inside the selected network (after remo
 dino        ``head.mlp.0.{weight,bias}`` (DINOHead / iBOTHead: Linear, GELU, Linear, GELU, Linear)
 sere        same as dino (iBOT layout)
 adclr       same as dino (PQCL keeps iBOT's head)
-sslbench    training checkpoints: ``head.layers.0.{weight,bias}`` (:class:`pretrain.heads.ProjectionHead`), or
-            ``head.mlp.0`` for heads named the DINO way; backbone exports carry no head
+sslbench    training checkpoints: ``heads.proj.layers.0`` (BAM's :class:`pretrain.heads.ProjectionHead`),
+            ``heads.cls.mlp.0`` (DINO/iBOT's :class:`pretrain.heads.DINOHead`); files written before the
+            multi-head networks: ``head.layers.0`` / ``head.mlp.0``. Backbone exports carry no head
 bam         official ``model`` dict: ``<which>.proj_head.projector.0.{weight,bias}`` (the student's under
             ``student.module.``)
 ==========  =====================================================================================================
@@ -38,7 +39,7 @@ HEAD_LAYER_KEYS: dict[str, tuple[str, ...]] = {
     "dino": ("head.mlp.0",),
     "sere": ("head.mlp.0",),
     "adclr": ("head.mlp.0",),
-    "sslbench": ("head.layers.0", "head.mlp.0"),
+    "sslbench": ("heads.proj.layers.0", "heads.cls.mlp.0", "head.layers.0", "head.mlp.0"),
     "bam": ("proj_head.projector.0", "proj_head.0"),
 }
 
