@@ -45,6 +45,7 @@ GROUPS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
             "knn": ("evaluate.knn", "weighted k-NN classification (DINO protocol)"),
             "linear": ("evaluate.linear", "linear probing: DINO v1 protocol or a DINOv2-style grid of heads"),
             "logreg": ("evaluate.logreg", "L-BFGS logistic regression with a regularisation sweep (Kornblith)"),
+            "finetune": ("evaluate.finetune.run", "end-to-end fine-tuning: DeiT, MAE/BEiT, semi-supervised, transfer"),
             "cluster": ("evaluate.cluster", "k-means on random class subsets: NMI, ARI, Hungarian accuracy"),
             "davis": ("evaluate.davis.cli", "DAVIS-2017 video segmentation by label propagation (J&F)"),
             "davis-score": ("evaluate.davis.score_cli", "J&F of a folder of DAVIS masks (official metric)"),

@@ -2,7 +2,7 @@
 
 * :func:`plot_entropy`: BAM Fig. 3 style, mean row entropy of the source (student self-attention) and of the target
   (Sinkhorn-balanced) matrices over training steps, from one or several pretraining logs (``docs/records.md``).
-* :func:`plot_curves`: loss, learning rate and online k-NN accuracy against epochs.
+* :func:`plot_curves`: loss, learning rate and online k-NN (pretraining) or test top-1 (fine-tuning) against epochs.
 * :func:`plot_attention`: for one image, the last block's post-softmax attention of the CLS query over the patch
   keys (``SSLViT.forward_tokens(x, attn=True)``; the CLS->CLS entry dropped and, as in DINO's ``visualize_attention.py``, the
   maps not renormalised), per head and averaged over heads, with the mass-thresholded masks of
@@ -124,7 +124,7 @@ def plot_entropy(
 def plot_curves(
     log_paths: Sequence[str | Path], out: str | Path, labels: Sequence[str] | None = None, name: str = "curves"
 ) -> list[Path]:
-    """Loss, learning rate and (when logged) online k-NN top-1 against the epoch, one colour per run.
+    """Loss, learning rate and (when logged) online k-NN top-1 or fine-tuning test top-1 against the epoch.
 
     Step lines are drawn thin against their fractional epoch; epoch lines as markers, the mean loss of epoch ``e``
     at ``e + 0.5`` and the k-NN accuracy measured after it at ``e + 1`` (epochs completed). Lines repeated by a
@@ -137,8 +137,12 @@ def plot_curves(
     for path, (_m, steps, epochs) in zip(log_paths, logs):
         if steps.empty and epochs.empty:
             raise SSLBenchError(f"{path}: no step or epoch lines")
-    has_knn = any("knn_top1" in e.columns and e["knn_top1"].notna().any() for _m, _s, e in logs)
-    panels = ["loss", "lr"] + (["knn_top1"] if has_knn else [])
+
+    def logged(key: str) -> bool:
+        return any(key in e.columns and e[key].notna().any() for _m, _s, e in logs)
+
+    # knn_top1: the pretraining monitor; top1: fine-tuning's evaluation (sslbench eval finetune logs)
+    panels = ["loss", "lr"] + [key for key in ("knn_top1", "top1") if logged(key)]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, ((_meta, steps, epochs), label) in enumerate(zip(logs, labels)):
@@ -149,11 +153,17 @@ def plot_curves(
                 ax.plot(data["epoch"], data[key], color=color, lw=0.8, alpha=0.7, label=label)
             if key in epochs.columns:
                 data = epochs.dropna(subset=[key])
-                # epoch e's mean loss sits mid-epoch; the k-NN monitor runs after it ends
-                x = data["epoch"] + (1.0 if key == "knn_top1" else 0.5)
-                style = "o-" if key == "knn_top1" else "o"
+                # epoch e's mean loss sits mid-epoch; the k-NN monitor and fine-tuning's evaluation run after it ends
+                accuracy = key in ("knn_top1", "top1")
+                x = data["epoch"] + (1.0 if accuracy else 0.5)
+                style = "o-" if accuracy else "o"
                 ax.plot(x, data[key], style, color=color, ms=3, label=None if key in steps else label)
-    titles = {"loss": "training loss", "lr": "learning rate", "knn_top1": "online k-NN top-1 [%]"}
+    titles = {
+        "loss": "training loss",
+        "lr": "learning rate",
+        "knn_top1": "online k-NN top-1 [%]",
+        "top1": "test top-1 [%]",
+    }
     for ax, key in zip(axes[0], panels):
         ax.set_xlabel("epoch")
         ax.set_title(titles[key])

@@ -56,7 +56,7 @@ KEY_SETTINGS: dict[str, tuple[str, ...]] = {
     "linear": ("variant", "taps", "lr", "epochs"),
     "logreg": ("C", "grid", "selection"),
     "cluster": ("num_classes", "instances"),
-    "finetune": ("recipe",),
+    "finetune": ("recipe", "epochs", "global_batch", "effective_lr"),
     "davis": ("n_last_frames", "topk", "size_mask_neighborhood", "pos_interp"),
     "coco": ("config", "overrides"),
     "ade20k": ("config", "overrides"),

@@ -4,7 +4,8 @@ A paper column maps to a tuple of :class:`Source` alternatives, tried in order; 
 checkpoint fills the cell, and the cell's footnote names the protocol, dataset and metric actually used. Datasets
 are listed paper dataset first, then the ShapesWorld stand-in (e.g. ``("imagenet", "shapesworld")``), so a demo run
 fills the ImageNet column with its ShapesWorld number and says so. A column absent from :data:`COLUMN_SOURCES` has no
-sslbench protocol (VOC, ImageNet-S, iNaturalist fine-tuning...): its measured cells read ``n/a``.
+sslbench protocol (VOC, ImageNet-S...): its measured cells read ``n/a``. Fine-tuning
+columns prefer records of the paper's own recipe (``settings.recipe``), then any fine-tuning record.
 
 :data:`EXTRA_COLUMNS` appends columns that the paper does not have but that sslbench measures for the same question
 (e.g. DAVIS J&F at sslbench's settings, since BAM's DAVIS table varies a parameter whose name was lost).
@@ -40,6 +41,13 @@ DAVIS = ("davis2017", "shapesworld-davis")
 # The papers' linear probes follow DINO's recipe: prefer sslbench's "dino" variant when both variants were run.
 LINEAR = (Source("linear", IMAGENET, "top1", (("variant", "dino"),)), Source("linear", IMAGENET, "top1"))
 KNN = (Source("knn", IMAGENET, "top1@k20"),)
+
+
+# Fine-tuning records name their recipe (evaluate/finetune/recipes): each paper's own recipe first, then any.
+def _finetune(recipe: str, metric: str = "top1", datasets: tuple[str, ...] = IMAGENET) -> tuple[Source, ...]:
+    return (Source("finetune", datasets, metric, (("recipe", recipe),)), Source("finetune", datasets, metric))
+
+
 FINETUNE = (Source("finetune", IMAGENET, "top1"),)
 BOX = {
     "box_AP": (Source("coco", COCO, "bbox_mAP"),),
@@ -53,8 +61,9 @@ ADE_MIOU = (Source("ade20k", ADE, "mIoU"),)
 ADE_MACC = (Source("ade20k", ADE, "mAcc"),)
 
 
-def _semi(fraction: str) -> tuple[Source, ...]:
-    return (Source("finetune", (f"imagenet-{fraction}",), "top1"), Source("logreg", (f"imagenet-{fraction}",), "top1"))
+def _semi(fraction: str, recipe: str) -> tuple[Source, ...]:
+    datasets = (f"imagenet-{fraction}",)
+    return (*_finetune(recipe, datasets=datasets), Source("logreg", datasets, "top1"))
 
 
 def _transfer(protocol: str, datasets: dict[str, str], by_dataset: bool) -> dict[str, tuple[Source, ...]]:
@@ -86,8 +95,11 @@ _ADCLR_TRANSFER = {
 COLUMN_SOURCES: dict[str, dict[str, tuple[Source, ...]]] = {
     "bam.table1_ablation": {"top1": LINEAR},
     "bam.table2_linear": {"top1": LINEAR},
-    "bam.table3_finetune": {"top1": FINETUNE},
-    "bam.table4_semisup": {"semi_1pct_top1": _semi("1pct"), "semi_10pct_top1": _semi("10pct")},
+    "bam.table3_finetune": {"top1": _finetune("deit_bam")},
+    "bam.table4_semisup": {
+        "semi_1pct_top1": _semi("1pct", "bam_semisup_1pct"),
+        "semi_10pct_top1": _semi("10pct", "bam_semisup_10pct"),
+    },
     "bam.table5_transfer_linear": _transfer("logreg", _BAM_TRANSFER, by_dataset=True),
     "bam.table5_transfer_finetune": _transfer("finetune", _BAM_TRANSFER, by_dataset=False),
     "bam.table7_coco_ade20k": {
@@ -97,7 +109,7 @@ COLUMN_SOURCES: dict[str, dict[str, tuple[Source, ...]]] = {
         "ade_mAcc": ADE_MACC,
     },
     "bam.table8_architectures": {"linear_top1": LINEAR},
-    "adclr.table1_in1k_linear_finetune": {"linear_top1": LINEAR, "ft_top1": FINETUNE},
+    "adclr.table1_in1k_linear_finetune": {"linear_top1": LINEAR, "ft_top1": _finetune("adclr_beit_vitb")},
     "adclr.table2_knn_linear": {"knn_top1": KNN, "linear_top1": LINEAR},
     "adclr.table3_coco_maskrcnn": BOX,
     "adclr.table4_ade20k": {
@@ -109,11 +121,11 @@ COLUMN_SOURCES: dict[str, dict[str, tuple[Source, ...]]] = {
     "adclr.table6_query_crop_ratio": {"linear_top1": LINEAR},
     "sere.table1_transfer": {"ade_mIoU": ADE_MIOU, "ade_mAcc": ADE_MACC, **BOX},
     "sere.table2_in1k_finetune_imagenets": {
-        "in1k_ft_top1": FINETUNE,
-        "in1k_ft_top5": (Source("finetune", IMAGENET, "top5"),),
+        "in1k_ft_top1": _finetune("sere_vits"),
+        "in1k_ft_top5": _finetune("sere_vits", "top5"),
     },
     "bam.readme_checkpoints": {"linear_top1": LINEAR},
-    "sere.readme_finetune": {"ft_top1": FINETUNE},
+    "sere.readme_finetune": {"ft_top1": _finetune("sere_vits")},
     "ibot.readme": {
         "knn_top1": KNN,
         "linear_top1": LINEAR,

@@ -4,12 +4,14 @@ Public API (other parts depend on it)::
 
     load_backbone(path, *, format=None, which="teacher", num_heads=None, img_size=None, pos_interp=None,
                   trust_pickle=False, name=None) -> LoadedBackbone(model, info, report)
+    load_head_layer(path, *, format=None, which="teacher") -> HeadLayer(weight, bias, key)   # projection head, layer 1
     sha256_cached(path) -> str
     CHECKPOINT_FORMATS: dict[name, CheckpointFormat]      # converter, detector, allow-list, defaults
     convert_<format>(checkpoint, which="teacher") -> (backbone in timm keys, leftover keys)
 
 Modules: :mod:`.formats` (converters, detector, defaults), :mod:`.reading` (safe reading, hashing),
-:mod:`.loader` (architecture inference, strict matching, positional resampling), ``cli_*`` (``sslbench ckpt``).
+:mod:`.heads` (the pretraining head's first layer, for fine-tuning from it), :mod:`.loader` (architecture
+inference, strict matching, positional resampling), ``cli_*`` (``sslbench ckpt``).
 See docs/checkpoints.md.
 """
 
@@ -25,6 +27,7 @@ from evaluate.checkpoints.formats import (
     convert_timm,
     detect_format,
 )
+from evaluate.checkpoints.heads import HEAD_LAYER_KEYS, HeadLayer, head_layer_from, load_head_layer
 from evaluate.checkpoints.loader import KeyReport, LoadedBackbone, infer_arch, is_sincos, load_backbone, resolve
 from evaluate.checkpoints.reading import PICKLE_ALLOW_LIST, read_checkpoint, sha256_cached
 
@@ -32,6 +35,8 @@ __all__ = [
     "CHECKPOINT_FORMATS",
     "PICKLE_ALLOW_LIST",
     "CheckpointFormat",
+    "HEAD_LAYER_KEYS",
+    "HeadLayer",
     "KeyReport",
     "LoadedBackbone",
     "convert_adclr",
@@ -42,9 +47,11 @@ __all__ = [
     "convert_sslbench",
     "convert_timm",
     "detect_format",
+    "head_layer_from",
     "infer_arch",
     "is_sincos",
     "load_backbone",
+    "load_head_layer",
     "read_checkpoint",
     "resolve",
     "sha256_cached",

@@ -4,7 +4,7 @@
 Registers:
 
 * ``SSLViTBackbone`` (:mod:`evaluate.dense.backbone`) in mmdet's and mmseg's ``MODELS``;
-* ``SSLLayerDecayOptimizerConstructor`` (:mod:`evaluate.dense.layer_decay`) in mmengine's
+* ``SSLLayerDecayOptimizerConstructor`` (:mod:`evaluate.layer_decay`) in mmengine's
   ``OPTIM_WRAPPER_CONSTRUCTORS`` (mmdet's and mmseg's registries inherit from it). ``paramwise_cfg`` keys:
   ``layer_decay_rate`` (float), ``num_layers`` (default: counted from the model), ``decay_pos_cls`` (default False);
 * a local checkpoint loader for mmengine (:func:`safe_load`): mmengine 0.10.7 calls ``torch.load`` with torch's
@@ -31,7 +31,7 @@ from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS
 from mmengine.runner.checkpoint import CheckpointLoader
 
 from evaluate.dense.backbone import SSLViTBackbone
-from evaluate.dense.layer_decay import num_vit_layers, param_groups
+from evaluate.layer_decay import num_vit_layers, param_groups
 from sslcore.errors import SSLBenchError
 
 logger = logging.getLogger("sslbench")
@@ -86,7 +86,7 @@ def _load_local(filename: str, map_location=None):
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
 class SSLLayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
-    """mmengine constructor for :func:`evaluate.dense.layer_decay.param_groups` (BEiT/iBOT layer decay)."""
+    """mmengine constructor for :func:`evaluate.layer_decay.param_groups` (BEiT/iBOT layer decay)."""
 
     def add_params(self, params: list, module: torch.nn.Module, **kwargs) -> None:
         cfg = dict(self.paramwise_cfg)
