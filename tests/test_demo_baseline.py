@@ -7,6 +7,7 @@ import torch
 
 from evaluate.checkpoints import is_sincos, load_backbone
 from evaluate.demo import PLANS, pretrain_config, stage_random_init
+from evaluate.knn import knn_accuracy
 from pretrain.engine import Trainer
 
 
@@ -14,7 +15,7 @@ def test_baseline_equals_the_pretraining_network_before_its_first_step(tmp_path,
     plan = PLANS["quick"]
     path = stage_random_init(tmp_path, shapes_root, plan, seed=0)
     baseline = load_backbone(path).model
-    trainer = Trainer(pretrain_config(tmp_path, shapes_root, plan, seed=0))  # the real run's build, with its data
+    trainer = Trainer(pretrain_config(tmp_path, shapes_root, plan, seed=0), knn_fn=knn_accuracy)  # the real run's build, with its data
     net = trainer.method.teacher if trainer.method.teacher is not None else trainer.method.student
     want = net.backbone.state_dict()
     got = baseline.state_dict()

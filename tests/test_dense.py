@@ -21,7 +21,7 @@ except Exception as exc:  # noqa: BLE001
     )
 
 from evaluate.cli import main
-from evaluate.dense.layer_decay import lr_scale
+from evaluate.layer_decay import lr_scale
 from evaluate.records import read_records
 from pretrain.vit import build_vit, export_backbone
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from evaluate.dense.backbone import SSLViTBackbone, default_taps
-from evaluate.dense.layer_decay import layer_id, lr_scale, param_groups
+from evaluate.layer_decay import layer_id, lr_scale, param_groups
 from pretrain.vit import SSLViT, ViTArch, build_vit
 from sslcore.errors import SSLBenchError
 

@@ -75,7 +75,8 @@ def check_dataset_label(cfg: FinetuneConfig) -> None:
     from evaluate.shapesworld.generate import MANIFEST
 
     root = Path(cfg.data.root)
-    if any((d / MANIFEST).is_file() for d in (root, root.parent)) and not cfg.data.name.startswith("shapesworld"):
+    name = cfg.data.name or ""  # unset: named from the root (evalrun.dataset_name), shapesworld for such a tree
+    if any((d / MANIFEST).is_file() for d in (root, root.parent)) and name and not name.startswith("shapesworld"):
         raise SSLBenchError(
             f"data.name={cfg.data.name!r}: {cfg.data.root} is a ShapesWorld tree; pass data.name=shapesworld "
             "(or shapesworld-<part>) so its records are not filed under the real dataset"
