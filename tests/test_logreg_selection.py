@@ -8,7 +8,8 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from evaluate.datasets import apply_subset, load_split, read_subset_file
-from evaluate.logreg import LogRegConfig, outside_subset, run, score
+from evaluate.logreg import LogRegConfig, outside_subset, run
+from evaluate.metrics import accuracy as score
 from evaluate.records import read_records
 from pretrain.vit import ARCHS, SSLViT
 from sslcore.config import load_config
