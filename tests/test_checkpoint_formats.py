@@ -7,7 +7,7 @@ import json
 
 import torch
 from safetensors.torch import save_file
-from test_checkpoints import random_backbone, reference_tokens
+from test_checkpoints import _tokens, random_backbone, reference_tokens
 
 from evaluate.checkpoints import detect_format, load_backbone
 from pretrain.vit import dino_resample
@@ -86,7 +86,7 @@ def test_transformers_safetensors_with_config_matches_the_timm_model(tmp_path):
     assert loaded.info["num_heads_source"] == "config.json beside the file"
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        got = loaded.model.tokens(x)[0]
+        got = _tokens(loaded.model, x)
     torch.testing.assert_close(got, reference_tokens(state, x, heads=2), rtol=0, atol=1e-5)
 
 
@@ -103,6 +103,6 @@ def test_transformers_classifier_file_without_config(tmp_path):
     assert loaded.info["arch"]["norm_eps"] == 1e-12  # transformers' ViTConfig default, no config.json
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
-        ours = loaded.model.tokens(x)[0]
+        ours = _tokens(loaded.model, x)
     # the eps differs from timm's 1e-6: equal to the reference only up to that
     torch.testing.assert_close(ours, reference_tokens(state, x, heads=2), rtol=0, atol=1e-3)

@@ -65,13 +65,13 @@ def _ddp_worker(rank: int, world: int, init: str, root: str, out: str, ckpt: str
         model = SSLViT(ARCHS["vit_femto"])
         model.load_state_dict(torch.load(ckpt, weights_only=True))
         seen = []
-        original = model.tokens
+        original = model.forward_tokens
 
         def counting(x, *args, **kwargs):
             seen.append(x.shape[0])
             return original(x, *args, **kwargs)
 
-        model.tokens = counting
+        model.forward_tokens = counting
         cfg = load_config(
             LinearConfig,
             None,
