@@ -128,7 +128,7 @@ def test_top5_with_fewer_than_5_voted_classes_fills_the_tail_in_class_order():
     test, test_labels = torch.randn(300, 8, generator=gen), torch.randint(0, 10, (300,), generator=gen)
     for k in (1, 2, 3, 10):
         scores = knn_predict(train, labels, test, [k], num_classes=10)[k]
-        ranked = scores.sort(1, descending=True, stable=True).indices
+        ranked = scores.sort(dim=1, descending=True, stable=True).indices
         assert int((scores == 0).sum(1).max()) >= 5  # many zero-score ties in the tail
         top = min(5, k)
         expected = 100.0 * float((ranked[:, :top] == test_labels[:, None]).any(1).float().mean())
