@@ -11,7 +11,7 @@ slice of it (:class:`HeadGrid`), so any number of heads trains on the same forwa
 * ``variant="grid"`` (DINOv2 ``eval/linear.py``): the bank is cat(CLS_{L-3..L}, mean patch_L); heads for every
   lr in ``lrs`` (13 values, 1e-5 .. 0.1, each x batch / 256) x blocks in {1, 4} x {without, with} the mean patch
   (52 heads). The loss is the sum of the heads' cross-entropies; cosine stepped per iteration; RandomResizedCrop is
-  bicubic. Heads of one input size are stacked into one (L, C, F) tensor and run by one batched matmul.
+  bicubic. Heads of one group are stacked into one (L, C, F) tensor and run by one fused (B, F) x (F, L*C) product.
 
 **Per-head optimiser state.** The heads are trained by one ``torch.optim.SGD`` (momentum mu, lr = cosine factor s_t)
 on gradients pre-multiplied by each head's own learning rate lr_h. With dampening 0, no Nesterov and the weight decay
@@ -88,12 +88,18 @@ class HeadGrid(nn.Module):
         return [f"{g.name}_lr{lr:g}" for g in self.groups for lr in self.lrs]
 
     def forward(self, bank: Tensor) -> Tensor:
-        """Logits (H, B, C) of every head, H = groups x lrs, group-major."""
+        """Logits (H, B, C) of every head, H = groups x lrs, group-major (a view of :meth:`batch_major`)."""
+        return self.batch_major(bank).transpose(0, 1)
+
+    def batch_major(self, bank: Tensor) -> Tensor:
+        """Logits (B, H, C), contiguous: per group ONE fused product bank[:, slice] (B, F_g) x (F_g, L*C) + bias,
+        so all learning rates share one pass over the batch (and one product for the weight gradient)."""
         out = []
         for g, w, b in zip(self.groups, self.weights, self.biases):
+            lrs, classes, width = w.shape
             x = bank[:, g.start : g.stop]
-            out.append(torch.einsum("bf,lcf->lbc", x, w) + b[:, None, :])
-        return torch.cat(out)
+            out.append(torch.addmm(b.reshape(-1), x, w.reshape(lrs * classes, width).T).view(-1, lrs, classes))
+        return out[0] if len(out) == 1 else torch.cat(out, dim=1)
 
     def scale_grads(self, weight_decay: float = 0.0) -> None:
         """grad <- lr_h * (grad + wd * param) for every head h (see the module docstring)."""
@@ -128,8 +134,8 @@ def head_accuracy(grid: HeadGrid, bank: Tensor, labels: Tensor, chunk: int = 409
     """Top-1 accuracy (%) of every head, (H,)."""
     hits = torch.zeros(len(grid.head_names))
     for start in range(0, len(bank), chunk):
-        logits = grid(bank[start : start + chunk])
-        hits += (logits.argmax(-1) == labels[start : start + chunk].to(logits.device)).sum(1).cpu().float()
+        logits = grid.batch_major(bank[start : start + chunk])  # (b, H, C)
+        hits += (logits.argmax(-1) == labels[start : start + chunk, None].to(logits.device)).sum(0).cpu().float()
     return 100.0 * hits / max(len(bank), 1)
 
 
@@ -159,9 +165,10 @@ def train_heads(
             factor = cosine(step if schedule_step == "iter" else epoch, total)
             for group in opt.param_groups:
                 group["lr"] = factor
-            logits = grid(bank)
-            heads, batch, classes = logits.shape
-            loss = F.cross_entropy(logits.reshape(-1, classes), labels.repeat(heads), reduction="sum") / batch
+            logits = grid.batch_major(bank)  # (B, H, C)
+            batch, heads, classes = logits.shape
+            target = labels.repeat_interleave(heads)
+            loss = F.cross_entropy(logits.view(-1, classes), target, reduction="sum") / batch
             opt.zero_grad(set_to_none=True)
             loss.backward()
             grid.scale_grads(weight_decay)
