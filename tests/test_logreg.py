@@ -87,7 +87,7 @@ def test_objective_is_sklearns_at_the_torch_minimum():
         ref = fit_logreg(x, y, C, tol=1e-10, max_iter=5000)
         got = fit_logreg(x, y, C, tol=1e-9, solver="torch", dtype="float64")
 
-        def objective(m):
+        def objective(m, C=C):
             return C * len(y) * log_loss(y, m.predict_proba(x)) + 0.5 * float((m.coef_**2).sum())
 
         assert objective(got) <= objective(ref) * (1 + 1e-7)
