@@ -1,13 +1,13 @@
-"""Pretraining step throughput: steps/s and images/s of full BAM training steps (forward, backward, clip, AdamW, EMA).
+"""Pretraining step throughput: steps/s and images/s of full training steps (forward, backward, clip, AdamW, EMA).
 
 CPU (always, about 30 s): a tiny BAM (vit_femto, 2x32 + 2x16 crops, batch 32, projector 256) in fp32 and bf16 side by
-side, plus the multi-crop data pipeline alone (images/s of ``MultiCropAugment`` on 64x64 images), so the ratio of data
-to model throughput can be read. GPU (when CUDA is available): ViT-S/16 BAM as in the paper (2x224 + 6x96 crops,
-projector 4096, top-k 128) at ``--gpu-batch`` images per GPU in bf16: steps/s, images/s, peak memory, and the model
-FLOPs of one step counted by ``torch.utils.flop_counter`` so that MFU = FLOPs x steps/s / peak FLOP/s can be read
-(``--peak-tflops``, default 989 = H100 SXM dense bf16).
+side, the multi-crop data pipeline alone (images/s of ``MultiCropAugment`` on 64x64 images), and the same step for
+DINO and iBOT (K = 1024). GPU (when CUDA is available): the ViT-S/16 recipe of each method (``bam_vits16``,
+``dino_vits16``, ``ibot_vits16``: their crops, heads and K) at ``--gpu-batch`` images per GPU in bf16, side by side:
+steps/s, images/s, peak memory, and the model FLOPs of one step counted by ``torch.utils.flop_counter`` so that
+MFU = FLOPs x steps/s / peak FLOP/s can be read (``--peak-tflops``, default 989 = H100 SXM dense bf16).
 
-    python benchmarks/pretrain_throughput.py [--steps 10] [--gpu-batch 256] [--no-gpu]
+    python benchmarks/pretrain_throughput.py [--steps 10] [--gpu-batch 64] [--no-gpu]
 
 Inputs are random tensors (the loader is measured separately), so the numbers are the engine's step rate.
 """
@@ -25,35 +25,41 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pretrain.config import PretrainConfig  # noqa: E402
 from pretrain.engine import Trainer  # noqa: E402
+from pretrain.methods import method_class  # noqa: E402
+from pretrain.views import Batch, random_batch  # noqa: E402
 from sslcore.config import load_config  # noqa: E402
 
 
-def make_trainer(overrides: dict) -> Trainer:
-    cfg = load_config(PretrainConfig, None, [f"{k}={v}" for k, v in overrides.items()])
+RECIPES = Path(__file__).resolve().parent.parent / "pretrain" / "configs"
+
+
+def make_trainer(overrides: dict, recipe: str | None = None) -> Trainer:
+    path = RECIPES / recipe if recipe else None
+    cfg = load_config(PretrainConfig, path, [f"{k}={v}" for k, v in overrides.items()])
     return Trainer(cfg, iters_per_epoch=10_000)
 
 
-def views_for(cfg: PretrainConfig, batch: int, device: str) -> list[torch.Tensor]:
+def views_for(cfg: PretrainConfig, batch: int, device: str) -> Batch:
+    """A noise batch laid out as the method's view plan asks (masks included for iBOT)."""
     d = cfg.data
-    sizes = [d.global_size] * d.global_crops + [d.local_size] * d.local_crops
-    return [torch.randn(batch, 3, s, s, device=device) for s in sizes]
+    return random_batch(method_class(cfg.method).view_plan(cfg), batch, d.global_size, d.local_size, device=device)
 
 
-def time_steps(trainer: Trainer, views: list[torch.Tensor], steps: int, warmup: int = 2) -> float:
+def time_steps(trainer: Trainer, views: Batch, steps: int, warmup: int = 2) -> float:
     """Seconds per step (after warm-up)."""
     for _ in range(warmup):
         trainer.train_step(views)
-    if views[0].is_cuda:
+    if views.globals[0].is_cuda:
         torch.cuda.synchronize()
     start = time.perf_counter()
     for _ in range(steps):
         trainer.train_step(views)
-    if views[0].is_cuda:
+    if views.globals[0].is_cuda:
         torch.cuda.synchronize()
     return (time.perf_counter() - start) / steps
 
 
-def step_flops(trainer: Trainer, views: list[torch.Tensor]) -> int:
+def step_flops(trainer: Trainer, views: Batch) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     with FlopCounterMode(display=False) as counter:
@@ -100,40 +106,47 @@ def cpu_bench(steps: int) -> None:
         aug(img)
     ips = len(imgs) / (time.perf_counter() - start)
     print(f"  data  multi-crop augmentation, one process: {ips:8.1f} images/s ({ips / rows[0][2]:.2f}x the fp32 step)")
+    tiny_heads = {"dino.out_dim": 1024, "dino.hidden_dim": 256, "dino.bottleneck_dim": 64, "ibot.patch_out_dim": 1024}
+    for method in ("dino", "ibot"):
+        over = {k: v for k, v in base.items() if not k.startswith(("bam.", "model.pos_embed", "model.freeze"))}
+        trainer = make_trainer({**over, **tiny_heads, "method": method, "model.init": "dino", "train.precision": "fp32"})
+        views = views_for(trainer.cfg, 32, "cpu")
+        sec = time_steps(trainer, views, steps)
+        print(f"  {method:5s} fp32 {1 / sec:7.2f} steps/s {32 / sec:8.1f} images/s   (K = 1024, same crops)")
+
+
+GPU_RUNS = {  # the paper-size ViT-S/16 step of each method, from its recipe (crops, heads, K, clipping)
+    "bam": "bam_vits16.yaml",
+    "dino": "dino_vits16.yaml",
+    "ibot": "ibot_vits16.yaml",
+}
 
 
 def gpu_bench(steps: int, batch: int, peak_tflops: float) -> None:
-    cfg = {
-        "model.arch": "vit_small_12h",
-        "model.pos_embed": "sincos",
-        "model.freeze_patch_embed": True,
-        "model.init": "moco",
-        "model.pos_interp": "timm",
-        "data.local_crops": 6,
-        "train.batch_size": batch,
-        "train.precision": "bf16",
-        "train.device": "cuda",
-        "optim.clip_grad": 0.3,
-        "bam.top_k": 128,
-    }
-    trainer = make_trainer(cfg)
-    views = views_for(trainer.cfg, batch, "cuda")
-    torch.cuda.reset_peak_memory_stats()
-    sec = time_steps(trainer, views, steps)
-    peak_gb = torch.cuda.max_memory_allocated() / 2**30
-    flops = step_flops(trainer, views)
-    achieved = flops / sec / 1e12
-    print(f"GPU {torch.cuda.get_device_name()}: BAM ViT-S/16 (12 heads), 2x224+6x96, batch {batch}/GPU, bf16")
-    print(f"  {1 / sec:.3f} steps/s  {batch / sec:.1f} images/s  peak memory {peak_gb:.1f} GiB")
-    print(
-        f"  model FLOPs per step {flops / 1e12:.2f} TFLOP -> {achieved:.1f} TFLOP/s, MFU {achieved / peak_tflops:.1%}"
-    )
+    """Images/s, peak memory and MFU of one bf16 training step per method on random data, side by side."""
+    for method, recipe in GPU_RUNS.items():
+        trainer = make_trainer({"train.batch_size": batch, "train.precision": "bf16", "train.device": "cuda"}, recipe)
+        views = views_for(trainer.cfg, batch, "cuda")
+        torch.cuda.reset_peak_memory_stats()
+        sec = time_steps(trainer, views, steps)
+        peak_gb = torch.cuda.max_memory_allocated() / 2**30
+        flops = step_flops(trainer, views)
+        achieved = flops / sec / 1e12
+        d = trainer.cfg.data
+        print(
+            f"GPU {torch.cuda.get_device_name()}: {method} ViT-S/16 ({recipe}), {d.global_crops}x{d.global_size}+"
+            f"{d.local_crops}x{d.local_size}, batch {batch}/GPU, bf16: {1 / sec:.3f} steps/s  {batch / sec:.1f} "
+            f"images/s  peak memory {peak_gb:.1f} GiB  {flops / 1e12:.2f} TFLOP/step -> {achieved:.1f} TFLOP/s, "
+            f"MFU {achieved / peak_tflops:.1%}"
+        )
+        del trainer, views
+        torch.cuda.empty_cache()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--gpu-batch", type=int, default=256)
+    parser.add_argument("--gpu-batch", type=int, default=64, help="images per GPU for every method (DINO/iBOT: 64)")
     parser.add_argument("--peak-tflops", type=float, default=989.0)
     parser.add_argument("--no-gpu", action="store_true")
     args = parser.parse_args()

@@ -24,7 +24,7 @@ from sslcore.errors import SSLBenchError
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "pretrain": ("pretrain.cli", "pretrain a ViT (BAM, ...) from a YAML recipe; resumable, torchrun-ready"),
+    "pretrain": ("pretrain.cli", "pretrain a ViT (BAM, DINO, iBOT) from a YAML recipe; resumable, torchrun-ready"),
     "tables": ("evaluate.tables", "regenerate the papers' tables and the full-protocol table from records"),
     "demo": ("evaluate.demo", "the end-to-end demo on ShapesWorld (data -> pretrain -> protocols -> reports)"),
 }
@@ -33,7 +33,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
 GROUPS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
     "data": (
         "generate or prepare datasets",
-        {"shapes": ("evaluate.shapesworld.cli", "generate ShapesWorld in the official dataset formats")},
+        {
+            "shapes": ("evaluate.shapesworld.cli", "generate ShapesWorld in the official dataset formats"),
+            "list": ("evaluate.datasets.cli:list", "the datasets --data NAME:ROOT reads in their official layouts"),
+            "check": ("evaluate.datasets.cli:check", "read every split of NAME:ROOT and check the official counts"),
+        },
     ),
     "eval": (
         "evaluate a checkpoint on a protocol",

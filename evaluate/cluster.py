@@ -4,7 +4,8 @@ BAM draws C classes at random, takes every evaluation image of those classes, ru
 embeddings and reports NMI and ARI averaged over 10 random instances per C. Here:
 
 * features: the k-NN features (CLS of the last block through the final norm, Resize 256 -> CenterCrop 224 scaled
-  to the model's resolution) of the evaluation split (``data.test``, ImageNet val in BAM), L2-normalised;
+  to the model's resolution) of the evaluation split (the dataset's test split, or ``data.test``; ImageNet val in
+  BAM, a flat official ``val/`` included), L2-normalised;
 * k-means: scikit-learn ``KMeans`` (k-means++, ``n_init`` restarts, seeded per instance);
 * metrics (:func:`cluster_metrics`, in %): NMI with arithmetic averaging (sklearn's default, stated because older
   code used the geometric mean), ARI, and Hungarian accuracy (best one-to-one cluster -> class map,
@@ -26,9 +27,7 @@ from typing import Any
 import numpy as np
 
 from evaluate import evalrun
-from evaluate.datasets import load_split
 from evaluate.features import FeatureConfig, get_features
-from sslcore.errors import SSLBenchError
 
 logger = logging.getLogger("sslbench")
 
@@ -116,9 +115,8 @@ def run(cfg: ClusterConfig, backbone: Any = None) -> dict[int, dict[str, float]]
     """Features of the evaluation split, clustering instances, one record set per C; returns {C: metrics}."""
     started = time.time()
     model, info = evalrun.load_model(cfg.backbone, backbone)
-    if not cfg.data.root:
-        raise SSLBenchError("data.root: no dataset directory given")
-    images = load_split(cfg.data.root, cfg.data.test)
+    plan = evalrun.data_plan(cfg.data)
+    images = plan.load(plan.test)
     fs = get_features(model, info, images, cfg.features)
     results = clustering_instances(
         fs.features.double().numpy(),
@@ -129,13 +127,14 @@ def run(cfg: ClusterConfig, backbone: Any = None) -> dict[int, dict[str, float]]
         cfg.n_init,
         cfg.max_iter,
     )
-    out = evalrun.output_dir(cfg.out, "cluster", info, cfg.data.name)
+    dataset = evalrun.dataset_label(cfg.data)
+    out = evalrun.output_dir(cfg.out, "cluster", info, dataset)
     base = {"transform": fs.key["transform"], "taps": fs.key["taps"], "nmi_average": "arithmetic"}
     for c, metrics in results.items():
         evalrun.finish(
             "cluster",
-            cfg.data.name,
-            cfg.data.test,
+            dataset,
+            plan.test,
             metrics,
             cfg=cfg,
             info=info,
@@ -153,5 +152,5 @@ add_arguments = evalrun.add_arguments
 def run_cli(args: argparse.Namespace) -> int:
     cfg = evalrun.config_from_args(ClusterConfig, args)
     for c, metrics in run(cfg).items():
-        evalrun.print_metrics(f"cluster C={c}", cfg.data.name, metrics)
+        evalrun.print_metrics(f"cluster C={c}", evalrun.dataset_label(cfg.data), metrics)
     return 0

@@ -112,6 +112,7 @@ def stage_data(out: Path, plan: DemoPlan, seed: int) -> Path:
 
 def stage_pretrain(out: Path, data: Path, plan: DemoPlan, seed: int) -> Path:
     """Train (or resume, or reuse) BAM on ShapesWorld; returns the exported backbone."""
+    from evaluate.knn import knn_accuracy
     from pretrain.config import PretrainConfig
     from pretrain.engine import Trainer
     from sslcore.config import load_config
@@ -126,7 +127,7 @@ def stage_pretrain(out: Path, data: Path, plan: DemoPlan, seed: int) -> Path:
         *plan.pretrain_overrides,
     ]
     cfg = load_config(PretrainConfig, RECIPE, overrides)
-    return Trainer(cfg).fit(resume=True)
+    return Trainer(cfg, knn_fn=knn_accuracy).fit(resume=True)
 
 
 def stage_random_init(out: Path, arch: dict[str, Any], seed: int) -> Path:

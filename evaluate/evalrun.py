@@ -1,13 +1,13 @@
 """What every frozen-feature protocol's ``run(cfg)`` shares: backbone and data sections, loading, outputs, the CLI.
 
 Each protocol config (a dataclass) has a ``backbone`` section (:class:`BackboneConfig`, the arguments of
-:func:`evaluate.checkpoints.load_backbone`), a ``data`` section (:class:`DataConfig`, an ImageFolder root with named
-splits) and a ``features`` section (:class:`evaluate.features.FeatureConfig`). A run writes ``config.yaml`` and
+:func:`evaluate.checkpoints.load_backbone`), a ``data`` section (:class:`DataConfig`: a registry dataset in its
+official layout, see :mod:`evaluate.datasets.registry`, or an ImageFolder root with named splits) and a ``features`` section (:class:`evaluate.features.FeatureConfig`). A run writes ``config.yaml`` and
 ``metrics.json`` into its output directory (default ``runs/eval/<protocol>/<name>-<dataset>-<time>``, or ``runs/eval`` beside ``$SSLBENCH_RESULTS``) and
 appends its records to the store.
 
-The command line of every protocol is ``sslbench eval <protocol> CHECKPOINT --data ROOT [--config YAML] [key=value
-...]``, in any order.
+The command line of every protocol is ``sslbench eval <protocol> CHECKPOINT --data [NAME:]ROOT [--config YAML]
+[key=value ...]``, in any order; ``--data food101:/data/food-101`` equals ``data.name=food101 data.root=/data/food-101``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,16 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from evaluate.datasets import LabeledImages, apply_subset, load_split, read_subset_file, resolve_subset
+from evaluate.datasets import (
+    DataPlan,
+    LabeledImages,
+    apply_subset,
+    get_spec,
+    parse_data_arg,
+    plan_data,
+    read_subset_file,
+    resolve_subset,
+)
 from evaluate.records import append_records, make_records
 from sslcore.config import load_config, save_config, to_dict
 from sslcore.errors import SSLBenchError
@@ -42,13 +51,18 @@ class BackboneConfig:
 
 @dataclasses.dataclass
 class DataConfig:
-    """An ImageFolder dataset ``<root>/<split>/<class>/<image>``; ``name`` labels the records."""
+    """The dataset: ``name`` from the registry (food101, cifar10, ..., imagenet, inat2018; docs/datasets.md) is read
+    in its official layout with its own splits and metric; any other name labels an ImageFolder tree
+    ``<root>/<split>/<class>/<image>``. Unset splits take the dataset's roles (ImageFolder: train / val)."""
 
     root: str = ""
     name: str = "shapesworld"
-    train: str = "train"
-    test: str = "val"
+    layout: Literal["auto", "official", "imagefolder"] = "auto"  # auto: official for registry names
+    train: str | None = None
+    val: str | None = None  # the selection split; None: the dataset's official one (ImageFolder: none)
+    test: str | None = None
     subset: str | None = None  # SimCLR-style list (path, or name in <root>/subsets/) restricting the train split
+    check_counts: bool = True  # class and image counts of registry datasets against the official release
 
 
 def init_distributed() -> None:
@@ -105,29 +119,62 @@ def load_model(cfg: BackboneConfig, backbone: Any = None) -> tuple[Any, dict[str
     return model.eval(), info
 
 
-def dataset_label(cfg: DataConfig) -> str:
-    """The record's dataset name: ``data.name``, suffixed with the subset (``-1pct``, ``-10pct``, ``-<stem>``).
-
-    A name that already ends with the suffix is kept as is.
-    """
-    if not cfg.subset:
-        return cfg.name
-    stem = Path(cfg.subset).stem
-    suffix = {"1percent": "1pct", "10percent": "10pct"}.get(stem, stem)
-    return cfg.name if cfg.name.endswith(f"-{suffix}") else f"{cfg.name}-{suffix}"
-
-
-def load_train_test(cfg: DataConfig) -> tuple[LabeledImages, LabeledImages]:
-    """The train split (restricted to ``cfg.subset`` if given) and the test split; class lists must agree."""
+def data_plan(cfg: DataConfig) -> DataPlan:
+    """The resolved dataset: reader, split of each role, metric (:func:`evaluate.datasets.plan_data`)."""
     if not cfg.root:
         raise SSLBenchError("data.root: no dataset directory given")
-    train = load_split(cfg.root, cfg.train)
+    return plan_data(
+        cfg.name,
+        cfg.root,
+        layout=cfg.layout,
+        train=cfg.train,
+        val=cfg.val,
+        test=cfg.test,
+        check_counts=cfg.check_counts,
+    )
+
+
+def dataset_label(cfg: DataConfig) -> str:
+    """The record's dataset name: the registry name (aliases resolved) or ``data.name``, suffixed with the subset
+    (``-1pct``, ``-10pct``, ``-<stem>``). A name that already ends with the suffix is kept as is.
+    """
+    spec = get_spec(cfg.name)
+    name = spec.name if spec else cfg.name
+    if not cfg.subset:
+        return name
+    stem = Path(cfg.subset).stem
+    suffix = {"1percent": "1pct", "10percent": "10pct"}.get(stem, stem)
+    return name if name.endswith(f"-{suffix}") else f"{name}-{suffix}"
+
+
+def load_splits(
+    cfg: DataConfig, *, select: bool = False, val: str | None = None
+) -> tuple[DataPlan, LabeledImages, LabeledImages | None, LabeledImages]:
+    """(plan, train, val, test); class lists must agree; ``data.subset`` restricts train.
+
+    ``select=False`` (k-NN, linear): train is the fit split (train + val when the dataset has a val split), val None.
+    ``select=True`` (logistic regression): train and the selection split ``val`` (default: the dataset's) apart;
+    val is None when there is none, and the protocol holds part of train out instead.
+    """
+    plan = data_plan(cfg)
+    val_split = (val or plan.val) if select else None
+    train = plan.load(plan.train if select else plan.fit)
     if cfg.subset:
         path = resolve_subset(cfg.root, cfg.subset)
         train = apply_subset(train, read_subset_file(path), str(path))
-    test = load_split(cfg.root, cfg.test)
-    if train.classes != test.classes:
-        raise SSLBenchError(f"data.root={cfg.root}: the {cfg.train} and {cfg.test} splits have different classes")
+    val_images = plan.load(val_split) if val_split else None
+    test = plan.load(plan.test)
+    for other in (val_images, test):
+        if other is not None and other.classes != train.classes:
+            raise SSLBenchError(
+                f"data.root={cfg.root}: the {train.split} and {other.split} splits have different classes"
+            )
+    return plan, train, val_images, test
+
+
+def load_train_test(cfg: DataConfig) -> tuple[LabeledImages, LabeledImages]:
+    """The fit split (restricted to ``cfg.subset`` if given) and the test split; class lists must agree."""
+    _plan, train, _val, test = load_splits(cfg)
     return train, test
 
 
@@ -189,10 +236,15 @@ class _OptionThenPositionals(argparse.Action):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The common command line of the frozen-feature protocols."""
-    parser.usage = "%(prog)s CHECKPOINT --data ROOT [--config YAML] [--out DIR] [key=value ...] (any order)"
+    parser.usage = "%(prog)s CHECKPOINT --data [NAME:]ROOT [--config YAML] [--out DIR] [key=value ...] (any order)"
     parser.set_defaults(trailing=[])
     for flag, help_text in (
-        ("--data", "dataset root with <train>/ and <test>/ ImageFolder splits (data.root)"),
+        (
+            "--data",
+            "NAME:ROOT for a dataset in its official layout (food101, cifar10, cifar100, cars, aircraft, pets, "
+            "flowers, dtd, sun397, caltech101, imagenet, inat2018, inat2019), or an ImageFolder ROOT with "
+            "<train>/ and <test>/ splits (data.name, data.root)",
+        ),
         ("--config", "YAML file with the differences from the defaults"),
         ("--out", "output directory (default: runs/eval/<protocol>/<name>-<dataset>-<time>)"),
     ):
@@ -215,7 +267,9 @@ def config_from_args(schema: type, args: argparse.Namespace) -> Any:
     if checkpoints:
         cfg.backbone.path = checkpoints[0]
     if args.data:
-        cfg.data.root = args.data
+        name, cfg.data.root = parse_data_arg(args.data)
+        if name:
+            cfg.data.name = name
     if getattr(args, "out", None):
         cfg.out = args.out
     return cfg

@@ -112,7 +112,9 @@ def check_taps(taps: str, n_last: int, interleave: bool, depth: int | None = Non
 
 def tap_features(model: Any, images: Tensor, taps: str = "cls", n_last: int = 1, interleave: bool = False) -> Tensor:
     """Features (B, F) of a batch of images (B, 3, H, W); see the module docstring for the taps."""
-    blocks = model.tokens(images, n_last=1 if taps == "mean_patch" else n_last, norm=True)
+    n = 1 if taps == "mean_patch" else n_last
+    out = model.forward_tokens(images, taps=range(-n, 0))
+    blocks = [out.taps[i] for i in sorted(out.taps)]
     if taps == "mean_patch":
         return blocks[-1][:, 1:].mean(dim=1)
     cls = [tokens[:, 0] for tokens in blocks]
@@ -169,7 +171,8 @@ def extract_features(model: Any, images: LabeledImages, transform: Any, cfg: Fea
     )
     model = model.eval().to(device)
     chunks = []
-    bar = tqdm(loader, desc=f"features {images.root.name}", disable=not cfg.progress or rank != 0, leave=False)
+    label = f"{images.name} {images.split}" if images.name else images.root.name
+    bar = tqdm(loader, desc=f"features {label}", disable=not cfg.progress or rank != 0, leave=False)
     for batch, _ in bar:
         with autocast_context(device, cfg.precision):
             feats = tap_features(model, batch.to(device, non_blocking=True), cfg.taps, cfg.n_last, cfg.interleave)

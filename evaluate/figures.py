@@ -4,7 +4,7 @@
   (Sinkhorn-balanced) matrices over training steps, from one or several pretraining logs (``docs/records.md``).
 * :func:`plot_curves`: loss, learning rate and online k-NN accuracy against epochs.
 * :func:`plot_attention`: for one image, the last block's post-softmax attention of the CLS query over the patch
-  keys (``SSLViT.last_selfattention``; the CLS->CLS entry dropped and, as in DINO's ``visualize_attention.py``, the
+  keys (``SSLViT.forward_tokens(x, attn=True)``; the CLS->CLS entry dropped and, as in DINO's ``visualize_attention.py``, the
   maps not renormalised), per head and averaged over heads, with the mass-thresholded masks of
   :func:`mass_threshold` drawn as contours over the image. Maps and masks are nearest-upsampled by the patch size.
   The image is resized to a square ``image_size`` (DINO resizes to an exact size too, ignoring the aspect ratio) and
@@ -237,7 +237,7 @@ def cls_attention(model: torch.nn.Module, x: Tensor) -> Tensor:
     """(heads, h, w) attention of the CLS query over the patch keys in the last block, for one (1, 3, H, W) input."""
     patch = model.patch_embed.patch_size[0]
     h, w = x.shape[-2] // patch, x.shape[-1] // patch
-    attn = model.last_selfattention(x)  # (1, heads, 1 + h*w, 1 + h*w)
+    attn = model.forward_tokens(x, attn=True).attn  # (1, heads, 1 + h*w, 1 + h*w)
     prefix = attn.shape[-1] - h * w
     return attn[0, :, 0, prefix:].reshape(-1, h, w)
 

@@ -21,7 +21,10 @@ Choices, documented:
   implementation serves both.
 
 Features (``run``): CLS of the last block through the final norm, Resize(256 bicubic) + CenterCrop(224) scaled to the
-model's resolution (see :mod:`evaluate.features`), teacher weights; test split ``val``.
+model's resolution (see :mod:`evaluate.features`), teacher weights. Data: the dataset's fit split (train, or train +
+val where the dataset has an official val split) against its test split (``val`` for ImageFolder trees, ImageNet and
+iNat). On datasets whose metric is mean per-class accuracy (Aircraft, Pets, Flowers, Caltech-101) the records also
+carry ``mean_per_class@k<k>``.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from torch import Tensor
 
 from evaluate import evalrun
 from evaluate.features import FeatureConfig, get_features, resolve_device
+from evaluate.metrics import accuracy
 
 DEFAULT_KS = (10, 20, 100, 200)
 
@@ -145,20 +149,29 @@ def knn_accuracy(
     T: float = 0.07,
     num_classes: int | None = None,
     chunk: int | None = None,
+    per_class: bool = False,
 ) -> dict[str, float]:
     """{"top1@k<k>": %, "top5@k<k>": %} streamed over chunks (no (M, C) score matrix is kept).
 
     Ranking as DINO's ``knn_classifier``: stable descending sort of the class scores (:func:`rank_of`), a hit in
     top-5 when the rank is below min(5, k) (DINO: "top5 does not make sense if k < 5"; fewer than C classes).
+    ``per_class=True`` adds {"mean_per_class@k<k>": %} (:func:`evaluate.metrics.accuracy`) of the rank-0 class.
     """
     num_classes = int(num_classes if num_classes is not None else int(train_labels.max()) + 1)
     hits = {(k, n): 0 for k in ks for n in (1, 5)}
+    predictions: dict[int, list[Tensor]] = {k: [] for k in ks}
     for rows, k, scores in _chunks(train_feats, train_labels, test_feats, ks, T, num_classes, chunk):
         rank = rank_of(scores, test_labels[rows].to(scores.device, torch.long))
         hits[k, 1] += int((rank == 0).sum())
         hits[k, 5] += int((rank < min(5, k)).sum())
+        if per_class:
+            predictions[k].append(scores.argmax(1).cpu())  # the first maximum: rank 0 of the stable sort
     total = max(len(test_feats), 1)
-    return {f"top{n}@k{k}": 100.0 * hits[k, n] / total for n in (1, 5) for k in ks}
+    out = {f"top{n}@k{k}": 100.0 * hits[k, n] / total for n in (1, 5) for k in ks}
+    if per_class:
+        for k in ks:
+            out[f"mean_per_class@k{k}"] = accuracy(test_labels.cpu(), torch.cat(predictions[k]), "mean_per_class")
+    return out
 
 
 @dataclasses.dataclass
@@ -176,19 +189,34 @@ def run(cfg: KNNConfig, backbone: Any = None) -> dict[str, float]:
     """Extract (or read cached) train/test features, run the k-NN, append records; returns the metrics."""
     started = time.time()
     model, info = evalrun.load_model(cfg.backbone, backbone)
-    train, test = evalrun.load_train_test(cfg.data)
+    plan, train, _, test = evalrun.load_splits(cfg.data)
     tr = get_features(model, info, train, cfg.features)
     te = get_features(model, info, test, cfg.features)
     device = resolve_device(cfg.features.device)
     metrics = knn_accuracy(
-        tr.features.to(device), tr.labels, te.features, te.labels, cfg.ks, cfg.T, len(train.classes), cfg.chunk
+        tr.features.to(device),
+        tr.labels,
+        te.features,
+        te.labels,
+        cfg.ks,
+        cfg.T,
+        len(train.classes),
+        cfg.chunk,
+        per_class=plan.metric == "mean_per_class",
     )
     out = evalrun.output_dir(cfg.out, "knn", info, evalrun.dataset_label(cfg.data))
-    extra = {"transform": tr.key["transform"], "taps": tr.key["taps"], "n_train": len(train), "n_test": len(test)}
+    extra = {
+        "transform": tr.key["transform"],
+        "taps": tr.key["taps"],
+        "n_train": len(train),
+        "n_test": len(test),
+        "train_split": train.split,
+        "dataset_metric": plan.metric,
+    }
     evalrun.finish(
         "knn",
         evalrun.dataset_label(cfg.data),
-        cfg.data.test,
+        plan.test,
         metrics,
         cfg=cfg,
         info=info,

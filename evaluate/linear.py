@@ -23,7 +23,9 @@ SGD with lr_h * s_t and its own momentum buffer (tested against separately train
 That selects on the reported split. ``top1_heldout`` is the honest number: the (head, epoch) with the best top-1 on a
 seeded held-out fraction of train (``heldout_fraction``, excluded from training), scored on the evaluation split.
 Both come from the same training run; with ``heldout_fraction=0`` only ``top1`` is reported and training uses all of
-train, as the papers do.
+train, as the papers do. On datasets whose metric is mean per-class accuracy (Aircraft, Pets, Flowers, Caltech-101)
+that metric replaces top-1 in selection and records (``mean_per_class``, ``mean_per_class_heldout``); the train split
+is the dataset's train + val where it has an official val split.
 
 **Modes.** ``mode="cached"`` (default; quick runs and the demo) trains on cached centre-crop features without
 augmentation; ``mode="augmented"`` runs the frozen backbone on augmented crops every step, as the papers do.
@@ -130,13 +132,21 @@ def cosine(step: int, total: int) -> float:
 
 
 @torch.no_grad()
-def head_accuracy(grid: HeadGrid, bank: Tensor, labels: Tensor, chunk: int = 4096) -> Tensor:
-    """Top-1 accuracy (%) of every head, (H,)."""
-    hits = torch.zeros(len(grid.head_names))
+def head_accuracy(grid: HeadGrid, bank: Tensor, labels: Tensor, chunk: int = 4096, metric: str = "top1") -> Tensor:
+    """Accuracy (%) of every head, (H,): top-1, or mean per-class (over the classes present in ``labels``)."""
+    heads = len(grid.head_names)
+    classes = int(grid.biases[0].shape[1])
+    hits = torch.zeros(heads, classes)  # (H, C) correct predictions per true class
     for start in range(0, len(bank), chunk):
         logits = grid.batch_major(bank[start : start + chunk])  # (b, H, C)
-        hits += (logits.argmax(-1) == labels[start : start + chunk, None].to(logits.device)).sum(0).cpu().float()
-    return 100.0 * hits / max(len(bank), 1)
+        target = labels[start : start + chunk].to(logits.device)
+        correct = (logits.argmax(-1) == target[:, None]).float().T.cpu()  # (H, b)
+        hits.index_add_(1, target.cpu(), correct)
+    if metric == "top1":
+        return 100.0 * hits.sum(1) / max(len(bank), 1)
+    counts = torch.bincount(labels.cpu(), minlength=classes).float()
+    present = counts > 0
+    return 100.0 * (hits[:, present] / counts[present]).mean(1)
 
 
 def train_heads(
@@ -149,10 +159,12 @@ def train_heads(
     weight_decay: float = 0.0,
     schedule_step: Literal["epoch", "iter"] = "epoch",
     progress: bool = True,
+    metric: str = "top1",
 ) -> dict[str, Tensor]:
     """Train every head of ``grid`` on the batches (bank (B, F), labels (B,)); accuracy tables {set: (epochs, H)}.
 
-    The cosine factor is updated per epoch (DINO v1: CosineAnnealingLR over epochs) or per iteration (DINOv2).
+    The cosine factor is updated per epoch (DINO v1: CosineAnnealingLR over epochs) or per iteration (DINOv2);
+    the tables hold ``metric`` (top-1 or mean per-class accuracy).
     """
     from tqdm.auto import tqdm
 
@@ -175,7 +187,7 @@ def train_heads(
             opt.step()
             step += 1
         for name, (bank, labels) in eval_sets.items():
-            history[name].append(head_accuracy(grid, bank, labels))
+            history[name].append(head_accuracy(grid, bank, labels, metric=metric))
     return {name: torch.stack(rows) for name, rows in history.items()}
 
 
@@ -188,23 +200,24 @@ def select(table: Tensor, last_only: bool = False) -> tuple[int, int]:
 
 
 def report(
-    tables: dict[str, Tensor], names: list[str], lrs: list[float], last_only: bool
+    tables: dict[str, Tensor], names: list[str], lrs: list[float], last_only: bool, metric: str = "top1"
 ) -> tuple[dict[str, float], dict[str, Any]]:
-    """Metrics ``top1`` (selected on "test") and ``top1_heldout`` (selected on "heldout", scored on "test").
+    """Metrics ``<metric>`` (selected on "test") and ``<metric>_heldout`` (selected on "heldout", scored on "test").
 
+    ``metric`` names what the tables hold (``top1`` or ``mean_per_class``).
     Returns (metrics, {"paper"|"heldout": {"head", "epoch" (1-based), "lr", ...}}).
     """
     metrics, chosen = {}, {}
-    for label, metric, table in (("paper", "top1", "test"), ("heldout", "top1_heldout", "heldout")):
+    for label, key, table in (("paper", metric, "test"), ("heldout", f"{metric}_heldout", "heldout")):
         if table not in tables:
             continue
         epoch, head = select(tables[table], last_only)
-        metrics[metric] = float(tables["test"][epoch, head])
+        metrics[key] = float(tables["test"][epoch, head])
         chosen[label] = {
             "head": names[head],
             "epoch": epoch + 1,
             "lr": lrs[head % len(lrs)],
-            f"{table}_top1": float(tables[table][epoch, head]),
+            f"{table}_{metric}": float(tables[table][epoch, head]),
         }
     return metrics, chosen
 
@@ -303,7 +316,7 @@ def run(cfg: LinearConfig, backbone: Any = None) -> dict[str, float]:
     """Train the heads, select (paper convention and held-out), append records; returns the metrics."""
     started = time.time()
     model, info = evalrun.load_model(cfg.backbone, backbone)
-    train_all, test = evalrun.load_train_test(cfg.data)
+    plan, train_all, _, test = evalrun.load_splits(cfg.data)
     dim = int(model.embed_dim)
     depth = len(model.blocks)
     taps, n_last = bank_taps(cfg, dim, depth)
@@ -333,10 +346,19 @@ def run(cfg: LinearConfig, backbone: Any = None) -> dict[str, float]:
     steps = math.ceil(len(train) / cfg.batch_size)
     schedule = cfg.schedule_step if cfg.schedule_step != "auto" else ("epoch" if cfg.variant == "dino" else "iter")
     tables = train_heads(
-        grid, batches, cfg.epochs, steps, eval_sets, cfg.momentum, cfg.weight_decay, schedule, fcfg.progress
+        grid,
+        batches,
+        cfg.epochs,
+        steps,
+        eval_sets,
+        cfg.momentum,
+        cfg.weight_decay,
+        schedule,
+        fcfg.progress,
+        plan.metric,
     )
     last = (cfg.select_epoch if cfg.select_epoch != "auto" else ("best" if cfg.variant == "dino" else "last")) == "last"
-    metrics, chosen = report(tables, grid.head_names, grid.lrs, last)
+    metrics, chosen = report(tables, grid.head_names, grid.lrs, last, plan.metric)
     out = evalrun.output_dir(cfg.out, "linear", info, evalrun.dataset_label(cfg.data))
     extra = {
         "taps": {"taps": taps, "n_last": n_last, "interleave": fcfg.interleave},
@@ -347,12 +369,14 @@ def run(cfg: LinearConfig, backbone: Any = None) -> dict[str, float]:
         "n_test": len(test),
         "lr_scaled": grid.lrs if cfg.variant == "grid" else grid.lrs[0],
         "schedule_step": schedule,
+        "dataset_metric": plan.metric,
+        "train_split": train_all.split,
     }
     details = {"heads": grid.head_names, "test_table": tables["test"].tolist()}
     evalrun.finish(
         "linear",
         evalrun.dataset_label(cfg.data),
-        cfg.data.test,
+        plan.test,
         metrics,
         cfg=cfg,
         info=info,

@@ -16,9 +16,11 @@ warm-started from the previous one along the strong -> weak path and one eigende
 within 0.1 point (tests/test_logreg.py; benchmarks/logreg.py measures the sweep against 45 sequential sklearn fits).
 The former plain float64 torch L-BFGS, 12-19x slower than sklearn, is gone.
 
-Validation part: the dataset's predefined validation split when there is one (``data.val``), else a seeded random
-``val_fraction`` of train (0.2, as ssl-transfer; DINOv2 uses 0.1). Metric: ``top1`` or ``mean_per_class``
-(Aircraft, Caltech-101, Flowers, Pets in Kornblith's list).
+Validation part: the dataset's official validation split when there is one (Aircraft, DTD, Flowers; or ``data.val``
+/ ``val``), else a seeded random ``val_fraction`` of train (0.2, as ssl-transfer; DINOv2 uses 0.1). Metric
+(``metric="auto"``): the dataset's, chosen by its registry name (mean per-class accuracy for Aircraft, Caltech-101,
+Flowers and Pets as in Kornblith's list, top-1 otherwise and for ImageFolder trees); it drives the selection and is
+the record's metric. With mean per-class, the refitted model's top-1 is recorded beside it.
 
 Features (``run``): CLS of the last block through the final norm, Resize(short side = crop, bicubic) + CenterCrop
 (224 -> 224 for DINOv2 / Kornblith), not L2-normalised (``l2_normalize=True`` gives the DINO "simple" semi-supervised
@@ -37,8 +39,8 @@ from typing import Any, Literal
 import numpy as np
 
 from evaluate import evalrun
-from evaluate.datasets import load_split
 from evaluate.features import FeatureConfig, get_features, resolve_device
+from evaluate.metrics import accuracy
 from sslcore.errors import SSLBenchError
 
 logger = logging.getLogger("sslbench")
@@ -47,17 +49,6 @@ logger = logging.getLogger("sslbench")
 def lambda_grid(low: float = 1e-6, high: float = 1e5, num: int = 45) -> np.ndarray:
     """``num`` log-spaced regularisation strengths lambda in [low, high] (C = 1 / lambda)."""
     return np.logspace(np.log10(low), np.log10(high), num)
-
-
-def score(y_true: np.ndarray, y_pred: np.ndarray, metric: str, num_classes: int | None = None) -> float:
-    """Top-1 accuracy or mean per-class accuracy (classes absent from ``y_true`` are skipped), in %."""
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    if metric == "top1":
-        return 100.0 * float((y_true == y_pred).mean())
-    if metric == "mean_per_class":
-        per_class = [float((y_pred[y_true == c] == c).mean()) for c in np.unique(y_true)]
-        return 100.0 * float(np.mean(per_class))
-    raise SSLBenchError(f"metric={metric!r}: expected top1 or mean_per_class")
 
 
 def fit_logreg(
@@ -246,7 +237,7 @@ def sweep_logreg(
     val_scores, clf = [], None
     for lam in tqdm(order, desc="logreg sweep", disable=not progress, leave=False):
         clf = fit_logreg(x_train, y_train, 1.0 / lam, max_iter, tol, seed, solver, device, init=clf, dtype=dtype)
-        val_scores.append(score(y_val, clf.predict(x_val), metric))
+        val_scores.append(accuracy(y_val, clf.predict(x_val), metric))
     best = int(np.argmax(val_scores))
     lam = float(order[best])
     final = fit_logreg(
@@ -266,7 +257,7 @@ def sweep_logreg(
         "lambdas": order.tolist(),
         "val_scores": val_scores,
         "val_best": val_scores[best],
-        "test": score(y_test, final.predict(x_test), metric),
+        "test": accuracy(y_test, final.predict(x_test), metric),
         "model": final,
     }
 
@@ -276,12 +267,12 @@ class LogRegConfig:
     backbone: evalrun.BackboneConfig = dataclasses.field(default_factory=evalrun.BackboneConfig)
     data: evalrun.DataConfig = dataclasses.field(default_factory=evalrun.DataConfig)
     features: FeatureConfig = dataclasses.field(default_factory=lambda: FeatureConfig(resize_ratio=1.0))
-    val: str | None = None  # predefined validation split directory (e.g. "val" when the test split is "test")
+    val: str | None = None  # selection split (default: the dataset's official val, data.val for ImageFolder trees)
     val_fraction: float = 0.2  # held out of train when there is no predefined validation split
     lambda_min: float = 1e-6
     lambda_max: float = 1e5
     num_lambdas: int = 45
-    metric: Literal["top1", "mean_per_class"] = "top1"
+    metric: Literal["auto", "top1", "mean_per_class"] = "auto"  # auto: the dataset's own
     l2_normalize: bool = False
     max_iter: int = 1000
     tol: float = 1e-4
@@ -303,7 +294,8 @@ def run(cfg: LogRegConfig, backbone: Any = None) -> dict[str, float]:
     """Features, sweep, refit, test; appends one record (``top1`` or ``mean_per_class``); returns the metrics."""
     started = time.time()
     model, info = evalrun.load_model(cfg.backbone, backbone)
-    train, test = evalrun.load_train_test(cfg.data)
+    plan, train, val, test = evalrun.load_splits(cfg.data, select=True, val=cfg.val)
+    metric = plan.metric if cfg.metric == "auto" else cfg.metric
     tr = get_features(model, info, train, cfg.features)
     te = get_features(model, info, test, cfg.features)
 
@@ -315,12 +307,9 @@ def run(cfg: LogRegConfig, backbone: Any = None) -> dict[str, float]:
 
     x_tr, y_tr = arrays(tr)
     x_te, y_te = arrays(te)
-    if cfg.val:
-        val = load_split(cfg.data.root, cfg.val)
-        if val.classes != train.classes:
-            raise SSLBenchError(f"val={cfg.val}: its classes differ from the {cfg.data.train} split")
+    if val is not None:
         x_va, y_va = arrays(get_features(model, info, val, cfg.features))
-        selection = f"predefined:{cfg.val}"
+        selection = f"predefined:{val.split}"
     else:
         keep, held = _split_heldout(y_tr, cfg.val_fraction, cfg.seed)
         x_tr, x_va, y_tr, y_va = x_tr[keep], x_tr[held], y_tr[keep], y_tr[held]
@@ -336,7 +325,7 @@ def run(cfg: LogRegConfig, backbone: Any = None) -> dict[str, float]:
         x_te,
         y_te,
         lambdas,
-        cfg.metric,
+        metric,
         cfg.max_iter,
         cfg.tol,
         cfg.seed,
@@ -345,7 +334,9 @@ def run(cfg: LogRegConfig, backbone: Any = None) -> dict[str, float]:
         str(resolve_device(cfg.features.device)),
         cfg.dtype,
     )
-    metrics = {cfg.metric: result["test"]}
+    metrics = {metric: result["test"]}
+    if metric != "top1":
+        metrics["top1"] = accuracy(y_te, result["model"].predict(x_te), "top1")
     out = evalrun.output_dir(cfg.out, "logreg", info, evalrun.dataset_label(cfg.data))
     extra = {
         "C": result["C"],
@@ -357,6 +348,8 @@ def run(cfg: LogRegConfig, backbone: Any = None) -> dict[str, float]:
             "convention": "C = 1/lambda (sklearn: C * sum CE + 0.5 ||W||^2)",
         },
         "selection": selection,
+        "dataset_metric": metric,
+        "train_split": train.split,
         "val_best": result["val_best"],
         "transform": tr.key["transform"],
         "taps": tr.key["taps"],
@@ -368,7 +361,7 @@ def run(cfg: LogRegConfig, backbone: Any = None) -> dict[str, float]:
     evalrun.finish(
         "logreg",
         evalrun.dataset_label(cfg.data),
-        cfg.data.test,
+        plan.test,
         metrics,
         cfg=cfg,
         info=info,

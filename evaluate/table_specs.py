@@ -15,6 +15,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from evaluate.datasets.registry import metric_of
+
 
 @dataclasses.dataclass(frozen=True)
 class Source:
@@ -55,8 +57,12 @@ def _semi(fraction: str) -> tuple[Source, ...]:
     return (Source("finetune", (f"imagenet-{fraction}",), "top1"), Source("logreg", (f"imagenet-{fraction}",), "top1"))
 
 
-def _transfer(protocol: str, datasets: dict[str, str]) -> dict[str, tuple[Source, ...]]:
-    return {key: (Source(protocol, (name,), "top1"),) for key, name in datasets.items()}
+def _transfer(protocol: str, datasets: dict[str, str], by_dataset: bool) -> dict[str, tuple[Source, ...]]:
+    """Transfer columns: each dataset's own metric (``by_dataset``: the linear-transfer protocol of Kornblith et al.,
+    mean per-class accuracy for Aircraft, Pets, Flowers and Caltech-101) or top-1 (fine-tuning papers report top-1)."""
+    return {
+        key: (Source(protocol, (name,), metric_of(name) if by_dataset else "top1"),) for key, name in datasets.items()
+    }
 
 
 _BAM_TRANSFER = {
@@ -82,8 +88,8 @@ COLUMN_SOURCES: dict[str, dict[str, tuple[Source, ...]]] = {
     "bam.table2_linear": {"top1": LINEAR},
     "bam.table3_finetune": {"top1": FINETUNE},
     "bam.table4_semisup": {"semi_1pct_top1": _semi("1pct"), "semi_10pct_top1": _semi("10pct")},
-    "bam.table5_transfer_linear": _transfer("logreg", _BAM_TRANSFER),
-    "bam.table5_transfer_finetune": _transfer("finetune", _BAM_TRANSFER),
+    "bam.table5_transfer_linear": _transfer("logreg", _BAM_TRANSFER, by_dataset=True),
+    "bam.table5_transfer_finetune": _transfer("finetune", _BAM_TRANSFER, by_dataset=False),
     "bam.table7_coco_ade20k": {
         "coco_box_AP": BOX["box_AP"],
         "coco_mask_AP": BOX["mask_AP"],
@@ -99,7 +105,7 @@ COLUMN_SOURCES: dict[str, dict[str, tuple[Source, ...]]] = {
         "aAcc": (Source("ade20k", ADE, "aAcc"),),
         "mAcc": ADE_MACC,
     },
-    "adclr.table5_transfer": _transfer("finetune", _ADCLR_TRANSFER),
+    "adclr.table5_transfer": _transfer("finetune", _ADCLR_TRANSFER, by_dataset=False),
     "adclr.table6_query_crop_ratio": {"linear_top1": LINEAR},
     "sere.table1_transfer": {"ade_mIoU": ADE_MIOU, "ade_mAcc": ADE_MACC, **BOX},
     "sere.table2_in1k_finetune_imagenets": {

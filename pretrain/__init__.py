@@ -1,4 +1,5 @@
-"""sslbench pretraining: one engine, method modules (BAM, ADCLR, SERE, DINO, iBOT) composed of backbone, heads,
-loss and crops."""
+"""sslbench pretraining: one engine; a method is backbone + heads + loss + view plan on it (BAM, DINO and iBOT today;
+SERE and ADCLR are built on the same token-level contract). Imports only ``sslcore`` below it, never ``evaluate``
+(except the CLI layer, which wires the protocol's k-NN vote into the training monitor)."""
 
 SSLBENCH_PACKAGE = True

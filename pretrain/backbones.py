@@ -26,6 +26,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from pretrain.config import ModelConfig
 from pretrain.vit import ARCHS, PosInterp, SSLViT, ViTArch
 
 Init = Literal["timm", "moco", "dino"]
@@ -61,6 +62,7 @@ def build_backbone(
     init: Init = "timm",
     drop_path: float = 0.0,
     pos_interp: PosInterp = "dino",
+    mask_token: bool = False,
 ) -> SSLViT:
     """An :class:`SSLViT` for pretraining (see the module docstring).
 
@@ -72,6 +74,7 @@ def build_backbone(
         init: ``"timm"`` (timm's default), ``"moco"`` (timm's MoCo v3 init, BAM's) or ``"dino"``.
         drop_path: stochastic-depth rate (linearly increasing over blocks, timm's rule).
         pos_interp: positional resampling rule for other input sizes (``"dino"`` or ``"timm"``).
+        mask_token: add the learned mask token of masked image modelling (iBOT); never exported.
     """
     if isinstance(arch, str):
         if arch not in ARCHS:
@@ -83,7 +86,7 @@ def build_backbone(
         arch = dataclasses.replace(arch, pos_embed=pos_embed)
     if init not in INITS:
         raise ValueError(f"unknown init {init!r} (valid: {', '.join(INITS)})")
-    model = SSLViT(arch, pos_interp=pos_interp, drop_path_rate=drop_path)
+    model = SSLViT(arch, pos_interp=pos_interp, drop_path_rate=drop_path, mask_token=mask_token)
     if init == "moco":
         model.init_weights("moco")
     elif init == "dino":
@@ -97,3 +100,16 @@ def build_backbone(
     if freeze_patch_embed:
         model.patch_embed.proj.requires_grad_(False)
     return model
+
+
+def backbone_from_config(m: ModelConfig, mask_token: bool = False) -> SSLViT:
+    """:func:`build_backbone` from a ``model`` config section."""
+    return build_backbone(
+        m.arch,
+        pos_embed=m.pos_embed,
+        freeze_patch_embed=m.freeze_patch_embed,
+        init=m.init,
+        drop_path=m.drop_path,
+        pos_interp=m.pos_interp,
+        mask_token=mask_token,
+    )

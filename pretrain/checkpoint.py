@@ -2,9 +2,10 @@
 
 Layout (loads with ``torch.load(weights_only=True)``: tensors, numbers, strings, lists and dicts only)::
 
-    {"format": "sslbench-train", "version": 1,
-     "student": state dict (keys "backbone.<timm key>", "head.<...>"),
+    {"format": "sslbench-train", "version": 2, "method": name in pretrain.methods.METHODS,
+     "student": state dict (keys "backbone.<timm key>", "heads.<name>.<...>"),
      "teacher": state dict (same keys) or None (teacher-free),
+     "method_state": the method's own state (e.g. DINO's "center", iBOT's "center2"),
      "optimizer": AdamW state, "scaler": GradScaler state,
      "epoch": epoch of the next step, "step": global index of the next step,
      "sampler": {"epoch", "batch", "seed", "world_size"}  (next batch within that epoch),
@@ -24,19 +25,17 @@ from __future__ import annotations
 import random
 import resource
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
-from sslcore.config import to_dict
+from pretrain.dist import Distributed
 from sslcore.errors import SSLBenchError
 from sslcore.io import atomic_write_text
 
-if TYPE_CHECKING:
-    from pretrain.engine import Trainer
-
 TRAIN_FORMAT = "sslbench-train"
+TRAIN_VERSION = 2
 
 
 def seed_everything(seed: int) -> None:
@@ -73,70 +72,33 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((p["version"], tuple(int(v) for v in p["state"].tolist()), p["gauss"]))
 
 
-def all_rng_states(trainer: Trainer) -> list[dict[str, Any]]:
+def all_rng_states(dist: Distributed) -> list[dict[str, Any]]:
     """Every rank's RNG states, in rank order (a collective: all ranks call it)."""
     mine = rng_state()
-    if not trainer.dist.enabled:
+    if not dist.enabled:
         return [mine]
-    import torch.distributed as dist
+    import torch.distributed as tdist
 
-    states: list[Any] = [None] * trainer.dist.world_size
-    dist.all_gather_object(states, mine)
+    states: list[Any] = [None] * dist.world_size
+    tdist.all_gather_object(states, mine)
     return states
 
 
-def training_state(trainer: Trainer) -> dict[str, Any]:
-    ipe = trainer.iters_per_epoch
-    method = trainer.method
-    return {
-        "format": TRAIN_FORMAT,
-        "version": 1,
-        "student": method.student.state_dict(),
-        "teacher": method.teacher.state_dict() if method.teacher is not None else None,
-        "optimizer": trainer.optimizer.state_dict(),
-        "scaler": trainer.scaler.state_dict(),
-        "epoch": trainer.step // ipe,
-        "step": trainer.step,
-        "sampler": {
-            "epoch": trainer.step // ipe,
-            "batch": trainer.step % ipe,
-            "seed": trainer.cfg.train.seed,
-            "world_size": trainer.dist.world_size,
-        },
-        "rng": all_rng_states(trainer),
-        "crop_boxes": trainer.crop_boxes,
-        "config": to_dict(trainer.cfg),
-        "epoch_stats": dict(trainer.epoch_stats),
-        "skipped_images": trainer.skipped_images,
-        "log_lines": trainer.log_lines,
-    }
-
-
-def load_training_state(trainer: Trainer, path: Path) -> None:
-    """Restore everything :func:`training_state` saved into a freshly built trainer."""
+def read_training_state(path: Path) -> dict[str, Any]:
+    """Load ``<out>/checkpoint.pth`` (tensors and plain values only); one-line errors for foreign or broken files."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a truncated or foreign file
         raise SSLBenchError(f"{path}: cannot read the training checkpoint ({type(exc).__name__})") from None
     if not isinstance(state, dict) or state.get("format") != TRAIN_FORMAT:
-        raise SSLBenchError(f"{path}: not an sslbench training checkpoint (format {state.get('format')!r})")
-    world = state["sampler"]["world_size"]
-    if world != trainer.dist.world_size:
-        raise SSLBenchError(f"{path}: saved with world size {world}, resuming with {trainer.dist.world_size}")
-    method = trainer.method
-    method.student.load_state_dict(state["student"])
-    if method.teacher is not None:
-        if state["teacher"] is None:
-            raise SSLBenchError(f"{path}: checkpoint has no teacher but ema.enabled is true")
-        method.teacher.load_state_dict(state["teacher"])
-    trainer.optimizer.load_state_dict(state["optimizer"])
-    trainer.scaler.load_state_dict(state["scaler"])
-    trainer.step = int(state["step"])
-    trainer.crop_boxes = state["crop_boxes"]
-    trainer.epoch_stats = dict(state["epoch_stats"])
-    trainer.skipped_images = int(state["skipped_images"])
-    trainer.log_lines = int(state["log_lines"])
-    set_rng_state(state["rng"][trainer.dist.rank])
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise SSLBenchError(f"{path}: not an sslbench training checkpoint (format {found!r})")
+    if state.get("version") != TRAIN_VERSION:
+        raise SSLBenchError(
+            f"{path}: training checkpoint version {state.get('version')} (this sslbench resumes version "
+            f"{TRAIN_VERSION}); export its backbone with 'sslbench ckpt convert' instead"
+        )
+    return state
 
 
 def truncate_log(path: Path, lines: int) -> None:

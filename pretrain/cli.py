@@ -63,10 +63,9 @@ def check_resume_config(cfg_dict: dict, saved: dict, path: Path) -> None:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    import torch
-
+    from pretrain.checkpoint import read_training_state
     from pretrain.config import PretrainConfig
-    from pretrain.engine import Trainer
+    from pretrain.engine import Trainer  # torch and the engine load only when the command runs
 
     overrides = list(args.overrides or [])
     if args.out:
@@ -77,9 +76,12 @@ def run_cli(args: argparse.Namespace) -> int:
     cfg = load_config(PretrainConfig, config_path, overrides)
     ckpt_path = Path(cfg.train.out) / "checkpoint.pth"
     if args.resume and ckpt_path.is_file():
-        saved = torch.load(ckpt_path, map_location="cpu", weights_only=True).get("config", {})
+        saved = read_training_state(ckpt_path).get("config", {})  # a damaged file: one line, before any work
         check_resume_config(to_dict(cfg), saved, ckpt_path)
-    trainer = Trainer(cfg)
+    knn_fn = None
+    if cfg.knn.every_epochs > 0:  # the CLI layer wires the protocol's k-NN vote into the training monitor
+        from evaluate.knn import knn_accuracy as knn_fn
+    trainer = Trainer(cfg, knn_fn=knn_fn)
     backbone = trainer.fit(resume=args.resume)
     if trainer.dist.is_main:
         print(f"backbone: {backbone}")

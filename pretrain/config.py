@@ -2,7 +2,8 @@
 
 Sections: ``model`` (backbone), ``data`` (source and multi-crop augmentation), ``optim`` (AdamW and the per-iteration
 schedules), ``ema`` (teacher), ``train`` (loop, precision, checkpoints, logging), ``ccrop`` (ContrastiveCrop boxes),
-``knn`` (online k-NN monitor), and one section per method (``bam``). Load with
+``knn`` (online k-NN monitor), and one section per method component: ``bam``, ``dino`` (DINO head and CLS
+self-distillation, also the CLS part of iBOT and of the methods built on it) and ``ibot`` (masked patch prediction). Load with
 ``sslcore.config.load_config(PretrainConfig, path, overrides)``.
 
 Defaults follow DINO/BAM conventions where one exists; the BAM recipes in ``pretrain/configs/`` set the paper's values.
@@ -21,7 +22,7 @@ class ModelConfig:
     arch: str = "vit_small"  # a name in pretrain.vit.ARCHS
     pos_embed: Literal["learned", "sincos"] = "learned"
     freeze_patch_embed: bool = False  # MoCo v3 "random patch projection"
-    init: Literal["timm", "moco"] = "timm"
+    init: Literal["timm", "moco", "dino"] = "timm"
     drop_path: float = 0.0
     pos_interp: Literal["dino", "timm"] = "dino"
 
@@ -140,6 +141,58 @@ class BAMConfig:
 
 
 @dataclasses.dataclass
+class DINOConfig:
+    """DINO head and CLS self-distillation (official ``main_dino.py`` argparse defaults; recipes set the paper's)."""
+
+    out_dim: int = 65536
+    hidden_dim: int = 2048
+    bottleneck_dim: int = 256
+    nlayers: int = 3
+    use_bn: bool = False
+    norm_last_layer: bool = True  # weight-norm scale g fixed at 1 (False for the ViT-S/16 800-epoch release)
+    student_temp: float = 0.1
+    warmup_teacher_temp: float = 0.04
+    teacher_temp: float = 0.04  # final value; the released ViT-S/16 uses 0.07 after 30 warm-up epochs
+    warmup_teacher_temp_epochs: int = 0
+    center_momentum: float = 0.9
+
+    def __post_init__(self) -> None:
+        if min(self.out_dim, self.hidden_dim, self.bottleneck_dim, self.nlayers) < 1:
+            raise ValueError("dino.out_dim, hidden_dim, bottleneck_dim and nlayers must be >= 1")
+        if min(self.student_temp, self.teacher_temp, self.warmup_teacher_temp) <= 0:
+            raise ValueError("dino temperatures must be > 0")
+        if not 0 <= self.center_momentum <= 1:
+            raise ValueError(f"dino.center_momentum must be in [0, 1], got {self.center_momentum}")
+
+
+@dataclasses.dataclass
+class IBOTConfig:
+    """iBOT's masked patch prediction (official ``main_ibot.py``); the CLS part is the ``dino`` section."""
+
+    patch_out_dim: int = 8192
+    shared_head: bool = True  # patch tokens use the CLS head's last layer (False: a separate last layer)
+    warmup_teacher_patch_temp: float = 0.04
+    teacher_patch_temp: float = 0.07
+    center_momentum2: float = 0.9
+    lambda1: float = 1.0  # CLS term
+    lambda2: float = 1.0  # MIM term
+    mask_ratio: tuple[float, ...] = (0.0, 0.3)  # per crop: one (ratio, var) pair chosen, then U(ratio +- var)
+    mask_ratio_var: tuple[float, ...] = (0.0, 0.2)
+    mask_shape: Literal["block", "rand"] = "block"
+    mask_aspect: tuple[float, float] = (0.3, 1 / 0.3)
+    mask_start_epoch: int = 0
+
+    def __post_init__(self) -> None:
+        if len(self.mask_ratio) != len(self.mask_ratio_var) or not self.mask_ratio:
+            raise ValueError("ibot.mask_ratio and ibot.mask_ratio_var must have the same (non-zero) length")
+        for m, v in zip(self.mask_ratio, self.mask_ratio_var):
+            if not 0 <= v <= m or m + v > 1:
+                raise ValueError(f"ibot.mask_ratio {m} +- {v} must stay within [0, 1]")
+        if min(self.teacher_patch_temp, self.warmup_teacher_patch_temp) <= 0:
+            raise ValueError("ibot teacher patch temperatures must be > 0")
+
+
+@dataclasses.dataclass
 class PretrainConfig:
     method: str = "bam"  # a key of pretrain.methods.METHODS, or "package.module:Class"
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
@@ -150,6 +203,8 @@ class PretrainConfig:
     ccrop: CCropConfig = dataclasses.field(default_factory=CCropConfig)
     knn: KnnConfig = dataclasses.field(default_factory=KnnConfig)
     bam: BAMConfig = dataclasses.field(default_factory=BAMConfig)
+    dino: DINOConfig = dataclasses.field(default_factory=DINOConfig)
+    ibot: IBOTConfig = dataclasses.field(default_factory=IBOTConfig)
 
     def __post_init__(self) -> None:
         if self.data.global_crops < 1:

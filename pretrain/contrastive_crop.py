@@ -96,14 +96,14 @@ def _extent(flags: Tensor) -> tuple[Tensor, Tensor]:
 
 @torch.no_grad()
 def boxes_for_images(model: Any, images: Tensor, threshold: float = 0.1) -> Tensor:
-    """Boxes for a batch of (B, 3, H, W) images from ``model.last_selfattention`` (an :class:`SSLViT`), eval mode.
+    """Boxes for a batch of (B, 3, H, W) images from ``model.forward_tokens(x, attn=True)`` (an :class:`SSLViT`), eval mode.
 
     The map is upsampled to (H, W) before thresholding, as the official code does.
     """
     was_training = model.training
     model.eval()
     try:
-        attn = model.last_selfattention(images)  # (B, heads, 1 + h*w, 1 + h*w)
+        attn = model.forward_tokens(images, attn=True).attn  # (B, heads, 1 + h*w, 1 + h*w)
     finally:
         model.train(was_training)
     patch = model.patch_embed.patch_size

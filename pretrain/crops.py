@@ -29,6 +29,7 @@ from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms import functional as TF
 
 from pretrain.config import DataConfig
+from pretrain.contrastive_crop import sample_crop
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,8 +54,6 @@ def random_resized_crop_params(
     """Crop position/size as torchvision's ``RandomResizedCrop`` (or ContrastiveCrop when ``box`` is given)."""
     if box is None:
         return CropParams(*_rrc(height, width, scale, ratio))
-    from pretrain.contrastive_crop import sample_crop
-
     top, left, h, w = sample_crop(height, width, scale, ratio, box, alpha=alpha)
     return CropParams(int(top), int(left), int(h), int(w))
 

@@ -14,6 +14,7 @@ engine sums into the log. With ``"error"`` a :class:`~sslcore.errors.DataError` 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +28,8 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_datas
 from pretrain.config import PretrainConfig
 from pretrain.crops import MultiCropAugment
 from pretrain.dist import Distributed
+from pretrain.masking import draw_mask
+from pretrain.views import ViewPlan, collate
 from sslcore.errors import DataError
 
 logger = logging.getLogger("sslbench")
@@ -54,10 +57,13 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
 
 
 class MultiCropDataset(Dataset):
-    """Items ``{"views": [V x (3, S, S)], "boxes": (V, 4), "flips": (V,), "index", "label", "skipped"}``.
+    """Items ``{"views": [V x (3, S, S)], "boxes": (V, 4), "flips": (V,), "masks": [G x (h, w)] or None, "index",
+    "label", "skipped"}``.
 
     ``dataset[(index, epoch)]`` (what :class:`ResumableSampler` yields) or ``dataset[index]`` (epoch 0).
-    ``crop_boxes`` (N, 4) normalised ContrastiveCrop boxes, or None for plain random crops.
+    ``crop_boxes`` (N, 4) normalised ContrastiveCrop boxes, or None for plain random crops. ``plan`` (a
+    :class:`~pretrain.views.ViewPlan`) adds one mask per global crop, drawn after the views from the same seeded
+    generator.
     """
 
     def __init__(
@@ -67,8 +73,10 @@ class MultiCropDataset(Dataset):
         seed: int = 0,
         on_bad_image: str = "skip",
         crop_boxes: torch.Tensor | None = None,
+        plan: ViewPlan | None = None,
     ) -> None:
         self.samples = samples
+        self.plan = plan
         self.augment = augment
         self.seed = seed
         self.on_bad_image = on_bad_image
@@ -98,7 +106,29 @@ class MultiCropDataset(Dataset):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(sample_seed(self.seed, epoch, index) % (2**63 - 1))
             views, boxes, flips = self.augment(img, box)
-        return {"views": views, "boxes": boxes, "flips": flips, "index": index, "label": label, "skipped": skipped}
+            masks = self._masks(views, epoch)
+        return {
+            "views": views,
+            "boxes": boxes,
+            "flips": flips,
+            "masks": masks,
+            "index": index,
+            "label": label,
+            "skipped": skipped,
+        }
+
+    def _masks(self, views: list[torch.Tensor], epoch: int) -> list[torch.Tensor] | None:
+        plan = self.plan
+        if plan is None or not plan.masks:
+            return None
+        out = []
+        for view in views[: plan.global_crops]:
+            h, w = view.shape[-2] // plan.patch_size, view.shape[-1] // plan.patch_size
+            if epoch < plan.mask_start_epoch:
+                out.append(torch.zeros(h, w, dtype=torch.bool))
+            else:
+                out.append(draw_mask(h, w, plan.mask_means, plan.mask_spreads, plan.mask_shape, plan.mask_aspect))
+        return out
 
 
 class ResumableSampler(Sampler):
@@ -134,19 +164,6 @@ class ResumableSampler(Sampler):
         return (self.iters_per_epoch - self.start_batch) * self.batch_size
 
 
-def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack views per crop: ``views`` = V tensors (B, 3, S_v, S_v); boxes (B, V, 4); flips (B, V)."""
-    num_views = len(items[0]["views"])
-    return {
-        "views": [torch.stack([it["views"][v] for it in items]) for v in range(num_views)],
-        "boxes": torch.stack([it["boxes"] for it in items]),
-        "flips": torch.stack([it["flips"] for it in items]),
-        "index": torch.tensor([it["index"] for it in items]),
-        "label": torch.tensor([it["label"] for it in items]),
-        "skipped": int(sum(it["skipped"] for it in items)),
-    }
-
-
 def make_loader(
     dataset: MultiCropDataset, sampler: ResumableSampler, num_workers: int, pin_memory: bool = False
 ) -> torch.utils.data.DataLoader:
@@ -156,7 +173,7 @@ def make_loader(
         batch_size=sampler.batch_size,
         sampler=sampler,
         num_workers=num_workers,
-        collate_fn=collate,
+        collate_fn=functools.partial(collate, num_global=dataset.augment.cfg.global_crops),
         pin_memory=pin_memory,
         drop_last=True,
         generator=torch.Generator().manual_seed(0),
@@ -172,12 +189,15 @@ class PretrainData:
     classes: list[str]
 
 
-def build_data(cfg: PretrainConfig, dist: Distributed) -> PretrainData:
-    """The training set of ``cfg.data.root`` with its multi-crop augmentation and this rank's sampler."""
+def build_data(cfg: PretrainConfig, dist: Distributed, plan: ViewPlan | None = None) -> PretrainData:
+    """The training set of ``cfg.data.root`` with its multi-crop augmentation, the method's plan and this rank's
+    sampler."""
     if not cfg.data.root:
         raise DataError("data.root: no training image folder given")
     samples, classes = image_folder(cfg.data.root)
     augment = MultiCropAugment(cfg.data, alpha=cfg.ccrop.alpha)
-    dataset = MultiCropDataset(samples, augment, seed=cfg.train.seed, on_bad_image=cfg.data.on_bad_image)
+    dataset = MultiCropDataset(
+        samples, augment, seed=cfg.train.seed, on_bad_image=cfg.data.on_bad_image, plan=plan
+    )
     sampler = ResumableSampler(len(samples), cfg.train.batch_size, dist.rank, dist.world_size, cfg.train.seed)
     return PretrainData(dataset, sampler, classes)

@@ -14,14 +14,19 @@ from __future__ import annotations
 import copy
 
 import torch
+from timm.layers import DropPath
 from torch import nn
 
 
 def make_teacher(student: nn.Module) -> nn.Module:
-    """A deep copy of ``student`` with gradients off (the teacher starts equal to the student)."""
+    """A deep copy of ``student`` with gradients off and stochastic depth off (the teacher starts equal to the
+    student; DINO/iBOT build the teacher without drop-path)."""
     teacher = copy.deepcopy(student)
     for p in teacher.parameters():
         p.requires_grad_(False)
+    for module in teacher.modules():
+        if isinstance(module, DropPath):
+            module.drop_prob = 0.0
     return teacher
 
 

@@ -1,9 +1,11 @@
-"""The pretraining engine: one loop for every method (BAM now; ADCLR, SERE, DINO, iBOT later).
+"""The pretraining engine: one loop for every method (BAM, DINO, iBOT; SERE and ADCLR stand on the same contract).
 
-A *method* (``pretrain.methods``) is an ``nn.Module`` that owns ``student`` (a :class:`MultiCropWrapper`), ``teacher``
-(an EMA copy, or None when ``ema.enabled`` is false) and ``loss(student, views, ctx) -> (loss, diagnostics)``, where
-``student`` is the (possibly DDP-wrapped) student to call and ``ctx`` a :class:`StepContext` with the step, epoch and
-the collectives. The engine does everything else:
+A *method* (:class:`pretrain.methods.base.SSLMethod`) owns its networks (``student``, a
+:class:`~pretrain.networks.MultiCropNet`, and its EMA ``teacher`` or None), its state (centers, ...), a view plan
+and ``loss(student, batch, ctx) -> (loss, diagnostics)``, where ``student`` is the (possibly DDP-wrapped) student to
+call, ``batch`` a :class:`~pretrain.views.Batch` (views by kind, boxes, flips, masks, indices) and ``ctx`` a
+:class:`~pretrain.methods.base.StepContext` with the step, epoch and the collectives. The engine does everything
+else:
 
 * per-iteration schedules (``pretrain.schedules``): LR = linear warm-up from 0 to ``lr * global_batch / 256`` then
   cosine to ``min_lr``; weight decay cosine ``weight_decay -> weight_decay_end``; teacher momentum cosine
@@ -14,23 +16,24 @@ the collectives. The engine does everything else:
   last layer for the first epochs;
 * precision: ``fp32``, ``bf16`` autocast, or ``fp16`` autocast with a GradScaler; methods compute the loss in fp32;
 * DDP (``torchrun``) with a resumable distributed sampler; one process needs no set-up;
-* checkpoints (atomic) at each epoch end and every ``checkpoint_every_steps`` steps, exact resume (see
-  :mod:`pretrain.checkpoint`), the JSONL log of ``docs/records.md``, the exported backbone ``<out>/backbone.pth``;
+* checkpoints (atomic) at each epoch end and every ``checkpoint_every_steps`` steps, exact resume (the trainer's
+  :meth:`Trainer.state_dict` / :meth:`Trainer.load_state_dict`, layout in :mod:`pretrain.checkpoint`; the method's
+  state included), the JSONL log of ``docs/records.md``, the exported backbone ``<out>/backbone.pth``;
 * a non-finite loss raises :class:`NonFiniteLossError` before the backward pass: no weight is touched and the last
   checkpoint on disk stays the last good one;
-* ContrastiveCrop boxes from the teacher's attention (``ccrop``) and an online k-NN monitor (``knn``).
+* ContrastiveCrop boxes from the teacher's attention (``ccrop``) and an online k-NN monitor (``knn``), which needs
+  a k-NN scoring function handed in (``knn_fn``): training never imports the evaluation harness.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +42,16 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from pretrain import checkpoint as ckpt
+from pretrain import monitor
 from pretrain.config import PretrainConfig
+from pretrain.data import build_data, make_loader
 from pretrain.dist import Distributed
 from pretrain.ema import ema_update
+from pretrain.methods import build_method, method_class
+from pretrain.methods.base import StepContext
 from pretrain.schedules import cosine_schedule, scaled_lr
+from pretrain.views import Batch
+from pretrain.vit import export_backbone
 from sslcore.config import save_config, to_dict
 from sslcore.errors import SSLBenchError
 from sslcore.io import atomic_torch_save, git_sha
@@ -52,45 +61,6 @@ logger = logging.getLogger("sslbench")
 
 class NonFiniteLossError(SSLBenchError):
     """The loss became NaN or infinite; the run stops before the step is applied."""
-
-
-class MultiCropWrapper(nn.Module):
-    """``forward(views: list of (B, 3, S_v, S_v)) -> (V * B, D_out)``, crop-major ([view 0: B rows][view 1: B]...).
-
-    Consecutive views of the same resolution go through ``backbone`` in one batch (so DDP sees a single forward per
-    step); ``head`` runs once on all the backbone outputs.
-    """
-
-    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.head = head
-
-    def forward(self, views: list[Tensor]) -> Tensor:
-        sizes = [v.shape[-1] for v in views]
-        feats, start = [], 0
-        while start < len(views):
-            end = start
-            while end < len(views) and sizes[end] == sizes[start]:
-                end += 1
-            feats.append(self.backbone(torch.cat(views[start:end])))
-            start = end
-        return self.head(torch.cat(feats))
-
-
-@dataclasses.dataclass
-class StepContext:
-    """What a method's loss may use besides the views."""
-
-    step: int
-    epoch: int
-    epochs: int
-    iters_per_epoch: int
-    rank: int
-    world_size: int
-    all_gather: Callable[[Tensor], Tensor]
-    all_reduce: Callable[[Tensor, str], Tensor]
-    teacher_momentum: float = 0.0
 
 
 def param_groups(model: nn.Module) -> list[dict[str, Any]]:
@@ -130,14 +100,21 @@ class Trainer:
     """Builds the method, optimizer, schedules and data from a :class:`PretrainConfig` and runs the loop.
 
     ``iters_per_epoch`` may be given to use the trainer without a dataset (tests drive :meth:`train_step` directly).
+    ``knn_fn`` scores the online k-NN monitor (``evaluate.knn.knn_accuracy``'s signature); required when
+    ``knn.every_epochs`` > 0.
     """
 
     def __init__(
-        self, cfg: PretrainConfig, dist: Distributed | None = None, iters_per_epoch: int | None = None
+        self,
+        cfg: PretrainConfig,
+        dist: Distributed | None = None,
+        iters_per_epoch: int | None = None,
+        knn_fn: monitor.KnnFn | None = None,
     ) -> None:
-        from pretrain.methods import build_method
-
+        if cfg.knn.every_epochs > 0 and knn_fn is None:
+            raise SSLBenchError("knn.every_epochs > 0 needs a k-NN scoring function (the CLI passes evaluate.knn's)")
         self.cfg = cfg
+        self.knn_fn = knn_fn
         local_rank = dist.local_rank if dist else int(os.environ.get("LOCAL_RANK", "0"))  # torchrun sets it
         self.device = resolve_device(cfg.train.device, local_rank)
         self.dist = dist or Distributed.from_env(self.device.type)
@@ -161,9 +138,7 @@ class Trainer:
         self.global_batch = cfg.train.batch_size * self.dist.world_size
         self.data = None
         if iters_per_epoch is None:
-            from pretrain.data import build_data
-
-            self.data = build_data(cfg, self.dist)
+            self.data = build_data(cfg, self.dist, method_class(cfg.method).view_plan(cfg))
             iters_per_epoch = self.data.sampler.iters_per_epoch
         self.iters_per_epoch = iters_per_epoch
         ep, ipe, o = cfg.train.epochs, iters_per_epoch, cfg.optim
@@ -171,10 +146,10 @@ class Trainer:
         self.wd_schedule = cosine_schedule(o.weight_decay, o.weight_decay_end, ep, ipe)
         self.momentum_schedule = cosine_schedule(cfg.ema.momentum, cfg.ema.momentum_end, ep, ipe)
         self.frozen_last = [
-            p for n, p in self.method.student.named_parameters() if o.last_layer and n.startswith(o.last_layer)
+            p for n, p in self.method.student.named_parameters() if o.last_layer and o.last_layer in n
         ]
         if o.freeze_last_layer_epochs > 0 and not self.frozen_last:
-            raise SSLBenchError(f"optim.last_layer: no student parameter starts with {o.last_layer!r}")
+            raise SSLBenchError(f"optim.last_layer: no student parameter name contains {o.last_layer!r}")
         self.step = 0
         self.crop_boxes: Tensor | None = None
         self.epoch_stats = {"loss_sum": 0.0, "count": 0}
@@ -204,12 +179,12 @@ class Trainer:
             teacher_momentum=float(self.momentum_schedule[step]),
         )
 
-    def forward_backward(self, views: list[Tensor]) -> tuple[Tensor, dict[str, Any]]:
+    def forward_backward(self, batch: Batch) -> tuple[Tensor, dict[str, Any]]:
         """Loss and gradients for one batch (no optimizer step); raises NonFiniteLossError before the backward."""
         ctx = self.context(self.step)
         self.method.train()
         with self.autocast():
-            loss, diag = self.method.loss(self.student, views, ctx)
+            loss, diag = self.method.loss(self.student, batch, ctx)
         mean_loss = self.dist.all_reduce(loss.detach().float(), "mean")
         if not math.isfinite(float(mean_loss)):
             raise NonFiniteLossError(
@@ -220,15 +195,14 @@ class Trainer:
         self.scaler.scale(loss).backward()
         return mean_loss, diag
 
-    def train_step(self, views: list[Tensor]) -> tuple[float, dict[str, Any]]:
+    def train_step(self, batch: Batch) -> tuple[float, dict[str, Any]]:
         """One optimizer step at ``self.step`` (schedules, backward, clip, step, EMA); advances ``self.step``."""
         step, o = self.step, self.cfg.optim
         for group in self.optimizer.param_groups:
             group["lr"] = float(self.lr_schedule[step])
             if group["name"] == "decay":
                 group["weight_decay"] = float(self.wd_schedule[step])
-        views = [v.to(self.device, non_blocking=True) for v in views]
-        loss, diag = self.forward_backward(views)
+        loss, diag = self.forward_backward(batch.to(self.device))
         self.scaler.unscale_(self.optimizer)
         if o.clip_grad > 0:
             diag["grad_norm"] = clip_gradients(self.params, o.clip_grad, o.clip_mode)
@@ -259,7 +233,7 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         path = self.out / "checkpoint.pth"
         if resume and path.is_file():
-            ckpt.load_training_state(self, path)
+            self.load_state_dict(ckpt.read_training_state(path))
             ckpt.truncate_log(self.out / "log.jsonl", self.log_lines)
             logger.info("resumed from %s at step %d (epoch %d)", path, self.step, self.step // self.iters_per_epoch)
         else:
@@ -276,9 +250,7 @@ class Trainer:
         self.dist.barrier()
         return out
 
-    def _batches(self, epoch: int, start_batch: int) -> Iterator[dict[str, Any]]:
-        from pretrain.data import make_loader
-
+    def _batches(self, epoch: int, start_batch: int) -> Iterator[Batch]:
         data = self.data
         data.dataset.crop_boxes = self.crop_boxes
         data.sampler.set_epoch(epoch, start_batch)
@@ -293,9 +265,9 @@ class Trainer:
         t_last, n_last, t_epoch = time.perf_counter(), 0, time.perf_counter()
         try:
             for batch in self._batches(epoch, start_batch):
-                skipped = torch.tensor(float(batch["skipped"]))
+                skipped = torch.tensor(float(batch.skipped))
                 self.skipped_images += int(self.dist.all_reduce(skipped, "sum"))
-                loss, diag = self.train_step(batch["views"])
+                loss, diag = self.train_step(batch)
                 self.epoch_stats["loss_sum"] += loss
                 self.epoch_stats["count"] += 1
                 n_last += 1
@@ -346,14 +318,17 @@ class Trainer:
         cc = cfg.ccrop
         if cc.enabled and done >= cc.warmup_epochs and (done - cc.warmup_epochs) % cc.interval == 0:
             if done < cfg.train.epochs:
-                from pretrain.monitor import compute_crop_boxes
-
-                self.crop_boxes = compute_crop_boxes(self)
+                with self.autocast():
+                    self.crop_boxes = monitor.crop_boxes(
+                        self.eval_backbone(), self.data.dataset.samples, cc, cfg.data, self.dist, self.device
+                    )
                 rec["crop_boxes_updated"] = True
         if cfg.knn.every_epochs > 0 and (done % cfg.knn.every_epochs == 0 or done == cfg.train.epochs):
-            from pretrain.monitor import knn_monitor
-
-            rec["knn_top1"] = knn_monitor(self)
+            student = cfg.knn.network == "student" or self.method.teacher is None
+            backbone = self.method.student.backbone if student else self.eval_backbone()
+            if self.dist.is_main:
+                with self.autocast():
+                    rec["knn_top1"] = monitor.knn_top1(backbone, cfg.knn, cfg.data, self.device, self.knn_fn)
         self.log(rec)
         self.save(epoch_end=done)
         if cfg.train.export_every_epoch:
@@ -361,9 +336,64 @@ class Trainer:
 
     # ------------------------------------------------------------------ outputs
 
+    def eval_backbone(self) -> nn.Module:
+        """The backbone evaluations and exports use: the teacher's, else the student's (teacher-free runs)."""
+        return (self.method.teacher if self.method.teacher is not None else self.method.student).backbone
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything an exact resume needs (layout in :mod:`pretrain.checkpoint`); a collective under DDP."""
+        ipe, method = self.iters_per_epoch, self.method
+        return {
+            "format": ckpt.TRAIN_FORMAT,
+            "version": ckpt.TRAIN_VERSION,
+            "method": self.cfg.method,
+            "student": method.student.state_dict(),
+            "teacher": method.teacher.state_dict() if method.teacher is not None else None,
+            "method_state": method.method_state(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.step // ipe,
+            "step": self.step,
+            "sampler": {
+                "epoch": self.step // ipe,
+                "batch": self.step % ipe,
+                "seed": self.cfg.train.seed,
+                "world_size": self.dist.world_size,
+            },
+            "rng": ckpt.all_rng_states(self.dist),
+            "crop_boxes": self.crop_boxes,
+            "config": to_dict(self.cfg),
+            "epoch_stats": dict(self.epoch_stats),
+            "skipped_images": self.skipped_images,
+            "log_lines": self.log_lines,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` saved into this freshly built trainer."""
+        world = state["sampler"]["world_size"]
+        if world != self.dist.world_size:
+            raise SSLBenchError(f"checkpoint saved with world size {world}, resuming with {self.dist.world_size}")
+        if state.get("method", self.cfg.method) != self.cfg.method:
+            raise SSLBenchError(f"checkpoint is a {state['method']!r} run, the config says {self.cfg.method!r}")
+        method = self.method
+        method.student.load_state_dict(state["student"])
+        if method.teacher is not None:
+            if state["teacher"] is None:
+                raise SSLBenchError("checkpoint has no teacher but ema.enabled is true")
+            method.teacher.load_state_dict(state["teacher"])
+        method.load_method_state(state.get("method_state", {}))
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step = int(state["step"])
+        self.crop_boxes = state["crop_boxes"]
+        self.epoch_stats = dict(state["epoch_stats"])
+        self.skipped_images = int(state["skipped_images"])
+        self.log_lines = int(state["log_lines"])
+        ckpt.set_rng_state(state["rng"][self.dist.rank])
+
     def save(self, epoch_end: int | None = None) -> None:
         """Write ``<out>/checkpoint.pth`` atomically (all ranks call it: RNG states are gathered; rank 0 writes)."""
-        state = ckpt.training_state(self)
+        state = self.state_dict()
         if not self.dist.is_main:
             return
         atomic_torch_save(state, self.out / "checkpoint.pth")
@@ -373,11 +403,8 @@ class Trainer:
 
     def export(self) -> Path:
         """Write ``<out>/backbone.pth`` (teacher when there is one) as a ``pretrain.vit.export_backbone`` payload."""
-        from pretrain.vit import export_backbone
-
         path = self.out / "backbone.pth"
         if self.dist.is_main:
-            net = self.method.teacher if self.method.teacher is not None else self.method.student
             meta = {
                 "method": self.cfg.method,
                 "which": "teacher" if self.method.teacher is not None else "student",
@@ -386,5 +413,5 @@ class Trainer:
                 "git": git_sha(),
                 "config": to_dict(self.cfg),
             }
-            atomic_torch_save(export_backbone(net.backbone, meta), path)
+            atomic_torch_save(export_backbone(self.eval_backbone(), meta), path)
         return path

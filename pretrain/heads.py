@@ -14,8 +14,11 @@ biases, as the official head. Without BN the ``state_dict`` keys are ``layers.{0
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 LayerSpec = tuple[int, int, "nn.Module | None", "nn.Module | None"]
@@ -75,8 +78,76 @@ class BAMProjector(ProjectionHead):
         super().__init__(specs)
 
 
+class WeightNormLinear(nn.Module):
+    """Bias-free Linear with weight normalisation, ``W = g * v / ||v||`` row-wise (``torch.nn.utils.weight_norm``
+    with dim 0, as DINO's last layer), stored as DINO stores it: ``weight_g`` (out, 1) and ``weight_v`` (out, in).
+
+    ``g`` starts at 1; ``fix_norm=True`` (DINO's ``norm_last_layer``) keeps it there (``requires_grad=False``).
+    ``v`` starts with PyTorch's Linear init (DINO creates the layer after its trunc-normal pass).
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, fix_norm: bool = True) -> None:
+        super().__init__()
+        self.weight_v = nn.Parameter(torch.empty(out_dim, in_dim))
+        nn.init.kaiming_uniform_(self.weight_v, a=math.sqrt(5))
+        self.weight_g = nn.Parameter(torch.ones(out_dim, 1), requires_grad=not fix_norm)
+
+    def forward(self, x: Tensor) -> Tensor:
+        weight = self.weight_v * (self.weight_g / self.weight_v.norm(dim=1, keepdim=True))
+        return F.linear(x, weight)
+
+
+class DINOHead(nn.Module):
+    """DINO's head: an MLP (``nlayers`` Linear layers, GELU, optional BatchNorm, hidden ``hidden_dim``) to a
+    ``bottleneck_dim`` vector, L2-normalised, then a :class:`WeightNormLinear` to ``out_dim`` logits.
+
+    Keys as DINO's ``DINOHead`` (``mlp.0.weight``, ..., ``last_layer.weight_g``/``weight_v``), so released heads load.
+    ``forward`` takes (..., in_dim) (CLS rows or patch tokens) and gives (..., out_dim). ``patch_out_dim`` adds a
+    second last layer ``last_layer2`` for patch tokens (iBOT's separate-head option; the MLP stays shared).
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int = 65536,
+        hidden_dim: int = 2048,
+        bottleneck_dim: int = 256,
+        nlayers: int = 3,
+        use_bn: bool = False,
+        norm_last_layer: bool = True,
+        patch_out_dim: int = 0,
+    ) -> None:
+        super().__init__()
+        if nlayers < 1:
+            raise ValueError(f"a DINO head needs nlayers >= 1, got {nlayers}")
+        dims = [in_dim] + [hidden_dim] * (nlayers - 1) + [bottleneck_dim]
+        layers: list[nn.Module] = []
+        for i in range(nlayers):
+            layers.append(nn.Linear(dims[i], dims[i + 1]))
+            if i < nlayers - 1:
+                if use_bn:
+                    layers.append(nn.BatchNorm1d(dims[i + 1]))
+                layers.append(nn.GELU())
+        self.mlp = nn.Sequential(*layers)
+        self.mlp.apply(_init_linear)
+        self.last_layer = WeightNormLinear(bottleneck_dim, out_dim, fix_norm=norm_last_layer)
+        self.last_layer2 = WeightNormLinear(bottleneck_dim, patch_out_dim, norm_last_layer) if patch_out_dim else None
+
+    def bottleneck(self, x: Tensor) -> Tensor:
+        """The L2-normalised bottleneck (..., bottleneck_dim)."""
+        return F.normalize(self.mlp(x), dim=-1, p=2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.last_layer(self.bottleneck(x))
+
+    def forward_patches(self, x: Tensor) -> Tensor:
+        """Patch tokens (B, N, in_dim) -> (B, N, K): the shared last layer, or ``last_layer2`` when separate."""
+        z = self.bottleneck(x)
+        return (self.last_layer2 or self.last_layer)(z)
+
+
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
-__all__ = ["BAMProjector", "LayerSpec", "ProjectionHead", "count_parameters"]
+__all__ = ["BAMProjector", "DINOHead", "LayerSpec", "ProjectionHead", "WeightNormLinear", "count_parameters"]

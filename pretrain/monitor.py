@@ -1,28 +1,33 @@
 """Epoch-end passes over plain (un-augmented) images: the online k-NN monitor and ContrastiveCrop box refreshes.
 
-Both run the EMA teacher's backbone (or the student's) in eval mode under ``torch.no_grad`` and leave every RNG
-untouched (their loaders own a generator), so turning them on does not change the training trajectory.
+Both take a backbone (the engine passes the EMA teacher's, or the student's) and explicit settings, run it in eval
+mode under ``torch.no_grad`` and leave every RNG untouched (their loaders own a generator), so turning them on does
+not change the training trajectory.
 
-k-NN (DINO's weighted vote): features are the L2-normalised CLS outputs; for each val image the k most cosine-similar
-train images vote for their class with weight exp(sim / T); ``knn_top1`` is the top-1 accuracy in %, computed by
-the protocol's own ``evaluate.knn.knn_accuracy`` (one implementation for the monitor and ``sslbench eval knn``).
+k-NN (DINO's weighted vote): features are the CLS outputs of :meth:`pretrain.vit.SSLViT.forward_tokens`; the vote
+itself is the ``knn_fn`` handed in (``evaluate.knn.knn_accuracy``: one implementation for the monitor and
+``sslbench eval knn``, without this package importing the evaluation harness).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from PIL import Image
 from torch import Tensor, nn
 from torchvision import transforms as T
 
-from evaluate.knn import knn_accuracy
+from pretrain.config import CCropConfig, DataConfig, KnnConfig
+from pretrain.contrastive_crop import boxes_for_images
 from pretrain.data import image_folder
+from pretrain.dist import Distributed
 
-if TYPE_CHECKING:
-    from pretrain.engine import Trainer
+# knn_fn(train (N, D), train_labels (N,), test (M, D), test_labels (M,), ks=(k,), T=temperature, num_classes=C)
+#   -> {"top1@k<k>": accuracy in %, ...}
+KnnFn = Callable[..., dict[str, float]]
 
 logger = logging.getLogger("sslbench")
 
@@ -54,18 +59,9 @@ def extract(net: nn.Module, samples: list[tuple[str, int]], size: int, mean, std
     )
     was_training = net.training
     net.eval()
-    feats = [net(x.to(device)).float().cpu() for x, _ in loader]
+    feats = [net.forward_tokens(x.to(device)).cls.float().cpu() for x, _ in loader]
     net.train(was_training)
     return torch.cat(feats)
-
-
-def weighted_knn_top1(
-    train: Tensor, train_labels: Tensor, test: Tensor, test_labels: Tensor, k: int, temperature: float
-) -> float:
-    """DINO's weighted k-NN top-1 (%) on (N, D) / (M, D) features (L2-normalised here)."""
-    num_classes = int(max(train_labels.max(), test_labels.max())) + 1
-    metrics = knn_accuracy(train, train_labels, test, test_labels, ks=(k,), T=temperature, num_classes=num_classes)
-    return float(metrics[f"top1@k{k}"])
 
 
 def eval_transform(size: int, mean, std) -> T.Compose:
@@ -79,57 +75,52 @@ def eval_transform(size: int, mean, std) -> T.Compose:
     )
 
 
-def knn_monitor(trainer: Trainer) -> float | None:
-    """k-NN top-1 (%) of the current teacher/student backbone on ``knn.val_root`` (rank 0; None elsewhere)."""
-    cfg = trainer.cfg.knn
-    if not trainer.dist.is_main:
-        return None
-    method = trainer.method
-    net = method.teacher if (cfg.network == "teacher" and method.teacher is not None) else method.student
-    mean, std = trainer.cfg.data.mean, trainer.cfg.data.std
+def knn_top1(backbone: nn.Module, cfg: KnnConfig, data: DataConfig, device: torch.device, knn_fn: KnnFn) -> float:
+    """k-NN top-1 (%) of ``backbone`` on ``cfg.train_root`` -> ``cfg.val_root`` (ImageFolder trees)."""
     train_s, _ = image_folder(cfg.train_root)
     val_s, _ = image_folder(cfg.val_root)
-    with trainer.autocast():
-        train_f = extract(net.backbone, train_s, cfg.size, mean, std, cfg.batch_size, trainer.device)
-        val_f = extract(net.backbone, val_s, cfg.size, mean, std, cfg.batch_size, trainer.device)
+    train_f = extract(backbone, train_s, cfg.size, data.mean, data.std, cfg.batch_size, device)
+    val_f = extract(backbone, val_s, cfg.size, data.mean, data.std, cfg.batch_size, device)
     labels = torch.tensor([lbl for _, lbl in train_s])
     val_labels = torch.tensor([lbl for _, lbl in val_s])
-    top1 = weighted_knn_top1(train_f, labels, val_f, val_labels, cfg.k, cfg.temperature)
+    num_classes = int(max(labels.max(), val_labels.max())) + 1
+    metrics = knn_fn(train_f, labels, val_f, val_labels, ks=(cfg.k,), T=cfg.temperature, num_classes=num_classes)
+    top1 = float(metrics[f"top1@k{cfg.k}"])
     logger.info("k-NN monitor: top-1 %.2f%% (k=%d, T=%g)", top1, cfg.k, cfg.temperature)
     return top1
 
 
 @torch.no_grad()
-def compute_crop_boxes(trainer: Trainer) -> Tensor:
+def crop_boxes(
+    backbone: nn.Module,
+    samples: Sequence[tuple[str, int]],
+    cc: CCropConfig,
+    data: DataConfig,
+    dist: Distributed,
+    device: torch.device,
+) -> Tensor:
     """ContrastiveCrop boxes (N, 4) for the whole training set from the teacher's (else student's) attention.
 
     Each image is squashed to ``ccrop.size`` squared (no augmentation, as the official code), boxes come from
     :func:`pretrain.contrastive_crop.boxes_for_images`. Ranks split the images (every W-th) and gather the boxes, so
     every rank ends with the same (N, 4) table, indexed by dataset position.
     """
-    from pretrain.contrastive_crop import boxes_for_images
-
-    cfg, dist = trainer.cfg, trainer.dist
-    method = trainer.method
-    net = (method.teacher if method.teacher is not None else method.student).backbone
-    samples = trainer.data.dataset.samples
-    size = cfg.ccrop.size
+    size = cc.size
     transform = T.Compose(
         [
             T.Resize((size, size), interpolation=T.InterpolationMode.BICUBIC),
             T.ToTensor(),
-            T.Normalize(list(cfg.data.mean), list(cfg.data.std)),
+            T.Normalize(list(data.mean), list(data.std)),
         ]
     )
     mine = list(range(dist.rank, len(samples), dist.world_size))
     loader = torch.utils.data.DataLoader(
         _Plain([samples[i] for i in mine], transform, size),
-        batch_size=cfg.ccrop.batch_size,
+        batch_size=cc.batch_size,
         shuffle=False,
         generator=torch.Generator().manual_seed(0),
     )
-    with trainer.autocast():
-        boxes = [boxes_for_images(net, x.to(trainer.device), cfg.ccrop.threshold).float().cpu() for x, _ in loader]
+    boxes = [boxes_for_images(backbone, x.to(device), cc.threshold).float().cpu() for x, _ in loader]
     local = torch.cat(boxes) if boxes else torch.zeros(0, 4)
     per_rank = -(-len(samples) // dist.world_size)
     padded = torch.zeros(per_rank, 4)
@@ -138,8 +129,8 @@ def compute_crop_boxes(trainer: Trainer) -> Tensor:
     if dist.enabled:
         import torch.distributed as tdist
 
-        parts = [torch.zeros_like(padded, device=trainer.device) for _ in range(dist.world_size)]
-        tdist.all_gather(parts, padded.to(trainer.device))
+        parts = [torch.zeros_like(padded, device=device) for _ in range(dist.world_size)]
+        tdist.all_gather(parts, padded.to(device))
         for r, part in enumerate(parts):
             idx = list(range(r, len(samples), dist.world_size))
             table[idx] = part[: len(idx)].cpu()

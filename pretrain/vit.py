@@ -5,14 +5,20 @@
    (w + 0.1) / sqrt(N)))`` and no antialiasing; timm resamples by target size with antialiasing. The two give
    numerically different features, so :class:`SSLViT` offers both (``pos_interp="dino"`` or ``"timm"``); every
    result records which one was used.
-2. **Taps**: normalised CLS/patch tokens of the last n blocks, and the last block's self-attention.
+2. **One token path** (:meth:`SSLViT.forward_tokens` -> :class:`TokenOutput`) that training and every evaluation
+   use: normalised CLS and patch tokens, the last block's patch tokens before the final norm (SERE), a learned mask
+   token for masked crops (iBOT), appended tokens that attend to the image but are never attended to (ADCLR's
+   unidirectional cross-attention, through timm's ``Block(x, attn_mask=...)``), taps of chosen blocks (k-NN/linear
+   features, dense FPN inputs) and the last block's attention (ContrastiveCrop, figures). :meth:`SSLViT.forward_crops`
+   runs a list of crops of several sizes (DINOv2's ``forward_features_list``).
 
 The model's ``state_dict`` keys are timm's (``cls_token``, ``pos_embed``, ``patch_embed.proj.*``, ``blocks.{i}.*``,
 ``norm.*``), so any timm tool loads it. :class:`ViTArch` describes an architecture and travels with every exported
 backbone (:func:`export_backbone`).
 
-Tensor layouts: images (B, 3, H, W); tokens (B, 1 + h*w, D) with the CLS token first; attention (B, heads, 1 + h*w,
-1 + h*w); h = H // patch, w = W // patch.
+Tensor layouts: images (B, 3, H, W); tokens (B, 1 + h*w, D) with the CLS token first; patch tokens (B, h*w, D) in
+row-major order (index y * w + x); masks (B, h, w) bool; attention (B, heads, 1 + h*w, 1 + h*w); h = H // patch,
+w = W // patch. The mask token exists only on models built with ``mask_token=True`` and is never exported.
 """
 
 from __future__ import annotations
@@ -20,15 +26,18 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer
-from torch import Tensor
+from torch import Tensor, nn
 
 PosInterp = Literal["dino", "timm"]
+ExtraAttn = Literal["oneway", "all"]
 EXPORT_FORMAT = "sslbench-backbone"
 EXPORT_VERSION = 1
 
@@ -75,6 +84,42 @@ ARCHS: dict[str, ViTArch] = {
 }
 
 
+@dataclasses.dataclass
+class TokenOutput:
+    """What one pass of :meth:`SSLViT.forward_tokens` gives, for B images on an (h, w) patch grid.
+
+    cls (B, D) and patch (B, h*w, D): last block through the final norm; prenorm_patch (B, h*w, D): last block
+    before the final norm; extra (B, Q, D) normed appended tokens or None; taps {block index: (B, 1 + h*w, D)};
+    attn (B, heads, 1 + h*w, 1 + h*w) of the last block or None.
+    """
+
+    cls: Tensor
+    patch: Tensor
+    prenorm_patch: Tensor
+    extra: Tensor | None
+    grid: tuple[int, int]
+    taps: dict[int, Tensor] = dataclasses.field(default_factory=dict)
+    attn: Tensor | None = None
+
+    def patch_map(self, prenorm: bool = False) -> Tensor:
+        """Patch tokens as a (B, D, h, w) map."""
+        tokens = self.prenorm_patch if prenorm else self.patch
+        return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, *self.grid)
+
+    def split(self, parts: int) -> list[TokenOutput]:
+        """Cut the batch into ``parts`` equal chunks (one per crop of a grouped call)."""
+
+        def cut(t: Tensor | None) -> list[Tensor | None]:
+            return [None] * parts if t is None else list(t.chunk(parts))
+
+        fields = [cut(self.cls), cut(self.patch), cut(self.prenorm_patch), cut(self.extra), cut(self.attn)]
+        taps = {i: cut(t) for i, t in self.taps.items()}
+        return [
+            TokenOutput(c, p, q, e, self.grid, {i: t[j] for i, t in taps.items()}, a)
+            for j, (c, p, q, e, a) in enumerate(zip(*fields))
+        ]
+
+
 def dino_resample(pos_embed: Tensor, grid: tuple[int, int], num_prefix: int = 1) -> Tensor:
     """Resample a (1, prefix + N, D) table to a (gh, gw) grid the way DINO's ``interpolate_pos_encoding`` does.
 
@@ -101,7 +146,9 @@ def dino_resample(pos_embed: Tensor, grid: tuple[int, int], num_prefix: int = 1)
 class SSLViT(VisionTransformer):
     """timm ViT with rule-selectable positional resampling and SSL taps (see the module docstring)."""
 
-    def __init__(self, arch: ViTArch, pos_interp: PosInterp = "dino", drop_path_rate: float = 0.0) -> None:
+    def __init__(
+        self, arch: ViTArch, pos_interp: PosInterp = "dino", drop_path_rate: float = 0.0, mask_token: bool = False
+    ) -> None:
         super().__init__(
             img_size=arch.img_size,
             patch_size=arch.patch_size,
@@ -120,6 +167,8 @@ class SSLViT(VisionTransformer):
             raise ValueError(f"pos_interp must be 'dino' or 'timm', got {pos_interp!r}")
         self.arch = arch
         self.pos_interp: PosInterp = pos_interp
+        # iBOT's masked_embed: zeros, one (1, D) vector (a 2-D parameter, so AdamW decays it as iBOT does)
+        self.mask_token = nn.Parameter(torch.zeros(1, arch.embed_dim)) if mask_token else None
 
     def _pos_embed(self, x: Tensor) -> Tensor:
         # x: (B, gh, gw, D) because dynamic_img_size=True
@@ -136,31 +185,149 @@ class SSLViT(VisionTransformer):
         x = torch.cat([self.cls_token.expand(batch, -1, -1), x.reshape(batch, gh * gw, dim)], dim=1)
         return self.pos_drop(x + pos)
 
-    def tokens(self, x: Tensor, n_last: int = 1, norm: bool = True) -> list[Tensor]:
-        """Outputs of the last ``n_last`` blocks, each (B, 1 + h*w, D), through the final norm if ``norm``.
+    def embed(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Patch embedding, mask token, CLS and positions: (B, 3, H, W) -> (B, 1 + h*w, D).
 
-        The final norm is applied to every tapped block, as DINO/iBOT/DINOv2's ``get_intermediate_layers`` do.
+        ``mask`` (B, h, w) bool replaces the masked patch embeddings by the learned ``mask_token`` *before* the
+        positions are added (iBOT's ``masked_embed``; BEiT and DINOv2 do the same).
         """
-        x = self.norm_pre(self._pos_embed(self.patch_embed(x)))
-        outs = []
-        first = len(self.blocks) - n_last
+        x = self.patch_embed(x)  # (B, h, w, D): dynamic_img_size keeps the grid
+        if mask is not None:
+            if self.mask_token is None:
+                raise ValueError("this SSLViT has no mask token (build it with mask_token=True)")
+            if mask.shape != x.shape[:3]:
+                raise ValueError(f"mask {tuple(mask.shape)} does not match the patch grid {tuple(x.shape[:3])}")
+            x = torch.where(mask.unsqueeze(-1), self.mask_token.to(x.dtype), x)
+        return self.norm_pre(self.patch_drop(self._pos_embed(x)))
+
+    def forward_tokens(
+        self,
+        x: Tensor,
+        *,
+        mask: Tensor | None = None,
+        extra: Tensor | None = None,
+        extra_attn: ExtraAttn = "oneway",
+        taps: Sequence[int] = (),
+        tap_norm: bool = True,
+        attn: bool = False,
+    ) -> TokenOutput:
+        """The one token path of the model, used by pretraining and by every evaluation (see :class:`TokenOutput`).
+
+        Args:
+            x: images (B, 3, H, W), H and W multiples of the patch size.
+            mask: (B, h, w) bool, True = replace that patch by the mask token (iBOT).
+            extra: (B, Q, D) tokens appended after the positions are added (they get no position). In every block
+                they attend to the image tokens and, with ``extra_attn="oneway"``, to themselves only; with
+                ``"all"`` to every extra token (PQCL's rule). No image token ever attends to an extra token, so CLS
+                and patch outputs do not depend on ``extra`` (up to the attention kernel's rounding).
+            taps: block indices (negative counts from the end) whose outputs are returned in ``TokenOutput.taps``,
+                each (B, 1 + h*w, D), through the final norm when ``tap_norm`` (as DINO's
+                ``get_intermediate_layers``), image tokens only.
+            attn: also return the last block's softmax attention over the image tokens, (B, heads, 1+h*w, 1+h*w).
+        """
+        depth = len(self.blocks)
+        wanted = {t % depth for t in taps}
+        if any(not -depth <= t < depth for t in taps):
+            raise ValueError(f"taps {list(taps)} out of range for {depth} blocks")
+        grid = (x.shape[-2] // self.patch_embed.patch_size[0], x.shape[-1] // self.patch_embed.patch_size[1])
+        tokens = self.embed(x, mask)
+        n_img = tokens.shape[1]
+        attn_mask = None
+        if extra is not None:
+            if extra.ndim != 3 or extra.shape[0] != tokens.shape[0] or extra.shape[2] != tokens.shape[2]:
+                raise ValueError(f"extra tokens must be (B, Q, {tokens.shape[2]}), got {tuple(extra.shape)}")
+            attn_mask = extra_attention_mask(n_img, extra.shape[1], extra_attn, tokens.device)
+            tokens = torch.cat([tokens, extra.to(tokens.dtype)], dim=1)
+        tapped: dict[int, Tensor] = {}
+        last_attn = None
         for i, block in enumerate(self.blocks):
-            x = block(x)
-            if i >= first:
-                outs.append(self.norm(x) if norm else x)
+            if attn and i == depth - 1:
+                last_attn = _block_attention(block, tokens[:, :n_img])
+            if self.grad_checkpointing and tokens.requires_grad and not torch.jit.is_scripting():
+                tokens = torch.utils.checkpoint.checkpoint(block, tokens, attn_mask, use_reentrant=False)
+            else:
+                tokens = block(tokens, attn_mask=attn_mask)
+            if i in wanted:
+                tapped[i] = self.norm(tokens[:, :n_img]) if tap_norm else tokens[:, :n_img]
+        prenorm = tokens
+        normed = self.norm(tokens)
+        return TokenOutput(
+            cls=normed[:, 0],
+            patch=normed[:, self.num_prefix_tokens : n_img],
+            prenorm_patch=prenorm[:, self.num_prefix_tokens : n_img],
+            extra=normed[:, n_img:] if extra is not None else None,
+            grid=grid,
+            taps=tapped,
+            attn=last_attn,
+        )
+
+    def forward_crops(
+        self,
+        crops: Sequence[Tensor],
+        masks: Sequence[Tensor | None] | None = None,
+        extras: Sequence[Tensor | None] | None = None,
+        extra_attn: ExtraAttn = "oneway",
+    ) -> list[TokenOutput]:
+        """:meth:`forward_tokens` of several crops, one :class:`TokenOutput` per crop, in order.
+
+        Consecutive crops of the same size (and the same kind of mask/extra) run as one batch, as DINO's
+        ``MultiCropWrapper`` and DINOv2's ``forward_features_list`` do: the two 224 px views in one call, the ten
+        96 px views in another. Batch statistics never enter a ViT, so grouping changes no number.
+        """
+        n = len(crops)
+        masks = list(masks) if masks is not None else [None] * n
+        extras = list(extras) if extras is not None else [None] * n
+        if len(masks) != n or len(extras) != n:
+            raise ValueError(f"{n} crops but {len(masks)} masks and {len(extras)} extras")
+
+        def key(i: int) -> tuple:
+            return (tuple(crops[i].shape[1:]), masks[i] is None, None if extras[i] is None else extras[i].shape[1])
+
+        outs: list[TokenOutput] = []
+        start = 0
+        while start < n:
+            end = start + 1
+            while end < n and key(end) == key(start):
+                end += 1
+            group = range(start, end)
+            out = self.forward_tokens(
+                torch.cat([crops[i] for i in group]),
+                mask=None if masks[start] is None else torch.cat([masks[i] for i in group]),
+                extra=None if extras[start] is None else torch.cat([extras[i] for i in group]),
+                extra_attn=extra_attn,
+            )
+            outs.extend(out.split(end - start))
+            start = end
         return outs
 
-    def last_selfattention(self, x: Tensor) -> Tensor:
-        """Softmax attention of the last block, (B, heads, 1 + h*w, 1 + h*w)."""
-        x = self.norm_pre(self._pos_embed(self.patch_embed(x)))
-        for block in self.blocks[:-1]:
-            x = block(x)
-        attn = self.blocks[-1].attn
-        batch, n, dim = x.shape
-        qkv = attn.qkv(self.blocks[-1].norm1(x)).reshape(batch, n, 3, attn.num_heads, dim // attn.num_heads)
-        q, k, _ = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        q, k = attn.q_norm(q), attn.k_norm(k)
-        return ((q * attn.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
+
+def extra_attention_mask(n_img: int, n_extra: int, rule: ExtraAttn, device: torch.device | None = None) -> Tensor:
+    """(N, N) bool, True = query row may attend to key column, N = n_img + n_extra (image tokens first).
+
+    Image tokens see image tokens only; extra token i sees every image token and itself (``"oneway"``, ADCLR's
+    unidirectional cross-attention) or every extra token (``"all"``, the PQCL release).
+    """
+    if rule not in ("oneway", "all"):
+        raise ValueError(f"extra_attn must be 'oneway' or 'all', got {rule!r}")
+    n = n_img + n_extra
+    allowed = torch.zeros(n, n, dtype=torch.bool, device=device)
+    allowed[:, :n_img] = True
+    if rule == "all":
+        allowed[n_img:, n_img:] = True
+    else:
+        idx = torch.arange(n_img, n, device=device)
+        allowed[idx, idx] = True
+    return allowed
+
+
+def _block_attention(block: nn.Module, x: Tensor) -> Tensor:
+    """Softmax attention probabilities of a timm ``Block`` on tokens ``x`` (B, N, D): (B, heads, N, N)."""
+    attn = block.attn
+    batch, n, _ = x.shape
+    qkv = attn.qkv(block.norm1(x)).reshape(batch, n, 3, attn.num_heads, attn.head_dim)
+    q, k, _ = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+    q, k = attn.q_norm(q), attn.k_norm(k)
+    return ((q * attn.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
 
 
 def build_vit(arch: ViTArch | str, pos_interp: PosInterp = "dino", drop_path_rate: float = 0.0) -> SSLViT:
@@ -178,7 +345,11 @@ def export_backbone(model: SSLViT, meta: dict[str, Any] | None = None) -> dict[s
     Layout: ``{"format": "sslbench-backbone", "version": 1, "arch": ViTArch dict, "pos_interp": str,
     "state_dict": timm keys -> tensors, "meta": {...}}``.
     """
-    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if not k.startswith("head.")}
+    state = {
+        k: v.detach().cpu().clone()
+        for k, v in model.state_dict().items()
+        if not k.startswith("head.") and k != "mask_token"
+    }
     return {
         "format": EXPORT_FORMAT,
         "version": EXPORT_VERSION,

@@ -31,6 +31,19 @@ def tiny_vit():
     ).eval()
 
 
+@pytest.fixture
+def femto_file(tmp_path) -> Path:
+    """An exported random vit_femto backbone (sslbench format), seed 0."""
+    import torch
+
+    from pretrain.vit import build_vit, export_backbone
+
+    torch.manual_seed(0)
+    path = tmp_path / "femto.pt"
+    torch.save(export_backbone(build_vit("vit_femto")), path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def shapes_root(tmp_path_factory) -> Path:
     """A tiny ShapesWorld tree (every format), generated once per test session."""
@@ -39,6 +52,20 @@ def shapes_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("shapesworld") / "sw"
     generate(root, PRESETS["tiny"], seed=0, workers=1)
     return root
+
+
+@pytest.fixture(scope="session")
+def shapes_cls(tmp_path_factory) -> Path:
+    """A classification-only ShapesWorld (10 classes, 40 images per class at 32x32: 300 train / 100 val), generated
+    once per session for the pretraining runs that must beat their step-0 model on k-NN."""
+    import dataclasses
+
+    from evaluate.shapesworld.generate import PRESETS, generate
+
+    root = tmp_path_factory.mktemp("sw_cls") / "sw"
+    spec = dataclasses.replace(PRESETS["tiny"], cls_per_class=40)
+    generate(root, spec, seed=0, parts=("classification",), workers=1)
+    return root / "classification"
 
 
 @pytest.fixture(autouse=True)

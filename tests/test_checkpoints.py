@@ -53,6 +53,12 @@ def reference_tokens(state: dict, x: torch.Tensor, heads: int = 2, **kw) -> torc
         return model.forward_features(x)
 
 
+def _tokens(model, x: torch.Tensor) -> torch.Tensor:
+    """(B, 1 + h*w, D) normed tokens of the last block through the model's token path."""
+    out = model.forward_tokens(x)
+    return torch.cat([out.cls[:, None], out.patch], dim=1)
+
+
 def moco_sincos(width: int, grid: int) -> torch.Tensor:
     """MoCo v3 ``build_2d_sincos_position_embedding`` (BAM's table), written out: meshgrid(w, h) 'ij'."""
     grid_w, grid_h = torch.meshgrid(torch.arange(grid).float(), torch.arange(grid).float(), indexing="ij")
@@ -235,7 +241,7 @@ def test_each_official_layout_loads_strictly_with_reference_features(official, n
     assert loaded.info["arch"] == dict(FEMTO.to_dict(), pos_embed=loaded.info["arch"]["pos_embed"])
     assert not loaded.model.training and next(loaded.model.parameters()).device.type == "cpu"
     with torch.no_grad():
-        got = loaded.model.tokens(X)[0]
+        got = _tokens(loaded.model, X)
     torch.testing.assert_close(got, reference_tokens(teacher, X), rtol=0, atol=1e-6)
     sd = loaded.model.state_dict()
     assert all(torch.equal(sd[k], teacher[k]) for k in teacher)
@@ -266,7 +272,7 @@ def test_student_selection(official, name):
     loaded = load_backbone(path, which="student", num_heads=2)
     assert loaded.info["which"] == "student"
     with torch.no_grad():
-        got = loaded.model.tokens(X)[0]
+        got = _tokens(loaded.model, X)
     torch.testing.assert_close(got, reference_tokens(student, X), rtol=0, atol=1e-6)
     assert not torch.allclose(got, reference_tokens(teacher, X))
 
@@ -313,7 +319,7 @@ def test_bam_default_heads_change_the_features_as_twelve_heads_should(tmp_path):
     x = torch.randn(1, 3, 32, 32)
     kw = dict(width=384, depth=1, img=32, patch=16)
     with torch.no_grad():
-        got = loaded.model.tokens(x)[0]
+        got = _tokens(loaded.model, x)
     torch.testing.assert_close(got, reference_tokens(state, x, heads=12, **kw), rtol=0, atol=1e-5)
     assert not torch.allclose(got, reference_tokens(state, x, heads=6, **kw), atol=1e-3)
 
@@ -333,7 +339,7 @@ def test_pos_embed_resampled_for_another_size_with_the_format_rule(official, nam
     native.load_state_dict(teacher)
     x = torch.randn(1, 3, 48, 48)
     with torch.no_grad():
-        torch.testing.assert_close(loaded.model.tokens(x)[0], native.tokens(x)[0], rtol=0, atol=1e-5)
+        torch.testing.assert_close(_tokens(loaded.model, x), _tokens(native, x), rtol=0, atol=1e-5)
 
 
 def test_pos_interp_override_is_recorded_and_changes_features(official):
@@ -343,7 +349,7 @@ def test_pos_interp_override_is_recorded_and_changes_features(official):
     assert (dino.info["pos_interp"], timm_.info["pos_interp"]) == ("dino", "timm")
     x = torch.randn(1, 3, 48, 64)
     with torch.no_grad():
-        assert not torch.allclose(dino.model.tokens(x)[0], timm_.model.tokens(x)[0], atol=1e-4)
+        assert not torch.allclose(_tokens(dino.model, x), _tokens(timm_.model, x), atol=1e-4)
 
 
 def test_detection_and_forcing(official):
@@ -498,7 +504,7 @@ def test_bam_wrapper_variants_bn_projector_and_compile(tmp_path):
     loaded = load_backbone(tmp_path / "bam_bn.pth", num_heads=2)
     assert loaded.info["format"] == "bam"
     with torch.no_grad():
-        torch.testing.assert_close(loaded.model.tokens(X)[0], reference_tokens(TEACHER, X), rtol=0, atol=1e-6)
+        torch.testing.assert_close(_tokens(loaded.model, X), reference_tokens(TEACHER, X), rtol=0, atol=1e-6)
 
 
 def test_sslbench_training_checkpoint_without_arch_marker_can_be_forced(tmp_path):

@@ -48,7 +48,7 @@ def test_boxes_for_images_from_a_vit():
     images = torch.randn(3, 3, 32, 32)
     boxes = boxes_for_images(model, images)
     assert model.training  # mode restored
-    attn = model.eval().last_selfattention(images)[:, :, 0, 1:]
+    attn = model.eval().forward_tokens(images, attn=True).attn[:, :, 0, 1:]
     assert torch.equal(boxes, boxes_from_attention(attn, (4, 4), heatmap_size=(32, 32)))
     assert boxes.shape == (3, 4) and (boxes[:, :2] < boxes[:, 2:]).all()
     assert ((boxes >= 0) & (boxes <= 1)).all()

@@ -13,7 +13,8 @@ from torchvision.transforms import functional as TF
 
 from pretrain.config import DataConfig
 from pretrain.crops import MultiCropAugment
-from pretrain.data import MultiCropDataset, ResumableSampler, collate
+from pretrain.data import MultiCropDataset, ResumableSampler
+from pretrain.views import collate
 
 PLAIN = DataConfig(
     global_size=24,
@@ -98,9 +99,9 @@ def test_dataset_items_depend_only_on_seed_epoch_index(tmp_path):
     c = ds[(2, 6)]
     assert all(torch.equal(x, y) for x, y in zip(a["views"], b["views"])) and torch.equal(a["boxes"], b["boxes"])
     assert not torch.equal(a["boxes"], c["boxes"])
-    batch = collate([ds[(i, 0)] for i in range(4)])
-    assert [tuple(v.shape) for v in batch["views"]] == [(4, 3, 16, 16)] * 2 + [(4, 3, 8, 8)] * 2
-    assert batch["boxes"].shape == (4, 4, 4) and batch["label"].tolist() == [0, 1, 0, 1]
+    batch = collate([ds[(i, 0)] for i in range(4)], num_global=2)
+    assert [tuple(v.shape) for v in batch.views] == [(4, 3, 16, 16)] * 2 + [(4, 3, 8, 8)] * 2
+    assert batch.boxes.shape == (4, 4, 4) and batch.label.tolist() == [0, 1, 0, 1] and batch.masks is None
 
 
 def test_sampler_partitions_ranks_and_resumes_mid_epoch():
@@ -120,15 +121,17 @@ def test_sampler_partitions_ranks_and_resumes_mid_epoch():
         ResumableSampler(5, 4, world_size=2)
 
 
-def test_weighted_knn_top1_hand_example():
-    from pretrain.monitor import weighted_knn_top1
+def test_weighted_knn_vote_hand_example():
+    """The monitor's vote (evaluate.knn.knn_accuracy, handed to the trainer) on a hand-checked case."""
+    from evaluate.knn import knn_accuracy
+
+    def top1(test_labels, k):
+        return knn_accuracy(train, labels, test, test_labels, ks=(k,), T=0.07, num_classes=2)[f"top1@k{k}"]
 
     train = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
     labels = torch.tensor([0, 0, 1, 1])
     test = torch.tensor([[1.0, 0.05], [0.05, 1.0], [0.6, 0.4]])
     # k=1: nearest neighbours are train rows 0, 2 and 1 -> predictions 0, 1, 0
-    assert weighted_knn_top1(train, labels, test, torch.tensor([0, 1, 1]), k=1, temperature=0.07) == pytest.approx(
-        200 / 3
-    )
+    assert top1(torch.tensor([0, 1, 1]), 1) == pytest.approx(200 / 3)
     # k=4: all train rows vote; exp(s / T) weights favour the class of the closer rows (0, 1, 0)
-    assert weighted_knn_top1(train, labels, test, torch.tensor([0, 1, 0]), k=4, temperature=0.07) == 100.0
+    assert top1(torch.tensor([0, 1, 0]), 4) == 100.0

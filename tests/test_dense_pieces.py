@@ -114,7 +114,7 @@ def test_backbone_taps_equal_the_vit_tokens(tmp_path):
     model = SSLViTBackbone(checkpoint=str(ckpt), out_indices=[1], out_with_norm=True, with_fpn=False).eval()
     image = torch.randn(2, 3, 48, 40)
     (fmap,) = model(image)
-    tokens = vit.tokens(image, n_last=1, norm=True)[0][:, 1:]
+    tokens = vit.forward_tokens(image).patch
     assert torch.allclose(fmap.flatten(2).transpose(1, 2), tokens, atol=1e-6)
 
 

@@ -27,7 +27,10 @@ from pretrain.config import PretrainConfig
 from pretrain.dist import Distributed
 from pretrain.ema import ema_update
 from pretrain.engine import NonFiniteLossError, Trainer, clip_gradients, param_groups
+from pretrain.methods import method_class
 from pretrain.methods.base import SSLMethod
+from pretrain.networks import CLSProjectionNet
+from pretrain.views import Batch, ViewPlan, random_batch
 from pretrain.vit import build_vit
 from sslcore.config import load_config
 from sslcore.errors import DataError, SSLBenchError
@@ -40,13 +43,14 @@ class ToyDINO(SSLMethod):
 
     def __init__(self, cfg: PretrainConfig) -> None:
         backbone = build_vit(cfg.model.arch, drop_path_rate=cfg.model.drop_path)
-        super().__init__(cfg, backbone, nn.Linear(backbone.embed_dim, 16))
+        super().__init__(cfg, CLSProjectionNet(backbone, {"proj": nn.Linear(backbone.embed_dim, 16)}))
 
-    def loss(self, student, views, ctx):
+    def loss(self, student, batch, ctx):
+        views = batch.views
         b, g = views[0].shape[0], self.cfg.data.global_crops
-        s = student(views).float()
+        s = student(views)["cls"].float()
         with torch.no_grad():
-            t = (self.teacher if self.teacher is not None else self.student)(views[:g]).float()
+            t = (self.teacher if self.teacher is not None else self.student)(views[:g])["cls"].float()
             center = ctx.all_reduce(t.sum(0), "sum") / (t.shape[0] * ctx.world_size)
             t_prob = F.softmax((t - center) / 0.04, dim=-1).chunk(g)
         s_logp = F.log_softmax(s / 0.1, dim=-1).chunk(len(views))
@@ -91,9 +95,11 @@ def toy_cfg(tmp: Path, root: str = "", **over) -> PretrainConfig:
     return load_config(PretrainConfig, None, [f"{k}={v}" for k, v in overrides.items()])
 
 
-def random_views(batch: int, seed: int) -> list[torch.Tensor]:
+def random_views(batch: int, seed: int, cfg: PretrainConfig | None = None) -> Batch:
+    """Noise crops (2 x 32 px + 2 x 16 px) laid out as ``cfg``'s method plans them (masks for iBOT)."""
     g = torch.Generator().manual_seed(seed)
-    return [torch.randn(batch, 3, s, s, generator=g) for s in (32, 32, 16, 16)]
+    plan = method_class(cfg.method).view_plan(cfg) if cfg is not None else ViewPlan(2, 2, patch_size=8)
+    return random_batch(plan, batch, 32, 16, generator=g)
 
 
 # ---------------------------------------------------------------------------------------------- units
@@ -148,15 +154,15 @@ def test_trainer_schedules_and_teacher_free(tmp_path):
 
 
 def test_freeze_last_layer_for_the_first_epochs(tmp_path):
-    over = {"optim.freeze_last_layer_epochs": 1, "optim.last_layer": "head.", "optim.warmup_epochs": 0}
+    over = {"optim.freeze_last_layer_epochs": 1, "optim.last_layer": "heads.proj.", "optim.warmup_epochs": 0}
     trainer = Trainer(toy_cfg(tmp_path, **over), iters_per_epoch=1)
-    head = trainer.method.student.head.weight.detach().clone()
+    head = trainer.method.student.heads["proj"].weight.detach().clone()
     block = trainer.method.student.backbone.blocks[0].mlp.fc1.weight.detach().clone()
     trainer.train_step(random_views(16, 2))  # epoch 0: the head is frozen, the backbone trains
-    assert torch.equal(trainer.method.student.head.weight, head)
+    assert torch.equal(trainer.method.student.heads["proj"].weight, head)
     assert not torch.equal(trainer.method.student.backbone.blocks[0].mlp.fc1.weight, block)
     trainer.train_step(random_views(16, 3))  # epoch 1: the head trains too
-    assert not torch.equal(trainer.method.student.head.weight, head)
+    assert not torch.equal(trainer.method.student.heads["proj"].weight, head)
     with pytest.raises(SSLBenchError, match="optim.last_layer"):
         Trainer(toy_cfg(tmp_path, **{**over, "optim.last_layer": "nothing."}), iters_per_epoch=1)
 
@@ -175,6 +181,19 @@ def test_mixed_precision_step_on_cpu(tmp_path, precision):
 
 
 BAM_OVER = {"method": "bam", "model.pos_embed": "sincos", "bam.proj_hidden": 64, "bam.proj_out": 64, "bam.top_k": 8}
+DINO_OVER = {
+    "method": "dino",
+    "dino.out_dim": 64,
+    "dino.hidden_dim": 32,
+    "dino.bottleneck_dim": 16,
+    "dino.norm_last_layer": False,
+    "dino.teacher_temp": 0.07,
+    "dino.warmup_teacher_temp_epochs": 2,
+    "optim.clip_mode": "per_param",
+}
+IBOT_OVER = {**DINO_OVER, "method": "ibot", "ibot.patch_out_dim": 64}
+# every registered method (and the engine's toy) through the engine's contract tests
+METHOD_OVERRIDES = {"toy": {}, "bam": BAM_OVER, "dino": DINO_OVER, "ibot": IBOT_OVER}
 
 
 def _gloo_worker(rank: int, world: int, init_file: str, out_dir: str, tmp: str, over: dict) -> None:
@@ -184,40 +203,49 @@ def _gloo_worker(rank: int, world: int, init_file: str, out_dir: str, tmp: str, 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     cfg = toy_cfg(Path(tmp), **{**over, "train.batch_size": 4})
     trainer = Trainer(cfg, dist=Distributed(rank=rank, world_size=world), iters_per_epoch=5)
-    views = [v[rank * 4 : (rank + 1) * 4] for v in random_views(8, 3)]
+    views = random_views(8, 3, cfg).rows(slice(rank * 4, (rank + 1) * 4))
     loss, _ = trainer.forward_backward(views)
     grads = {n: p.grad.clone() for n, p in trainer.method.student.named_parameters() if p.grad is not None}
     trainer.train_step(views)  # and one full step (clip, AdamW, EMA) on the same batch
     if rank == 0:
         teacher = {n: p.detach().clone() for n, p in trainer.method.teacher.named_parameters()}
-        torch.save({"loss": loss, "grads": grads, "teacher": teacher}, Path(out_dir) / "rank0.pt")
+        state = {k: v.clone() for k, v in trainer.method.method_state().items()}
+        torch.save({"loss": loss, "grads": grads, "teacher": teacher, "state": state}, Path(out_dir) / "rank0.pt")
     dist.destroy_process_group()
 
 
 @pytest.mark.dist
 @pytest.mark.slow
-@pytest.mark.parametrize("over", [{}, BAM_OVER], ids=["toy", "bam"])
-def test_two_gloo_processes_equal_one_process(tmp_path, over):
-    """Same global batch of 8: 2 gloo ranks x 4 images == 1 process x 8 (loss, gradients, teacher after a step).
+@pytest.mark.parametrize("name", list(METHOD_OVERRIDES))
+def test_two_gloo_processes_equal_one_process(tmp_path, name):
+    """Same global batch of 8: 2 gloo ranks x 4 images == 1 process x 8 (loss, gradients, teacher and method state
+    after a step).
 
-    BAM's columns are gathered over ranks and its Sinkhorn column sums all-reduced, so its target is global.
+    BAM's columns are gathered over ranks and its Sinkhorn column sums all-reduced, so its target is global; DINO's
+    and iBOT's centers average the world batch.
     """
+    over = METHOD_OVERRIDES[name]
     import torch.multiprocessing as mp
 
     args = (2, str(tmp_path / "init"), str(tmp_path), str(tmp_path), over)
     mp.spawn(_gloo_worker, args=args, nprocs=2, join=True)
     got = torch.load(tmp_path / "rank0.pt", weights_only=True)
-    trainer = Trainer(toy_cfg(tmp_path, **{**over, "train.batch_size": 8}), iters_per_epoch=5)
-    views = random_views(8, 3)
-    loss, _ = trainer.forward_backward(views)
+    cfg = toy_cfg(tmp_path, **{**over, "train.batch_size": 8})
+    trainer = Trainer(cfg, iters_per_epoch=5)
+    views = random_views(8, 3, cfg)
+    loss, _ = trainer.forward_backward(views)  # like the ranks: this updates the centers once, train_step again
     assert torch.allclose(got["loss"], loss, atol=1e-6), (float(got["loss"]), float(loss))
     grads = {n: p.grad for n, p in trainer.method.student.named_parameters() if p.grad is not None}
     assert got["grads"].keys() == grads.keys() and len(grads) > 10
     for name, g in grads.items():
         assert torch.allclose(got["grads"][name], g, atol=1e-6, rtol=1e-4), name
     trainer.train_step(views)
-    for name, p in trainer.method.teacher.named_parameters():
-        assert torch.allclose(got["teacher"][name], p, atol=1e-6), name
+    for key, p in trainer.method.teacher.named_parameters():
+        assert torch.allclose(got["teacher"][key], p, atol=1e-6), key
+    state = trainer.method.method_state()
+    assert got["state"].keys() == state.keys() and (name not in ("dino", "ibot") or "center" in state)
+    for key, value in state.items():
+        assert torch.allclose(got["state"][key], value, atol=1e-6), key
 
 
 # ---------------------------------------------------------------------------------------------- end to end
@@ -227,6 +255,7 @@ def _final_state(out: Path) -> dict[str, torch.Tensor]:
     state = torch.load(out / "checkpoint.pth", weights_only=True)
     flat = {f"student.{k}": v for k, v in state["student"].items()}
     flat.update({f"teacher.{k}": v for k, v in state["teacher"].items()})
+    flat.update({f"method_state.{k}": v for k, v in state["method_state"].items()})
     flat.update(
         {f"backbone.{k}": v for k, v in torch.load(out / "backbone.pth", weights_only=True)["state_dict"].items()}
     )
@@ -243,7 +272,10 @@ def _overrides(cfg_over: dict) -> list[str]:
 
 
 @pytest.mark.slow
-def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path, shapes_root):
+@pytest.mark.parametrize("name", list(METHOD_OVERRIDES))
+def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path, shapes_root, name):
+    """Every method: a run SIGKILLed mid-epoch and resumed ends bit-identical (weights, method state such as DINO's
+    center, export, logged losses) to an uninterrupted run."""
     root = str(shapes_root / "classification" / "train")
     base = toy_cfg(tmp_path, root)
     args = {
@@ -267,6 +299,7 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path, shapes_root):
         "ccrop.warmup_epochs": 1,
         "ccrop.interval": 1,
         "ccrop.size": 32,
+        **METHOD_OVERRIDES[name],
     }
     ref, killed = tmp_path / "ref", tmp_path / "killed"
     assert cli_main(["pretrain", "--out", str(ref), *_overrides(args)]) == 0

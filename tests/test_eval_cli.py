@@ -6,20 +6,10 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 
 from evaluate.cli import main
 from evaluate.records import read_records
-from pretrain.vit import build_vit, export_backbone
 from sslcore.io import sha256_file
-
-
-@pytest.fixture
-def femto_file(tmp_path) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path / "femto.pt"
-    torch.save(export_backbone(build_vit("vit_femto")), path)
-    return path
 
 
 @pytest.mark.slow

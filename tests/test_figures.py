@@ -66,7 +66,7 @@ def test_cls_attention_shape_and_mass():
     x = torch.randn(1, 3, 48, 40)
     maps = cls_attention(model, x)
     assert maps.shape == (2, 6, 5)
-    full = model.last_selfattention(x)[0, :, 0]  # (heads, 1 + N)
+    full = model.forward_tokens(x, attn=True).attn[0, :, 0]  # (heads, 1 + N)
     assert torch.allclose(maps.flatten(1).sum(-1) + full[:, 0], torch.ones(2), atol=1e-5)  # not renormalised
 
 

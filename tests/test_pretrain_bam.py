@@ -7,7 +7,6 @@ with ContrastiveCrop boxes refreshed during the run and the online k-NN monitor 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -15,9 +14,10 @@ import pytest
 import torch
 
 from evaluate.cli import main as cli_main
+from evaluate.knn import knn_accuracy
+from pretrain import monitor
 from pretrain.backbones import build_backbone
-from pretrain.data import image_folder
-from pretrain.monitor import extract, weighted_knn_top1
+from pretrain.config import DataConfig, KnnConfig
 from pretrain.vit import SSLViT, ViTArch
 
 REPO = Path(__file__).resolve().parent.parent
@@ -25,23 +25,10 @@ RECIPE = REPO / "pretrain" / "configs" / "bam_shapes_tiny.yaml"
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-@pytest.fixture(scope="module")
-def shapes_cls(tmp_path_factory) -> Path:
-    from evaluate.shapesworld.generate import PRESETS, generate
-
-    root = tmp_path_factory.mktemp("sw_cls") / "sw"
-    spec = dataclasses.replace(PRESETS["tiny"], cls_per_class=40)
-    generate(root, spec, seed=0, parts=("classification",), workers=1)
-    return root / "classification"
-
-
 def knn_top1(model: SSLViT, root: Path) -> float:
-    train, _ = image_folder(root / "train")
-    val, _ = image_folder(root / "val")
-    train_f = extract(model, train, 32, MEAN, STD, 100, "cpu")
-    val_f = extract(model, val, 32, MEAN, STD, 100, "cpu")
-    labels = torch.tensor([lbl for _, lbl in train])
-    return weighted_knn_top1(train_f, labels, val_f, torch.tensor([lbl for _, lbl in val]), 20, 0.07)
+    """20-NN top-1 (%) at 32 px with the training monitor's code path and the protocol's vote."""
+    cfg = KnnConfig(train_root=str(root / "train"), val_root=str(root / "val"), size=32, batch_size=100)
+    return monitor.knn_top1(model, cfg, DataConfig(mean=MEAN, std=STD), torch.device("cpu"), knn_accuracy)
 
 
 def run_args(root: Path, out: Path, **extra) -> list[str]:
@@ -101,7 +88,7 @@ def test_bam_shapesworld_run_beats_random_init(tmp_path, shapes_cls):
     assert boxes.shape == (300, 4) and (boxes >= 0).all() and (boxes <= 1).all()
     assert (boxes[:, 2] > boxes[:, 0]).all() and (boxes[:, 3] > boxes[:, 1]).all()
     assert set(state["teacher"]) == set(state["student"])
-    assert {k.split(".")[0] for k in state["teacher"]} == {"backbone", "head"}
+    assert {k.split(".")[0] for k in state["teacher"]} == {"backbone", "heads"}
     assert not state["student"]["backbone.pos_embed"].requires_grad
 
     # the evaluation side's checkpoint adapter reads both outputs, teacher by default, to the same weights
@@ -117,6 +104,7 @@ def test_bam_shapesworld_run_beats_random_init(tmp_path, shapes_cls):
 def test_bam_teacher_free_with_bn_projector_steps_and_exports_the_student(tmp_path):
     from pretrain.config import PretrainConfig
     from pretrain.engine import Trainer
+    from pretrain.views import ViewPlan, random_batch
     from sslcore.config import load_config
 
     over = {
@@ -132,9 +120,8 @@ def test_bam_teacher_free_with_bn_projector_steps_and_exports_the_student(tmp_pa
     cfg = load_config(PretrainConfig, None, [f"{k}={v}" for k, v in over.items()])
     trainer = Trainer(cfg, iters_per_epoch=3)
     assert trainer.method.teacher is None
-    assert any(isinstance(m, torch.nn.BatchNorm1d) for m in trainer.method.student.head.modules())
-    g = torch.Generator().manual_seed(0)
-    views = [torch.randn(8, 3, s, s, generator=g) for s in (32, 32, 16, 16, 16, 16)]
+    assert any(isinstance(m, torch.nn.BatchNorm1d) for m in trainer.method.student.heads["proj"].modules())
+    views = random_batch(ViewPlan(2, 4, patch_size=8), 8, 32, 16, generator=torch.Generator().manual_seed(0))
     before = trainer.method.student.backbone.blocks[0].attn.qkv.weight.detach().clone()
     trainer.step = 1  # past the zero-LR first warm-up step
     loss, diag = trainer.train_step(views)

@@ -1,6 +1,6 @@
 """Per-frame patch features of a video, computed once and cached on disk.
 
-Features are the last block's patch tokens through the final norm (``SSLViT.tokens(x, n_last=1, norm=True)``, the
+Features are the last block's patch tokens through the final norm (``SSLViT.forward_tokens(x).patch``, the
 CLS token dropped), as DINO's ``get_intermediate_layers(n=1)``; the positional embedding is resampled to the frame's
 grid by the model's own rule (``pos_interp="dino"`` reproduces DINO's ``interpolate_pos_encoding``). They are stored
 un-normalised, float32, (T, N, D) with N = h * w row-major; the propagation normalises them.
@@ -52,9 +52,8 @@ def patch_size(model: torch.nn.Module) -> int:
 @torch.inference_mode()
 def extract(model: torch.nn.Module, frames: Tensor, batch_size: int = 8) -> Tensor:
     """Patch tokens of frames (T, 3, H, W) -> float32 (T, N, D) on the frames' device."""
-    prefix = int(getattr(model, "num_prefix_tokens", 1))
     outs = [
-        model.tokens(frames[i : i + batch_size], n_last=1, norm=True)[0][:, prefix:].float()
+        model.forward_tokens(frames[i : i + batch_size]).patch.float()
         for i in range(0, len(frames), batch_size)
     ]
     return torch.cat(outs)

@@ -34,7 +34,6 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
 from pretrain.vit import ARCHS, SSLViT, ViTArch
 from sslcore.errors import SSLBenchError
@@ -179,22 +178,11 @@ class SSLViTBackbone(nn.Module):
         if height % p or width % p:
             raise ValueError(f"input {height}x{width} is not a multiple of the patch size {p}")
         gh, gw = height // p, width // p
-        vit = self.vit
-        x = vit.norm_pre(vit._pos_embed(vit.patch_embed(images)))
-        taps = set(self.out_indices)
-        feats: dict[int, Tensor] = {}
-        for i, block in enumerate(vit.blocks):
-            if self.with_cp and self.training and x.requires_grad:
-                x = activation_checkpoint(block, x, use_reentrant=False)
-            else:
-                x = block(x)
-            if i in taps:
-                feats[i] = x
-            if len(feats) == len(taps):
-                break
+        self.vit.grad_checkpointing = self.with_cp and self.training  # forward_tokens checkpoints each block
+        feats = self.vit.forward_tokens(images, taps=self.out_indices, tap_norm=self.out_with_norm).taps
         outs = []
         for level, i in enumerate(self.out_indices):
-            tokens = vit.norm(feats[i]) if self.out_with_norm else feats[i]
-            fmap = tokens[:, vit.num_prefix_tokens :].transpose(1, 2).reshape(batch, -1, gh, gw)
+            fmap = feats[i % len(self.vit.blocks)][:, self.vit.num_prefix_tokens :]
+            fmap = fmap.transpose(1, 2).reshape(batch, -1, gh, gw)
             outs.append(self.fpn[level](fmap) if self.fpn is not None else fmap)
         return tuple(outs)

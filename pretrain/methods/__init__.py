@@ -14,6 +14,8 @@ from sslcore.errors import ConfigError
 
 METHODS: dict[str, str] = {
     "bam": "pretrain.methods.bam:BAM",
+    "dino": "pretrain.methods.dino:DINO",
+    "ibot": "pretrain.methods.ibot:IBOT",
 }
 
 

@@ -3,7 +3,8 @@
 * Backbone: ``pretrain.backbones.build_backbone`` from the ``model`` section (the BAM recipes use ``vit_small_12h`` /
   ``vit_base``, fixed sin-cos positions, a frozen random patch projection and the MoCo init).
 * Projector: :class:`pretrain.heads.BAMProjector` (3 Linear layers, GELU, 4096 hidden/out; BN as an option for
-  teacher-free runs). Student and EMA teacher are backbone + projector (``ema.enabled=false``: teacher-free, the
+  teacher-free runs), head ``"proj"`` of a :class:`~pretrain.networks.CLSProjectionNet`, run once on the CLS tokens
+  of all crops. Student and EMA teacher are backbone + projector (``ema.enabled=false``: teacher-free, the
   student's own detached similarities give the Sinkhorn target and its global crops the columns).
 * Loss per step: the student runs on all V crops; the teacher (no gradient) on all V crops (``bam.teacher_rows=all``,
   the official code: local-crop rows only help balance the columns) or on the G global crops; the columns are the
@@ -20,25 +21,20 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pretrain.backbones import build_backbone
+from pretrain.backbones import backbone_from_config
 from pretrain.config import PretrainConfig
 from pretrain.heads import BAMProjector
 from pretrain.losses.bam import bam_loss
-from pretrain.methods.base import SSLMethod
+from pretrain.methods.base import SSLMethod, StepContext
+from pretrain.networks import CLSProjectionNet
 from pretrain.schedules import linear_then_constant
+from pretrain.views import Batch
 
 
 class BAM(SSLMethod):
     def __init__(self, cfg: PretrainConfig) -> None:
-        m, b = cfg.model, cfg.bam
-        backbone = build_backbone(
-            m.arch,
-            pos_embed=m.pos_embed,
-            freeze_patch_embed=m.freeze_patch_embed,
-            init=m.init,
-            drop_path=m.drop_path,
-            pos_interp=m.pos_interp,
-        )
+        b = cfg.bam
+        backbone = backbone_from_config(cfg.model)
         head = BAMProjector(
             backbone.embed_dim,
             hidden_dim=b.proj_hidden,
@@ -46,17 +42,16 @@ class BAM(SSLMethod):
             num_layers=b.proj_layers,
             batch_norm=b.proj_bn,
         )
-        super().__init__(cfg, backbone, head)
+        super().__init__(cfg, CLSProjectionNet(backbone, {"proj": head}))
         self.eps_schedule = linear_then_constant(b.eps, b.eps_final, cfg.train.epochs, b.eps_warmup_epochs)
 
-    def loss(self, student: nn.Module, views: list[Tensor], ctx: Any) -> tuple[Tensor, dict[str, Any]]:
-        b, n_global = self.cfg.bam, self.cfg.data.global_crops
-        s_out = student(views)
+    def loss(self, student: nn.Module, batch: Batch, ctx: StepContext) -> tuple[Tensor, dict[str, Any]]:
+        b, views, n_global = self.cfg.bam, batch.views, len(batch.globals)
+        s_out = student(views)["cls"]
         teacher = None
         if self.teacher is not None:
             with torch.no_grad():
-                t_views = views if b.teacher_rows == "all" else views[:n_global]
-                teacher = self.teacher(t_views)
+                teacher = self.teacher(views if b.teacher_rows == "all" else batch.globals)["cls"]
         eps = float(self.eps_schedule[min(ctx.epoch, len(self.eps_schedule) - 1)])
         loss, diag = bam_loss(
             s_out,

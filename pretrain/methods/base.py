@@ -1,42 +1,83 @@
 """The contract between a pretraining method and the engine.
 
-A method subclasses :class:`SSLMethod`, builds its backbone and head, and implements :meth:`SSLMethod.loss`. The
-engine owns the optimizer, schedules, EMA updates, precision, distribution and checkpoints; the method owns only the
-networks and the objective. ``student``/``teacher`` are :class:`~pretrain.engine.MultiCropWrapper`s, so their state
-dict keys are ``backbone.<timm key>`` and ``head.<...>`` (the layout the checkpoint adapter reads).
+A method is networks + state + a loss:
+
+* **networks**: ``student``, a :class:`~pretrain.networks.MultiCropNet` (backbone + named heads; the engine wraps it
+  in DDP and trains it) and ``teacher``, its EMA copy or None (``ema.enabled=false``);
+* **state**: buffers and plain attributes registered on the method (DINO's centers), checkpointed by the engine
+  through :meth:`SSLMethod.method_state` and restored with :meth:`SSLMethod.load_method_state`; schedules are
+  tables indexed by step or epoch, rebuilt from the config;
+* **a view plan**: :meth:`SSLMethod.view_plan` says which crops (and masks) the data pipeline makes;
+* **a loss**: :meth:`SSLMethod.loss` gets the student to call (DDP-wrapped when distributed; call it ONCE per step,
+  with every crop the student needs), the :class:`~pretrain.views.Batch` and a :class:`StepContext`.
+
+The engine owns the optimizer, schedules, EMA updates, precision, distribution and checkpoints.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import dataclasses
+from collections.abc import Callable
+from typing import Any
 
 from torch import Tensor, nn
 
 from pretrain.config import PretrainConfig
 from pretrain.ema import make_teacher
+from pretrain.networks import MultiCropNet
+from pretrain.views import Batch, ViewPlan
+from pretrain.vit import ARCHS
+from sslcore.errors import SSLBenchError
 
-if TYPE_CHECKING:
-    from pretrain.engine import StepContext
+NETWORKS = ("student.", "teacher.")
+
+
+@dataclasses.dataclass
+class StepContext:
+    """What a method's loss may use besides the batch: the step, epoch and the collectives of
+    :mod:`pretrain.dist` (identities in one process)."""
+
+    step: int
+    epoch: int
+    epochs: int
+    iters_per_epoch: int
+    rank: int
+    world_size: int
+    all_gather: Callable[[Tensor], Tensor]
+    all_reduce: Callable[[Tensor, str], Tensor]
+    teacher_momentum: float = 0.0
 
 
 class SSLMethod(nn.Module):
-    """``student`` (trained), ``teacher`` (EMA copy or None) and ``loss(student, views, ctx)``."""
+    """``student`` (trained), ``teacher`` (EMA copy or None), method state, ``view_plan`` and ``loss``."""
 
-    def __init__(self, cfg: PretrainConfig, backbone: nn.Module, head: nn.Module) -> None:
-        from pretrain.engine import MultiCropWrapper
-
+    def __init__(self, cfg: PretrainConfig, student: MultiCropNet) -> None:
         super().__init__()
         self.cfg = cfg
-        self.student = MultiCropWrapper(backbone, head)
-        self.teacher = make_teacher(self.student) if cfg.ema.enabled else None
+        self.student = student
+        self.teacher = make_teacher(student) if cfg.ema.enabled else None
 
-    def loss(self, student: nn.Module, views: list[Tensor], ctx: StepContext) -> tuple[Tensor, dict[str, Any]]:
-        """Scalar loss (fp32, local mean over this rank's images) and a dict of scalar diagnostics.
+    @classmethod
+    def view_plan(cls, cfg: PretrainConfig) -> ViewPlan:
+        """Crops the data pipeline makes for this method; by default ``data.global_crops`` + ``data.local_crops``."""
+        return ViewPlan(cfg.data.global_crops, cfg.data.local_crops, patch_size=patch_size_of(cfg))
 
-        Args:
-            student: the student to call (``self.student``, DDP-wrapped when distributed): ``student(views)`` gives
-                (V * B, D) crop-major outputs.
-            views: V tensors (B, 3, S_v, S_v), globals first.
-            ctx: step, epoch, world size and the collectives ``all_gather`` / ``all_reduce``.
-        """
+    def loss(self, student: nn.Module, batch: Batch, ctx: StepContext) -> tuple[Tensor, dict[str, Any]]:
+        """Scalar loss (fp32, local mean over this rank's images) and a dict of scalar diagnostics."""
         raise NotImplementedError
+
+    def method_state(self) -> dict[str, Any]:
+        """Everything of ``state_dict()`` that is not a network (centers, ...)."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith(NETWORKS)}
+
+    def load_method_state(self, state: dict[str, Any]) -> None:
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not k.startswith(NETWORKS)]
+        if missing or unexpected:
+            raise SSLBenchError(f"method state does not match {self.cfg.method}: missing {missing}, unexpected {unexpected}")
+
+
+def patch_size_of(cfg: PretrainConfig) -> int:
+    """Patch size of ``model.arch`` (16 for an unknown name, which the backbone builder then rejects)."""
+    arch = ARCHS.get(cfg.model.arch)
+    return arch.patch_size if arch is not None else 16

@@ -1,0 +1,91 @@
+"""DINO (Caron et al., ICCV 2021; official code facebookresearch/dino ``main_dino.py``) on the sslbench engine.
+
+* Networks: backbone (``model`` section; DINO's ViTs use learned positions, drop-path 0.1 in the student only) and a
+  :class:`~pretrain.heads.DINOHead` ``"cls"`` (``dino`` section: 3-layer MLP, hidden 2048, GELU, L2-normalised
+  bottleneck 256, weight-normalised last layer to K = 65536), run once on the CLS tokens of all crops.
+* Views: ``data.global_crops`` (2) + ``data.local_crops`` (10 in the ViT-S recipe); the teacher sees the global crops.
+* Loss: :func:`pretrain.losses.dino.dino_loss` with the teacher temperature of the current epoch
+  (:func:`~pretrain.losses.dino.teacher_temperature_schedule`), then the center update, all-reduced over ranks
+  (``center`` is a buffer of the method: checkpointed and restored with it).
+* The last layer is frozen during ``optim.freeze_last_layer_epochs`` (recipes: 1, ``optim.last_layer: last_layer``);
+  gradient clipping per parameter (``optim.clip_mode: per_param``) as the official ``utils.clip_gradients``.
+
+Diagnostics logged each step: the teacher temperature, the mean entropy of the teacher's distributions and that of
+their batch mean (collapse to one prototype drives both to 0; uniform outputs drive both to ln K), and the KL of the
+batch mean to the uniform (how far the center is from uniform).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from pretrain.backbones import backbone_from_config
+from pretrain.config import PretrainConfig
+from pretrain.heads import DINOHead
+from pretrain.losses.dino import dino_loss, entropy, teacher_probs, teacher_temperature_schedule, updated_center
+from pretrain.methods.base import SSLMethod, StepContext
+from pretrain.networks import MultiCropNet
+from pretrain.views import Batch
+from pretrain.vit import TokenOutput
+
+
+def dino_head(cfg: PretrainConfig, in_dim: int, patch_out_dim: int = 0) -> DINOHead:
+    d = cfg.dino
+    return DINOHead(
+        in_dim,
+        out_dim=d.out_dim,
+        hidden_dim=d.hidden_dim,
+        bottleneck_dim=d.bottleneck_dim,
+        nlayers=d.nlayers,
+        use_bn=d.use_bn,
+        norm_last_layer=d.norm_last_layer,
+        patch_out_dim=patch_out_dim,
+    )
+
+
+class DINONet(MultiCropNet):
+    """``{"cls": heads["cls"](CLS of every crop)}``, (V * B, K) crop-major."""
+
+    def project(self, outs: list[TokenOutput]) -> dict[str, Tensor]:
+        return {"cls": self.heads["cls"](torch.cat([o.cls for o in outs]))}
+
+
+def teacher_diagnostics(teacher: Tensor, center: Tensor, temp: float) -> dict[str, float]:
+    """Collapse diagnostics of teacher logits (R, K): mean row entropy, entropy of the batch mean, KL(mean || U)."""
+    probs = teacher_probs(teacher, center, temp)
+    mean = probs.mean(0)
+    mean_entropy = float(entropy(mean))
+    return {
+        "teacher_entropy": float(entropy(probs)),
+        "teacher_batch_entropy": mean_entropy,
+        "teacher_kl_uniform": math.log(probs.shape[-1]) - mean_entropy,
+    }
+
+
+class DINO(SSLMethod):
+    def __init__(self, cfg: PretrainConfig) -> None:
+        backbone = backbone_from_config(cfg.model)
+        super().__init__(cfg, DINONet(backbone, {"cls": dino_head(cfg, backbone.embed_dim)}))
+        d = cfg.dino
+        self.register_buffer("center", torch.zeros(1, d.out_dim))
+        self.temp_schedule = teacher_temperature_schedule(
+            d.warmup_teacher_temp, d.teacher_temp, d.warmup_teacher_temp_epochs, cfg.train.epochs
+        )
+
+    def loss(self, student: nn.Module, batch: Batch, ctx: StepContext) -> tuple[Tensor, dict[str, Any]]:
+        d = self.cfg.dino
+        if self.teacher is None:
+            raise ValueError("DINO needs an EMA teacher (ema.enabled=true)")
+        views = batch.views
+        s_out = student(views)["cls"]
+        with torch.no_grad():
+            t_out = self.teacher(batch.globals)["cls"].float()
+        temp = float(self.temp_schedule[min(ctx.epoch, len(self.temp_schedule) - 1)])
+        loss = dino_loss(s_out, t_out, self.center, len(views), temp, d.student_temp)
+        diag = {"teacher_temp": temp, **teacher_diagnostics(t_out, self.center, temp)}
+        self.center.copy_(updated_center(self.center, t_out, d.center_momentum, ctx.all_reduce, ctx.world_size))
+        return loss, diag

@@ -1,0 +1,135 @@
+"""iBOT (Zhou et al., ICLR 2022; official code bytedance/ibot ``main_ibot.py``) on the sslbench engine.
+
+* Networks: backbone with a learned mask token (``model`` section) and one :class:`~pretrain.heads.DINOHead` ``"cls"``
+  for CLS and patch tokens (``ibot.shared_head=true``, the released ViT-S/B recipes; ``false`` adds a separate last
+  layer ``last_layer2`` of ``ibot.patch_out_dim`` for the patches, the MLP staying shared, as the official head).
+  The head widths and the CLS temperatures are the ``dino`` section (iBOT recipes: K = 8192).
+* Views: the plan asks for one block mask per global crop (``ibot.mask_*``: ratio 0 or U(0.1, 0.5) with probability
+  1/2 each, BEiT block shapes; :mod:`pretrain.masking`). The student sees the *masked* global crops and the
+  unmasked local crops; the teacher sees the unmasked global crops.
+* Loss: :func:`pretrain.losses.ibot.ibot_loss`: DINO's CLS term over (teacher global q, student crop v != q) plus the
+  masked-patch term on the same view; separate CLS and patch centers (buffers of the method, checkpointed), each
+  updated after the loss with momentum 0.9 and all-reduced over ranks; teacher CLS temperature from the ``dino``
+  section and patch temperature ``ibot.warmup_teacher_patch_temp -> ibot.teacher_patch_temp`` over the same
+  warm-up epochs (the official code; ``ibot.mask_start_epoch`` > 0 holds the patch temperature at its warm-up value
+  until then, as ``mim_start_epoch``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from pretrain.backbones import backbone_from_config
+from pretrain.config import PretrainConfig
+from pretrain.losses.dino import teacher_temperature_schedule, updated_center
+from pretrain.losses.ibot import ibot_loss
+from pretrain.methods.base import SSLMethod, StepContext, patch_size_of
+from pretrain.methods.dino import dino_head, teacher_diagnostics
+from pretrain.networks import MultiCropNet
+from pretrain.views import Batch, ViewPlan
+from pretrain.vit import SSLViT, TokenOutput
+
+
+class IBOTNet(MultiCropNet):
+    """``{"cls": (V * B, K) crop-major, "patch": (G * B, N, K2)}``: the head on every crop's CLS token and on the
+    patch tokens of the first ``num_global`` crops."""
+
+    def __init__(self, backbone: SSLViT, heads: dict[str, nn.Module], num_global: int) -> None:
+        super().__init__(backbone, heads)
+        self.num_global = num_global
+
+    def project(self, outs: list[TokenOutput]) -> dict[str, Tensor]:
+        head = self.heads["cls"]
+        return {
+            "cls": head(torch.cat([o.cls for o in outs])),
+            "patch": head.forward_patches(torch.cat([o.patch for o in outs[: self.num_global]])),
+        }
+
+
+def patch_temperature_schedule(cfg: PretrainConfig) -> np.ndarray:
+    i, d = cfg.ibot, cfg.dino
+    ramp = teacher_temperature_schedule(
+        i.warmup_teacher_patch_temp, i.teacher_patch_temp, d.warmup_teacher_temp_epochs, cfg.train.epochs
+    )
+    held = np.full(i.mask_start_epoch, i.warmup_teacher_patch_temp)
+    return np.concatenate([held, ramp])
+
+
+class IBOT(SSLMethod):
+    def __init__(self, cfg: PretrainConfig) -> None:
+        d, i = cfg.dino, cfg.ibot
+        if i.shared_head and i.patch_out_dim != d.out_dim:
+            raise ValueError(
+                f"ibot.shared_head=true gives patch logits of dino.out_dim={d.out_dim}; set ibot.patch_out_dim to "
+                f"the same value (got {i.patch_out_dim}) or ibot.shared_head=false"
+            )
+        backbone = backbone_from_config(cfg.model, mask_token=True)
+        head = dino_head(cfg, backbone.embed_dim, patch_out_dim=0 if i.shared_head else i.patch_out_dim)
+        super().__init__(cfg, IBOTNet(backbone, {"cls": head}, cfg.data.global_crops))
+        self.register_buffer("center", torch.zeros(1, d.out_dim))
+        self.register_buffer("center2", torch.zeros(1, 1, i.patch_out_dim))
+        self.temp_schedule = teacher_temperature_schedule(
+            d.warmup_teacher_temp, d.teacher_temp, d.warmup_teacher_temp_epochs, cfg.train.epochs
+        )
+        self.patch_temp_schedule = patch_temperature_schedule(cfg)
+
+    @classmethod
+    def view_plan(cls, cfg: PretrainConfig) -> ViewPlan:
+        i = cfg.ibot
+        return ViewPlan(
+            cfg.data.global_crops,
+            cfg.data.local_crops,
+            patch_size=patch_size_of(cfg),
+            masks=True,
+            mask_means=tuple(i.mask_ratio),
+            mask_spreads=tuple(i.mask_ratio_var),
+            mask_shape=i.mask_shape,
+            mask_aspect=tuple(i.mask_aspect),
+            mask_start_epoch=i.mask_start_epoch,
+        )
+
+    def loss(self, student: nn.Module, batch: Batch, ctx: StepContext) -> tuple[Tensor, dict[str, Any]]:
+        d, i = self.cfg.dino, self.cfg.ibot
+        if self.teacher is None:
+            raise ValueError("iBOT needs an EMA teacher (ema.enabled=true)")
+        if batch.masks is None:
+            raise ValueError("iBOT needs masks in the batch (its view plan asks the data pipeline for them)")
+        views = batch.views
+        masks = [*batch.masks, *([None] * len(batch.locals))]
+        s_out = student(views, masks)
+        with torch.no_grad():
+            t_out = self.teacher(batch.globals)
+        t_cls, t_patch = t_out["cls"].float(), t_out["patch"].float()
+        flat_masks = torch.cat([m.flatten(1) for m in batch.masks])
+        temp = float(self.temp_schedule[min(ctx.epoch, len(self.temp_schedule) - 1)])
+        patch_temp = float(self.patch_temp_schedule[min(ctx.epoch, len(self.patch_temp_schedule) - 1)])
+        loss, l_cls, l_mim = ibot_loss(
+            s_out["cls"],
+            t_cls,
+            s_out["patch"],
+            t_patch,
+            flat_masks,
+            self.center,
+            self.center2,
+            num_student=len(views),
+            teacher_temp=temp,
+            teacher_patch_temp=patch_temp,
+            student_temp=d.student_temp,
+            lambda1=i.lambda1,
+            lambda2=i.lambda2,
+        )
+        diag = {
+            "loss_cls": float(l_cls.detach()),
+            "loss_mim": float(l_mim.detach()),
+            "mask_ratio": float(flat_masks.float().mean()),
+            "teacher_temp": temp,
+            "teacher_patch_temp": patch_temp,
+            **teacher_diagnostics(t_cls, self.center, temp),
+        }
+        self.center.copy_(updated_center(self.center, t_cls, d.center_momentum, ctx.all_reduce, ctx.world_size))
+        self.center2.copy_(updated_center(self.center2, t_patch, i.center_momentum2, ctx.all_reduce, ctx.world_size))
+        return loss, diag

@@ -1,0 +1,147 @@
+"""What the data pipeline gives a method: a :class:`ViewPlan` says what to make, a :class:`Batch` carries it.
+
+A method declares its plan (``SSLMethod.view_plan(cfg)``); :mod:`pretrain.data` builds the views, the boxes and
+flips of every crop and, when the plan asks, one mask per global crop, all inside the seeded per-image generator (so
+exact resume holds for every method).
+
+Batch layouts (B images on this rank, G global and L local crops, V = G + L)::
+
+    globals  G x (B, 3, S_g, S_g)      locals  L x (B, 3, S_l, S_l)
+    boxes    (B, V, 4) float, (left, top, right, bottom) in original-image pixels, right/bottom exclusive
+    flips    (B, V) bool, True when the crop was mirrored after resizing
+    masks    G x (B, h, w) bool (h = S_g // patch) or None when the plan has no masks
+    index    (B,) dataset indices; label (B,) class labels (never used by a method's loss)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from pretrain.masking import draw_mask
+
+
+@dataclasses.dataclass(frozen=True)
+class ViewPlan:
+    """How many crops of each kind a method needs, and whether global crops carry masks.
+
+    ``mask_means``/``mask_spreads``/``mask_shape``/``mask_aspect`` follow :func:`pretrain.masking.draw_mask`;
+    ``mask_start_epoch``: epochs before it get all-False masks (iBOT's ``pred_start_epoch``).
+    """
+
+    global_crops: int
+    local_crops: int
+    patch_size: int = 16
+    masks: bool = False
+    mask_means: tuple[float, ...] = (0.0, 0.3)
+    mask_spreads: tuple[float, ...] = (0.0, 0.2)
+    mask_shape: str = "block"
+    mask_aspect: tuple[float, float] = (0.3, 1 / 0.3)
+    mask_start_epoch: int = 0
+
+
+@dataclasses.dataclass
+class Batch:
+    globals: list[Tensor]
+    locals: list[Tensor]
+    boxes: Tensor
+    flips: Tensor
+    index: Tensor
+    label: Tensor
+    masks: list[Tensor] | None = None
+    skipped: int = 0
+
+    @property
+    def views(self) -> list[Tensor]:
+        """Every crop, globals first (the order of ``boxes``/``flips``)."""
+        return [*self.globals, *self.locals]
+
+    @property
+    def size(self) -> int:
+        return int(self.index.shape[0])
+
+    def to(self, device: torch.device | str, non_blocking: bool = True) -> Batch:
+        return self.map(lambda t: t.to(device, non_blocking=non_blocking))
+
+    def rows(self, rows: slice) -> Batch:
+        """The images ``rows`` of every crop (e.g. one rank's share of a global batch)."""
+        return self.map(lambda t: t[rows])
+
+    def map(self, move: Callable[[Tensor], Tensor]) -> Batch:
+        """Apply ``move`` to every tensor of the batch."""
+
+        return dataclasses.replace(
+            self,
+            globals=[move(v) for v in self.globals],
+            locals=[move(v) for v in self.locals],
+            boxes=move(self.boxes),
+            flips=move(self.flips),
+            index=move(self.index),
+            label=move(self.label),
+            masks=None if self.masks is None else [move(m) for m in self.masks],
+        )
+
+
+def collate(items: list[dict[str, Any]], num_global: int) -> Batch:
+    """Stack per-image items ``{"views", "boxes", "flips", "masks" (or None), "index", "label", "skipped"}``."""
+    views = [torch.stack([it["views"][v] for it in items]) for v in range(len(items[0]["views"]))]
+    masks = None
+    if items[0].get("masks") is not None:
+        masks = [torch.stack([it["masks"][g] for it in items]) for g in range(num_global)]
+    return Batch(
+        globals=views[:num_global],
+        locals=views[num_global:],
+        boxes=torch.stack([it["boxes"] for it in items]),
+        flips=torch.stack([it["flips"] for it in items]),
+        index=torch.tensor([it["index"] for it in items]),
+        label=torch.tensor([it["label"] for it in items]),
+        masks=masks,
+        skipped=int(sum(it["skipped"] for it in items)),
+    )
+
+
+def random_batch(
+    plan: ViewPlan,
+    batch_size: int,
+    global_size: int,
+    local_size: int,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+) -> Batch:
+    """A batch of Gaussian-noise crops laid out as ``plan`` asks (masks included), for benchmarks and tests.
+
+    Boxes are full-image boxes of a ``global_size`` square image, flips False; masks follow the plan's ratios.
+    """
+    g = generator or torch.Generator().manual_seed(0)
+
+    def crops(n: int, size: int) -> list[Tensor]:
+        return [torch.randn(batch_size, 3, size, size, generator=g).to(device) for _ in range(n)]
+
+    views = plan.global_crops + plan.local_crops
+    masks = None
+    if plan.masks:
+        side = global_size // plan.patch_size
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(torch.randint(0, 2**31 - 1, (), generator=g)))
+            masks = [
+                torch.stack(
+                    [
+                        draw_mask(side, side, plan.mask_means, plan.mask_spreads, plan.mask_shape, plan.mask_aspect)
+                        for _ in range(batch_size)
+                    ]
+                ).to(device)
+                for _ in range(plan.global_crops)
+            ]
+    return Batch(
+        globals=crops(plan.global_crops, global_size),
+        locals=crops(plan.local_crops, local_size),
+        boxes=torch.tensor([0.0, 0.0, global_size, global_size]).repeat(batch_size, views, 1).to(device),
+        flips=torch.zeros(batch_size, views, dtype=torch.bool, device=device),
+        index=torch.arange(batch_size, device=device),
+        label=torch.zeros(batch_size, dtype=torch.long, device=device),
+        masks=masks,
+    )
