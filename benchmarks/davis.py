@@ -144,7 +144,9 @@ def bench_features(args, device, t_prop):
     model = build_vit("vit_small").eval().to(device)
     frames = torch.randn(args.frames, 3, h * 16, w * 16, device=device)
     with torch.inference_mode():
-        _, t_feat = timed(lambda: [model.forward_tokens(frames[i : i + 8]).patch for i in range(0, len(frames), 8)], device)
+        _, t_feat = timed(
+            lambda: [model.forward_tokens(frames[i : i + 8]).patch for i in range(0, len(frames), 8)], device
+        )
     print(
         f"sweep point: ViT-S/16 features {t_feat:7.3f} s + propagation {t_prop:7.3f} s without the cache, "
         f"propagation only with it: {(t_feat + t_prop) / t_prop:5.1f}x cheaper"
