@@ -10,7 +10,9 @@ like frozen SSL features (default 8,000 train + 2,000 val + 5,000 test x 384, 10
 class signal in a low-dimensional subspace, so that weak regularisation overfits and the selected lambda is interior).
 
 Printed: min / median over ``--repeat`` interleaved rounds, the ratio, the selected lambda and val / test accuracy of
-both (must agree within ``--tolerance`` points), and the matmul floor of the sslbench sweep: its number of function
+both, the test accuracy of a tightly converged refit at the selected lambda (the lambda must be the same, the val
+accuracy within ``--tolerance`` points, and sslbench's test within ``--tolerance`` of the converged refit: sklearn's
+refit at its default tol=1e-4 can stop farther than that from it), and the matmul floor of the sslbench sweep: its number of function
 evaluations times the time of one evaluation's products (logits (n, D) x (D, K) and the weight gradient), measured in
 the same run.
 
@@ -143,10 +145,25 @@ def main() -> None:
         print(f"  {name:<9} lambda {res['lambda']:.3g}   val {res['val_best']:.2f}   test {res['test']:.2f}")
     curve = ", ".join(f"{v:.1f}" for v in ref["val_scores"])
     print(f"  sklearn val curve (strong -> weak): {curve}")
-    agree = (
-        abs(mine["test"] - ref["test"]) <= args.tolerance and abs(mine["val_best"] - ref["val_best"]) <= args.tolerance
+    # the refit's test accuracy depends on how far each solver stops from the optimum: solve it tightly (float64)
+    x_all, y_all = np.concatenate([split[0], split[2]]), np.concatenate([split[1], split[3]])
+    tight = logreg.fit_logreg(
+        x_all, y_all, 1.0 / ref["lambda"], max_iter=5000, tol=1e-7, solver="torch", device=args.device, dtype="float64"
     )
-    print(f"  selected accuracy within {args.tolerance} point: {agree}")
+    optimum = 100.0 * float((tight.predict(split[4]) == split[5]).mean())
+    print(
+        f"  converged refit at sklearn's lambda (float64, tol 1e-7): test {optimum:.2f}; distance: sslbench "
+        f"{abs(mine['test'] - optimum):.2f}, sklearn (tol 1e-4) {abs(ref['test'] - optimum):.2f}"
+    )
+    agree = (
+        mine["lambda"] == ref["lambda"]
+        and abs(mine["val_best"] - ref["val_best"]) <= args.tolerance
+        and abs(mine["test"] - optimum) <= args.tolerance
+    )
+    print(
+        f"  same lambda, val within {args.tolerance} point, test within {args.tolerance} point of the optimum: {agree}"
+        f"   (test vs sklearn's refit: {mine['test'] - ref['test']:+.2f})"
+    )
     if not agree:
         sys.exit(1)
 
