@@ -98,7 +98,7 @@ class _Problem:
     def __init__(self, x: np.ndarray, y: np.ndarray, device: str, dtype: Any) -> None:
         import torch
 
-        self.source, self.device, self.dtype = x, device, dtype
+        self.source, self.source_labels, self.device, self.dtype = x, y, device, dtype
         self.classes, target = np.unique(y, return_inverse=True)
         x64 = torch.as_tensor(x, dtype=torch.float64, device=device)
         self.mean = x64.mean(0)
@@ -108,8 +108,9 @@ class _Problem:
         self.z = (centred @ self.rotation).to(dtype)
         self.y = torch.as_tensor(target, device=device)
 
-    def matches(self, x: np.ndarray, device: str, dtype: Any) -> bool:
-        return self.source is x and self.device == device and self.dtype == dtype
+    def matches(self, x: np.ndarray, y: np.ndarray, device: str, dtype: Any) -> bool:
+        """The same arrays (by identity: the sweep passes the same ones for every lambda), device and precision."""
+        return self.source is x and self.source_labels is y and self.device == device and self.dtype == dtype
 
 
 class TorchLogReg:
@@ -141,7 +142,7 @@ class TorchLogReg:
         import torch.nn.functional as F
 
         dtype = getattr(torch, self.dtype)
-        if init is not None and init.problem.matches(x, self.device, dtype):
+        if init is not None and init.problem.matches(x, y, self.device, dtype):
             problem = init.problem
         else:
             problem, init = _Problem(x, y, self.device, dtype), None
