@@ -29,7 +29,6 @@ from pretrain.methods import method_class  # noqa: E402
 from pretrain.views import Batch, random_batch  # noqa: E402
 from sslcore.config import load_config  # noqa: E402
 
-
 RECIPES = Path(__file__).resolve().parent.parent / "pretrain" / "configs"
 
 

@@ -3,15 +3,20 @@
 Core (:func:`knn_predict`, :func:`knn_accuracy`): train features X (N, D) and test features Q (M, D) are
 L2-normalised; for each query the k most cosine-similar train rows vote for their class with weight exp(s / T),
 T = 0.07. Every k in ``ks`` (default 10, 20, 100, 200) comes from ONE top-k at max(ks): the neighbours of a smaller k
-are a prefix of the sorted list. Queries are processed ``chunk`` rows at a time (a fixed size, so any test-set size
-works, unlike DINO's 100 equal chunks which fail below 100 queries), so the (chunk, N) similarity block is the only
+are a prefix of the sorted list, and one (rows, C) score buffer per chunk grows in place from one k to the next.
+Queries are processed in blocks of a fixed number of rows (default: as many as keep the (rows, N) similarity block
+within 64 MiB; any test-set size works, unlike DINO's 100 equal chunks which fail below 100 queries); the train
+features are never copied (the similarity block is scaled by 1 / ||x_j|| per column instead), so the block is the only
 large temporary: 1.28M x 768 train features fit a GPU. Class scores are (M, C) with C = ``num_classes``.
 
 Choices, documented:
 
 * k larger than the number of train rows N is clamped to N (all train rows vote); the record keeps the requested k.
-* top-5 ranks all C classes by score, as DINO does: with fewer than 5 voted classes, zero-score classes fill the tail
-  in index order and can count as hits; with C < 5 it is top-C.
+* ranking is DINO's ``knn_classifier`` (``probs.sort(1, True)``, a stable sort): classes by descending score, equal
+  scores (in practice: classes with no vote) in ascending class index, so with fewer than 5 voted classes zero-score
+  classes fill the tail in index order and can count as top-5 hits. A top-5 hit is a rank below min(5, k) (DINO's
+  ``narrow(1, 0, min(5, k))``); with C < 5 it is top-C. The rank is counted (:func:`rank_of`), not sorted, so it does
+  not depend on ``topk``'s tie-breaking.
 * DINOv2's softmax-normalised weights rank classes identically (a positive constant per query), so one
   implementation serves both.
 
@@ -37,9 +42,19 @@ from torch import Tensor
 from evaluate import evalrun
 from evaluate.features import FeatureConfig, get_features, resolve_device
 from evaluate.metrics import accuracy
-from sslcore.config import ALL_POSITIVE, POSITIVE, validate
+from sslcore.config import ALL_POSITIVE, POSITIVE, POSITIVE_OR_NONE, validate
 
 DEFAULT_KS = (10, 20, 100, 200)
+
+
+CHUNK_BYTES = 64 << 20  # default budget of the (chunk, N) similarity block
+
+
+def _chunk_rows(chunk: int | None, n_train: int, itemsize: int) -> int:
+    """Test rows per similarity block: ``chunk`` if given, else as many as fit ``CHUNK_BYTES``."""
+    if chunk is not None:
+        return chunk
+    return max(1, CHUNK_BYTES // max(1, n_train * itemsize))
 
 
 def _chunks(
@@ -49,36 +64,55 @@ def _chunks(
     ks: Sequence[int],
     T: float,
     num_classes: int,
-    chunk: int,
-) -> Iterator[tuple[slice, dict[int, Tensor]]]:
-    """Yield (rows, {k: scores (rows, C)}) for consecutive chunks of test rows."""
+    chunk: int | None,
+) -> Iterator[tuple[slice, int, Tensor]]:
+    """Yield (rows, k, scores (rows, C)) for consecutive chunks of test rows, k ascending within a chunk.
+
+    ``scores`` is ONE buffer per chunk, grown in place from one k to the next (the neighbours of a smaller k are a
+    prefix of the sorted list): it is valid until the next item is drawn; copy it to keep it. The train features are
+    not copied: similarities are the normalised queries times the raw train rows, scaled by 1 / ||x_j|| per column.
+    """
     if train_feats.ndim != 2 or test_feats.ndim != 2 or train_feats.shape[1] != test_feats.shape[1]:
         raise ValueError(
             f"features must be (N, D) and (M, D); got {tuple(train_feats.shape)}, {tuple(test_feats.shape)}"
         )
     if len(train_labels) != len(train_feats) or len(train_feats) == 0:
         raise ValueError("train_labels must have one label per train row, and train must not be empty")
-    if not ks or min(ks) < 1 or chunk < 1 or T <= 0:
+    if not ks or min(ks) < 1 or (chunk is not None and chunk < 1) or T <= 0:
         raise ValueError(f"need ks >= 1, chunk >= 1, T > 0; got ks={list(ks)}, chunk={chunk}, T={T}")
-    train = F.normalize(train_feats, dim=1)
-    labels = train_labels.to(train.device, torch.long)
+    inv_norm = train_feats.norm(dim=1).clamp_min(1e-12).reciprocal()  # (N,), as F.normalize's eps
+    labels = train_labels.to(train_feats.device, torch.long)
     order = sorted(set(ks))
-    kmax = min(order[-1], len(train))
-    for start in range(0, len(test_feats), chunk):
-        rows = slice(start, min(start + chunk, len(test_feats)))
-        query = F.normalize(test_feats[rows].to(train.device, train.dtype), dim=1)
-        sims, idx = (query @ train.T).topk(kmax, dim=1)  # (m, kmax), sorted descending
-        dtype = torch.float64 if train.dtype == torch.float64 else torch.float32  # half features vote in float32
-        weights = (sims.to(dtype) / T).exp()
+    kmax = min(order[-1], len(train_feats))
+    rows_per = _chunk_rows(chunk, len(train_feats), train_feats.element_size())
+    dtype = torch.float64 if train_feats.dtype == torch.float64 else torch.float32  # half features vote in float32
+    for start in range(0, len(test_feats), rows_per):
+        rows = slice(start, min(start + rows_per, len(test_feats)))
+        query = F.normalize(test_feats[rows].to(train_feats.device, train_feats.dtype), dim=1)
+        sims = (query @ train_feats.T).mul_(inv_norm)  # (m, N): the only large temporary
+        top, idx = sims.topk(kmax, dim=1)  # (m, kmax), sorted descending
+        del sims
+        weights = (top.to(dtype) / T).exp()
         votes = labels[idx]
-        scores = torch.zeros(len(query), num_classes, dtype=dtype, device=train.device)
-        out, done = {}, 0
-        for k in order:  # grow the scores incrementally: neighbours of a smaller k are a prefix
+        scores = torch.zeros(len(query), num_classes, dtype=dtype, device=train_feats.device)
+        done = 0
+        for k in order:
             upto = min(k, kmax)
             scores.scatter_add_(1, votes[:, done:upto], weights[:, done:upto])
             done = upto
-            out[k] = scores.clone()
-        yield rows, out
+            yield rows, k, scores
+
+
+def rank_of(scores: Tensor, target: Tensor) -> Tensor:
+    """Rank (0 = first) of each row's ``target`` class when classes are sorted by descending score, equal scores in
+    ascending class index: the order of a stable descending sort, as DINO's ``probs.sort(1, True)`` gives.
+
+    Args:
+        scores: (M, C); target: (M,) long. Returns (M,) long.
+    """
+    own = scores.gather(1, target.view(-1, 1))
+    before = torch.arange(scores.shape[1], device=scores.device) < target.view(-1, 1)
+    return ((scores > own) | ((scores == own) & before)).sum(1)
 
 
 def knn_predict(
@@ -88,7 +122,7 @@ def knn_predict(
     ks: Sequence[int] = DEFAULT_KS,
     T: float = 0.07,
     num_classes: int | None = None,
-    chunk: int = 1024,
+    chunk: int | None = None,
 ) -> dict[int, Tensor]:
     """Class scores {k: (M, C)} = sum of exp(s/T) over the k nearest train rows of each class (see module doc).
 
@@ -97,13 +131,12 @@ def knn_predict(
         train_labels: (N,) integer labels in [0, C).
         test_feats: (M, D).
         num_classes: C; default max label + 1.
-        chunk: test rows per similarity block.
+        chunk: test rows per similarity block; default: as many as fit 64 MiB.
     """
     num_classes = int(num_classes if num_classes is not None else int(train_labels.max()) + 1)
     parts: dict[int, list[Tensor]] = {k: [] for k in ks}
-    for _, scores in _chunks(train_feats, train_labels, test_feats, ks, T, num_classes, chunk):
-        for k in ks:
-            parts[k].append(scores[k].cpu())
+    for _, k, scores in _chunks(train_feats, train_labels, test_feats, ks, T, num_classes, chunk):
+        parts[k].append(scores.to("cpu", copy=True))
     empty = torch.zeros(0, num_classes)
     return {k: torch.cat(v) if v else empty for k, v in parts.items()}
 
@@ -116,25 +149,24 @@ def knn_accuracy(
     ks: Sequence[int] = DEFAULT_KS,
     T: float = 0.07,
     num_classes: int | None = None,
-    chunk: int = 1024,
+    chunk: int | None = None,
     per_class: bool = False,
 ) -> dict[str, float]:
     """{"top1@k<k>": %, "top5@k<k>": %} streamed over chunks (no (M, C) score matrix is kept).
 
-    ``per_class=True`` adds {"mean_per_class@k<k>": %} (:func:`evaluate.metrics.accuracy`).
+    Ranking as DINO's ``knn_classifier``: stable descending sort of the class scores (:func:`rank_of`), a hit in
+    top-5 when the rank is below min(5, k) (DINO: "top5 does not make sense if k < 5"; fewer than C classes).
+    ``per_class=True`` adds {"mean_per_class@k<k>": %} (:func:`evaluate.metrics.accuracy`) of the rank-0 class.
     """
     num_classes = int(num_classes if num_classes is not None else int(train_labels.max()) + 1)
-    top = min(5, num_classes)
     hits = {(k, n): 0 for k in ks for n in (1, 5)}
     predictions: dict[int, list[Tensor]] = {k: [] for k in ks}
-    for rows, scores in _chunks(train_feats, train_labels, test_feats, ks, T, num_classes, chunk):
-        target = test_labels[rows].to(scores[ks[0]].device).view(-1, 1)
-        for k in ks:
-            ranked = scores[k].topk(top, dim=1).indices
-            hits[k, 1] += int((ranked[:, :1] == target).sum())
-            hits[k, 5] += int((ranked == target).any(dim=1).sum())
-            if per_class:
-                predictions[k].append(ranked[:, 0].cpu())
+    for rows, k, scores in _chunks(train_feats, train_labels, test_feats, ks, T, num_classes, chunk):
+        rank = rank_of(scores, test_labels[rows].to(scores.device, torch.long))
+        hits[k, 1] += int((rank == 0).sum())
+        hits[k, 5] += int((rank < min(5, k)).sum())
+        if per_class:
+            predictions[k].append(scores.argmax(1).cpu())  # the first maximum: rank 0 of the stable sort
     total = max(len(test_feats), 1)
     out = {f"top{n}@k{k}": 100.0 * hits[k, n] / total for n in (1, 5) for k in ks}
     if per_class:
@@ -150,11 +182,11 @@ class KNNConfig:
     features: FeatureConfig = dataclasses.field(default_factory=FeatureConfig)
     ks: list[int] = dataclasses.field(default_factory=lambda: list(DEFAULT_KS))
     T: float = 0.07
-    chunk: int = 1024
+    chunk: int | None = None  # test rows per similarity block; None: as many as fit 64 MiB
     out: str | None = None
 
     def __post_init__(self) -> None:
-        validate(self, {"ks": ALL_POSITIVE, "T": POSITIVE, "chunk": POSITIVE})
+        validate(self, {"ks": ALL_POSITIVE, "T": POSITIVE, "chunk": POSITIVE_OR_NONE})
 
 
 def run(cfg: KNNConfig, backbone: Any = None) -> dict[str, float]:

@@ -11,7 +11,7 @@ slice of it (:class:`HeadGrid`), so any number of heads trains on the same forwa
 * ``variant="grid"`` (DINOv2 ``eval/linear.py``): the bank is cat(CLS_{L-3..L}, mean patch_L); heads for every
   lr in ``lrs`` (13 values, 1e-5 .. 0.1, each x batch / 256) x blocks in {1, 4} x {without, with} the mean patch
   (52 heads). The loss is the sum of the heads' cross-entropies; cosine stepped per iteration; RandomResizedCrop is
-  bicubic. Heads of one input size are stacked into one (L, C, F) tensor and run by one batched matmul.
+  bicubic. Heads of one group are stacked into one (L, C, F) tensor and run by one fused (B, F) x (F, L*C) product.
 
 **Per-head optimiser state.** The heads are trained by one ``torch.optim.SGD`` (momentum mu, lr = cosine factor s_t)
 on gradients pre-multiplied by each head's own learning rate lr_h. With dampening 0, no Nesterov and the weight decay
@@ -100,12 +100,18 @@ class HeadGrid(nn.Module):
         return [f"{g.name}_lr{lr:g}" for g in self.groups for lr in self.lrs]
 
     def forward(self, bank: Tensor) -> Tensor:
-        """Logits (H, B, C) of every head, H = groups x lrs, group-major."""
+        """Logits (H, B, C) of every head, H = groups x lrs, group-major (a view of :meth:`batch_major`)."""
+        return self.batch_major(bank).transpose(0, 1)
+
+    def batch_major(self, bank: Tensor) -> Tensor:
+        """Logits (B, H, C), contiguous: per group ONE fused product bank[:, slice] (B, F_g) x (F_g, L*C) + bias,
+        so all learning rates share one pass over the batch (and one product for the weight gradient)."""
         out = []
         for g, w, b in zip(self.groups, self.weights, self.biases):
+            lrs, classes, width = w.shape
             x = bank[:, g.start : g.stop]
-            out.append(torch.einsum("bf,lcf->lbc", x, w) + b[:, None, :])
-        return torch.cat(out)
+            out.append(torch.addmm(b.reshape(-1), x, w.reshape(lrs * classes, width).T).view(-1, lrs, classes))
+        return out[0] if len(out) == 1 else torch.cat(out, dim=1)
 
     def scale_grads(self, weight_decay: float = 0.0) -> None:
         """grad <- lr_h * (grad + wd * param) for every head h (see the module docstring)."""
@@ -142,9 +148,9 @@ def head_accuracy(grid: HeadGrid, bank: Tensor, labels: Tensor, chunk: int = 409
     classes = int(grid.biases[0].shape[1])
     hits = torch.zeros(heads, classes)  # (H, C) correct predictions per true class
     for start in range(0, len(bank), chunk):
-        logits = grid(bank[start : start + chunk])
+        logits = grid.batch_major(bank[start : start + chunk])  # (b, H, C)
         target = labels[start : start + chunk].to(logits.device)
-        correct = (logits.argmax(-1) == target).float().cpu()  # (H, b)
+        correct = (logits.argmax(-1) == target[:, None]).float().T.cpu()  # (H, b)
         hits.index_add_(1, target.cpu(), correct)
     if metric == "top1":
         return 100.0 * hits.sum(1) / max(len(bank), 1)
@@ -154,13 +160,14 @@ def head_accuracy(grid: HeadGrid, bank: Tensor, labels: Tensor, chunk: int = 409
 
 
 def head_losses(logits: Tensor, labels: Tensor) -> Tensor:
-    """Mean cross-entropy of every head, (H,), from logits (H, B, C) and labels (B,) shared by the heads or (H, B)
-    per head, where -100 marks an image a head does not train on (its mean is over its own images)."""
-    heads, batch, classes = logits.shape
-    targets = labels.expand(heads, batch) if labels.dim() == 1 else labels
+    """Mean cross-entropy of every head, (H,), from batch-major logits (B, H, C) (:meth:`HeadGrid.batch_major`) and
+    labels (B,) shared by the heads or (H, B) per head, where -100 marks an image a head does not train on (its mean
+    is over its own images)."""
+    batch, heads, classes = logits.shape
+    targets = labels[:, None].expand(batch, heads) if labels.dim() == 1 else labels.T  # (B, H)
     per_image = F.cross_entropy(logits.reshape(-1, classes), targets.reshape(-1), reduction="none")
-    counts = (targets != -100).sum(1).clamp(min=1)
-    return per_image.view(heads, batch).sum(1) / counts
+    counts = (targets != -100).sum(0).clamp(min=1)
+    return per_image.view(batch, heads).sum(0) / counts
 
 
 def train_heads(
@@ -192,9 +199,7 @@ def train_heads(
             factor = cosine(step if schedule_step == "iter" else epoch, total)
             for group in opt.param_groups:
                 group["lr"] = factor
-            logits = grid(bank)
-            heads, batch, classes = logits.shape
-            loss = head_losses(logits, labels).sum()
+            loss = head_losses(grid.batch_major(bank), labels).sum()  # one fused product for every head
             opt.zero_grad(set_to_none=True)
             loss.backward()
             grid.scale_grads(weight_decay)

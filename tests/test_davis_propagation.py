@@ -126,6 +126,32 @@ def test_batched_propagation_equals_a_per_frame_loop(n_last, topk, size, budget,
     torch.testing.assert_close(ours.sum(-1), torch.ones(t, 20))  # soft labels stay distributions
 
 
+@pytest.mark.parametrize("topk", [5, 4])
+def test_tied_affinities_keep_every_tied_entry_as_dino(topk):
+    # frame 1 repeats frame 0, so from frame 2 on every similarity to them comes in equal pairs: with an odd top-k
+    # the k-th and (k+1)-th values tie at the boundary (DINO keeps both); with an even one they do not
+    grid, t, d, k = (4, 5), 6, 16, 3
+    features = torch.randn(t, 20, d, generator=torch.Generator().manual_seed(7))
+    features[1] = features[0]
+    first = F.one_hot(torch.randint(0, k, (20,), generator=torch.Generator().manual_seed(8)), k).float()
+    logits = P.affinity_logits(F.normalize(features[2:3], dim=-1), F.normalize(features[None, :2], dim=-1))
+    ties = P.topk_weights(logits, topk)[2]
+    assert bool(ties.all()) == (topk % 2 == 1)
+    ours = P.propagate(features, first, grid, n_last_frames=3, topk=topk, size_mask_neighborhood=0)
+    ref = reference_propagation(features, first, grid, 3, topk, 0)
+    torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_sparse_weights_equal_the_dense_matrix():
+    b, c, n, d, k = 2, 3, 12, 8, 5
+    target, sources = _unit(b, n, d, seed=9), _unit(b, c, n, d, seed=10)
+    mask = P.neighborhood_mask(3, 4, 1)
+    dense = P.propagation_weights(target, sources, mask=mask, topk=k)
+    weights, index, ties = P.topk_weights(P.affinity_logits(target, sources, mask), k)
+    assert not ties.any()
+    torch.testing.assert_close(torch.zeros_like(dense).scatter_(-1, index, weights), dense)
+
+
 def test_upsample_argmax_normalises_each_channel():
     # grid 1x3, patch 1: raw argmax would be [0, 0, 1]; per-channel min-max turns the middle to channel 1
     soft = torch.tensor([[[0.9, 0.1], [0.6, 0.4], [0.5, 0.5]]])

@@ -106,3 +106,44 @@ def test_accuracy_agrees_with_scores_and_scale_invariance():
 def test_bad_shapes_raise():
     with pytest.raises(ValueError):
         knn_predict(torch.randn(5, 4), torch.zeros(5, dtype=torch.long), torch.randn(2, 3), [1])
+
+
+def test_top5_with_fewer_than_5_voted_classes_fills_the_tail_in_class_order():
+    # 10 nearest rows: 6 of class 7, 4 of class 2; farther rows of every class. At k = 10 only classes 7 and 2 get
+    # votes, so the ranking is 7, 2, then the unvoted classes in ascending index: top-5 = {7, 2, 0, 1, 3}.
+    near = [0.95, 0.94, 0.93, 0.92, 0.91, 0.90, 0.89, 0.88, 0.87, 0.86]
+    far = [0.1 + 0.01 * c for c in range(10)]
+    query, train = _toy(near + far, dim=len(near + far) + 1)
+    labels = torch.tensor([7] * 6 + [2] * 4 + list(range(10)))
+    queries = query.repeat(5, 1)
+    targets = torch.tensor([7, 2, 3, 0, 4])
+    acc = knn_accuracy(train, labels, queries, targets, [10, 3], num_classes=10)
+    assert acc["top1@k10"] == pytest.approx(100 * 1 / 5)
+    assert acc["top5@k10"] == pytest.approx(100 * 4 / 5)  # 7, 2, 3, 0 hit; 4 is rank 5
+    assert acc["top5@k3"] == pytest.approx(100 * 2 / 5)  # DINO counts the first min(5, k) = 3 ranks: 7, 0, 1
+    # the same ranks as a stable descending sort of the scores (what DINO's probs.sort(1, True) gives)
+    gen = torch.Generator().manual_seed(4)
+    train = torch.randn(400, 8, generator=gen)
+    labels = torch.randint(0, 10, (400,), generator=gen)
+    test, test_labels = torch.randn(300, 8, generator=gen), torch.randint(0, 10, (300,), generator=gen)
+    for k in (1, 2, 3, 10):
+        scores = knn_predict(train, labels, test, [k], num_classes=10)[k]
+        ranked = scores.sort(dim=1, descending=True, stable=True).indices
+        assert int((scores == 0).sum(1).max()) >= 5  # many zero-score ties in the tail
+        top = min(5, k)
+        expected = 100.0 * float((ranked[:, :top] == test_labels[:, None]).any(1).float().mean())
+        got = knn_accuracy(train, labels, test, test_labels, [k], num_classes=10, chunk=37)
+        assert got[f"top5@k{k}"] == pytest.approx(expected)
+
+
+def test_default_chunk_bounds_the_similarity_block(monkeypatch):
+    import evaluate.knn as knn
+
+    gen = torch.Generator().manual_seed(5)
+    train, labels = torch.randn(1000, 8, generator=gen), torch.randint(0, 5, (1000,), generator=gen)
+    test = torch.randn(50, 8, generator=gen)
+    full = knn_predict(train, labels, test, [10], num_classes=5)
+    monkeypatch.setattr(knn, "CHUNK_BYTES", 1000 * 4 * 7)  # 7 rows per block
+    assert knn._chunk_rows(None, 1000, 4) == 7
+    blocked = knn_predict(train, labels, test, [10], num_classes=5)
+    torch.testing.assert_close(blocked[10], full[10], rtol=1e-5, atol=0)  # blocked matmuls round differently

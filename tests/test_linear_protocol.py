@@ -24,7 +24,7 @@ def test_masked_head_loss_is_the_mean_over_its_own_images():
     logits = torch.randn(2, 6, 3, generator=gen)
     labels = torch.randint(0, 3, (6,), generator=gen)
     targets = torch.stack([labels, labels.masked_fill(torch.tensor([1, 0, 0, 1, 0, 0], dtype=torch.bool), -100)])
-    losses = head_losses(logits, targets)
+    losses = head_losses(logits.transpose(0, 1), targets)  # batch-major (B, H, C)
     torch.testing.assert_close(losses[0], F.cross_entropy(logits[0], labels))
     keep = torch.tensor([1, 2, 4, 5])
     torch.testing.assert_close(losses[1], F.cross_entropy(logits[1][keep], labels[keep]))

@@ -24,6 +24,8 @@ frame by frame. No globals, no device choice in here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -47,6 +49,28 @@ def context_slots(t: int, n_last_frames: int) -> list[int]:
     return [0, *range(max(1, t - n_last_frames), t)]
 
 
+def affinity_logits(
+    target: Tensor, sources: Tensor, mask: Tensor | None = None, temperature: float = TEMPERATURE
+) -> Tensor:
+    """Scaled similarities <f_t,i, f_c,j> / temperature, -inf outside the neighbourhood window.
+
+    Args:
+        target: (B, N, D) L2-normalised target features.
+        sources: (B, C, N, D) L2-normalised context features.
+        mask: (N, N) neighbourhood mask (target patch i, source patch j; nonzero = allowed) or None.
+
+    Returns:
+        (B, N, C * N) logits, column c * N + j for patch j of context slot c: one batched matmul, plus one in-place
+        pass for the mask.
+    """
+    batch, ctx, n, dim = sources.shape
+    logits = torch.bmm(target * (1.0 / temperature), sources.reshape(batch, ctx * n, dim).transpose(1, 2))
+    if mask is not None:
+        bias = torch.zeros(n, n, dtype=logits.dtype, device=logits.device).masked_fill_(~mask.bool(), float("-inf"))
+        logits.view(batch, n, ctx, n).add_(bias[None, :, None, :])
+    return logits
+
+
 def propagation_weights(
     target: Tensor,
     sources: Tensor,
@@ -55,7 +79,10 @@ def propagation_weights(
     topk: int = 5,
     temperature: float = TEMPERATURE,
 ) -> Tensor:
-    """Normalised top-k affinities of a chunk of target frames to their context frames.
+    """Normalised top-k affinities of a chunk of target frames to their context frames, as a dense matrix.
+
+    The readable form of steps 1-3 (used by tests and for inspection); :func:`propagate` keeps only the k kept
+    entries per row (:func:`topk_weights`), which gives the same labels without the dense exp and product.
 
     Args:
         target: (B, N, D) L2-normalised target features.
@@ -67,22 +94,49 @@ def propagation_weights(
         (B, N, C * N) weights; each target patch's row sums to 1.
     """
     batch, ctx, n, _ = sources.shape
-    # Scaled similarities; excluded entries become -inf so that exp() gives DINO's multiplicative zeros. Top-k is
-    # taken on the scaled similarities (exp is monotone), then exp runs in place on the whole matrix once.
-    logits = torch.einsum("bid,bcjd->bicj", target, sources).div_(temperature)  # (B, N, C, N)
-    if mask is not None:
-        logits.masked_fill_(~mask.bool()[None, :, None, :], float("-inf"))
+    logits = affinity_logits(target, sources, mask, temperature)
     if valid is not None:
-        logits.masked_fill_(~valid.bool()[:, None, :, None], float("-inf"))
-    logits = logits.reshape(batch, n, ctx * n)
+        logits.view(batch, n, ctx, n).masked_fill_(~valid.bool()[:, None, :, None], float("-inf"))
     kth = logits.topk(min(topk, ctx * n), dim=-1).values[..., -1:]
     weights = logits.masked_fill_(logits < kth, float("-inf")).exp_()
     return weights.div_(weights.sum(dim=-1, keepdim=True))
 
 
+def topk_weights(logits: Tensor, topk: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The kept entries of each row of ``logits`` (B, N, M) and where exact ties make the k-th value ambiguous.
+
+    Returns:
+        weights (B, N, k') normalised exp of the k' = min(topk, M) largest logits, their column indices (B, N, k'),
+        and a bool (B, N) marking rows whose (k'+1)-th largest logit equals the k'-th (finite): DINO keeps every
+        entry tied with the k-th, so those rows need the dense form.
+    """
+    kept = min(topk, logits.shape[-1])
+    values, index = logits.topk(min(kept + 1, logits.shape[-1]), dim=-1)
+    if values.shape[-1] > kept:
+        kth, after = values[..., kept - 1], values[..., kept]
+        ties = (after == kth) & torch.isfinite(kth)
+    else:
+        ties = torch.zeros(values.shape[:-1], dtype=torch.bool, device=values.device)
+    weights = values[..., :kept].exp()
+    return weights.div_(weights.sum(-1, keepdim=True)), index[..., :kept], ties
+
+
 def _chunk_size(n: int, ctx: int, budget_bytes: int) -> int:
-    per_frame = 2 * n * ctx * n * 4  # the float32 weights and one temporary
+    per_frame = n * ctx * n * 4  # the float32 logits block
     return max(1, budget_bytes // per_frame)
+
+
+def _chunks(num_frames: int, n_last_frames: int, chunk_of: Callable[[int], int]) -> list[list[int]]:
+    """Consecutive target frames 1..T-1 grouped so that all frames of a group have the same number of context slots
+    (frames 1..n_last_frames have fewer), at most ``chunk_of(slots)`` frames per group."""
+    groups: list[list[int]] = []
+    for t in range(1, num_frames):
+        slots = len(context_slots(t, n_last_frames))
+        if groups and len(context_slots(groups[-1][0], n_last_frames)) == slots and len(groups[-1]) < chunk_of(slots):
+            groups[-1].append(t)
+        else:
+            groups.append([t])
+    return groups
 
 
 def propagate(
@@ -98,11 +152,16 @@ def propagate(
 ) -> Tensor:
     """Soft labels of every frame of a video by label propagation.
 
+    Per group of target frames with the same context: one batched affinity product (:func:`affinity_logits`), one
+    top-(k+1) per target patch, then per frame label_t[i] = sum over the k kept entries of w * label (a gather, no
+    dense exp or product). Rows with a tie at the k-th value (identical frames, duplicated features) are recomputed
+    densely from the same logits, keeping every tied entry as DINO does.
+
     Args:
         features: (T, N, D) patch features of all frames (not necessarily normalised; normalised here).
         first: (N, K) labels of frame 0 (one-hot ground truth on the patch grid).
         grid: (h, w) with h * w = N.
-        budget_bytes: memory for one chunk of target frames' weights (sets the chunk size).
+        budget_bytes: memory for one group's (B, N, C * N) logits (sets the group size).
 
     Returns:
         (T, N, K) soft labels, row 0 = ``first``.
@@ -112,22 +171,21 @@ def propagate(
         raise ValueError(f"grid {grid} does not match {n} patches")
     feats = F.normalize(features.float(), dim=-1)
     mask = neighborhood_mask(*grid, size_mask_neighborhood, device=feats.device)
-    slots = n_last_frames + 1
     labels = torch.empty(num_frames, n, first.shape[-1], dtype=feats.dtype, device=feats.device)
     labels[0] = first.to(feats)
-    chunk = _chunk_size(n, slots, budget_bytes)
-    for start in range(1, num_frames, chunk):
-        targets = list(range(start, min(num_frames, start + chunk)))
-        ctx = torch.zeros(len(targets), slots, dtype=torch.long)
-        valid = torch.zeros(len(targets), slots, dtype=torch.bool)
+    for targets in _chunks(num_frames, n_last_frames, lambda c: _chunk_size(n, c, budget_bytes)):
+        ctx = torch.tensor([context_slots(t, n_last_frames) for t in targets], device=feats.device)  # (B, C)
+        logits = affinity_logits(feats[targets], feats[ctx], mask, temperature)  # (B, N, C * N)
+        weights, index, ties = topk_weights(logits, topk)
         for b, t in enumerate(targets):
-            idx = context_slots(t, n_last_frames)
-            ctx[b, : len(idx)] = torch.tensor(idx)
-            valid[b, : len(idx)] = True
-        ctx, valid = ctx.to(feats.device), valid.to(feats.device)
-        weights = propagation_weights(feats[targets], feats[ctx], valid, mask, topk, temperature)
-        for b, t in enumerate(targets):
-            labels[t] = weights[b] @ labels[ctx[b]].reshape(slots * n, -1)
+            source = labels[ctx[b]].reshape(-1, labels.shape[-1])  # (C * N, K)
+            labels[t] = (weights[b, :, :, None] * source[index[b]]).sum(1)
+            rows = ties[b].nonzero()[:, 0]
+            if len(rows):
+                row_logits = logits[b, rows]
+                kth = row_logits.gather(1, index[b, rows, -1:])
+                dense = row_logits.masked_fill(row_logits < kth, float("-inf")).exp_()
+                labels[t, rows] = (dense / dense.sum(1, keepdim=True)) @ source
     return labels
 
 
