@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 from test_engine import METHOD_OVERRIDES, toy_cfg
+from test_pretrain_bam import shapes_32px
 
 from evaluate.checkpoints import load_backbone
 from evaluate.cli import main as cli_main
@@ -122,19 +123,7 @@ def test_dino_and_ibot_train_on_shapesworld_from_the_cli(tmp_path, shapes_cls, n
     uniform (or, with slower centering, to a single prototype) within ~20 steps. The assertion is therefore a sanity
     bound (no collapse to chance), not evidence of learning; the issue that asks for that evidence stays open.
     """
-    over = {
-        "model.arch": "vit_pico",
-        "data.root": shapes_cls / "train",
-        "data.global_size": 32,
-        "data.local_size": 16,
-        "data.local_crops": 2,
-        "data.num_workers": 0,
-        "train.batch_size": 50,
-        "train.epochs": 12,
-        "train.threads": 1,
-        "train.log_every": 2,
-        "knn.every_epochs": 0,
-    }
+    over = {**shapes_32px(shapes_cls), "knn.every_epochs": 0}
     recipe = CONFIGS / f"{name}_shapes_tiny.yaml"
     args = [f"{k}={v}" for k, v in over.items()]
     out = tmp_path / name
