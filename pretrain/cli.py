@@ -79,15 +79,16 @@ def run_cli(args: argparse.Namespace) -> int:
         config_path = str(Path(args.out) / "config.yaml")  # --resume --out DIR reuses the run's resolved config
     cfg = load_config(PretrainConfig, config_path, overrides)
     ckpt_path = Path(cfg.train.out) / "checkpoint.pth"
+    state = None
     if args.resume and ckpt_path.is_file():
-        saved = read_training_state(ckpt_path).get("config", {})  # a damaged file: one line, before any work
-        check_resume_config(to_dict(cfg), saved, ckpt_path)
+        state = read_training_state(ckpt_path)  # a damaged file: one line, before any work; read once
+        check_resume_config(to_dict(cfg), state.get("config", {}), ckpt_path)
     knn_fn = None
     if cfg.knn.every_epochs > 0:  # the CLI layer wires the protocol's k-NN vote into the training monitor
         from evaluate.knn import knn_accuracy as knn_fn
     check_writable(cfg.train.out, "train.out")
     trainer = Trainer(cfg, knn_fn=knn_fn, plugin_dirs=args.plugin)
-    backbone = trainer.fit(resume=args.resume)
+    backbone = trainer.fit(resume=args.resume, state=state)
     if trainer.dist.is_main:
         print(f"backbone: {backbone}")
     return 0

@@ -28,7 +28,6 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_datas
 from pretrain.config import PretrainConfig
 from pretrain.crops import MultiCropAugment
 from pretrain.dist import Distributed
-from pretrain.masking import draw_mask
 from pretrain.views import ViewPlan, collate
 from sslcore.errors import DataError
 
@@ -127,7 +126,7 @@ class MultiCropDataset(Dataset):
             if epoch < plan.mask_start_epoch:
                 out.append(torch.zeros(h, w, dtype=torch.bool))
             else:
-                out.append(draw_mask(h, w, plan.mask_means, plan.mask_spreads, plan.mask_shape, plan.mask_aspect))
+                out.append(plan.draw_mask(h, w))
         return out
 
 

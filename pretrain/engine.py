@@ -226,8 +226,11 @@ class Trainer:
             handle.write(json.dumps(record) + "\n")
         self.log_lines += 1
 
-    def fit(self, resume: bool = False) -> Path:
-        """Train to ``train.epochs`` (from the checkpoint in ``train.out`` when ``resume``); returns backbone.pth."""
+    def fit(self, resume: bool = False, state: dict[str, Any] | None = None) -> Path:
+        """Train to ``train.epochs`` (from the checkpoint in ``train.out`` when ``resume``); returns backbone.pth.
+
+        ``state``: that checkpoint, already read by the caller (the CLI reads it to compare configurations).
+        """
         cfg, data = self.cfg, self.data
         if data is None:
             raise SSLBenchError("Trainer.fit needs a dataset (data.root)")
@@ -235,8 +238,8 @@ class Trainer:
         if self.dist.is_main:  # temporaries of writes a SIGKILL interrupted (never another run's finished files)
             remove_stale_temporaries(self.out)
         path = self.out / "checkpoint.pth"
-        if resume and path.is_file():
-            self.load_state_dict(ckpt.read_training_state(path))
+        if resume and (state is not None or path.is_file()):
+            self.load_state_dict(state if state is not None else ckpt.read_training_state(path))
             ckpt.truncate_log(self.out / "log.jsonl", self.log_lines)
             logger.info("resumed from %s at step %d (epoch %d)", path, self.step, self.step // self.iters_per_epoch)
         else:
@@ -327,8 +330,7 @@ class Trainer:
                     )
                 rec["crop_boxes_updated"] = True
         if cfg.knn.every_epochs > 0 and (done % cfg.knn.every_epochs == 0 or done == cfg.train.epochs):
-            student = cfg.knn.network == "student" or self.method.teacher is None
-            backbone = self.method.student.backbone if student else self.eval_backbone()
+            backbone = self.method.student.backbone if cfg.knn.network == "student" else self.eval_backbone()
             if self.dist.is_main:
                 with self.autocast():
                     rec["knn_top1"] = monitor.knn_top1(backbone, cfg.knn, cfg.data, self.device, self.knn_fn)

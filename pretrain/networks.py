@@ -41,8 +41,13 @@ class MultiCropNet(nn.Module):
 
 
 class CLSProjectionNet(MultiCropNet):
-    """``{"cls": heads["proj"](CLS of every crop)}``, (V * B, D_out) crop-major, the head run once on all crops (so a
-    BatchNorm head normalises over every crop, as DINO's and BAM's ``MultiCropWrapper``)."""
+    """``{"cls": heads[head](CLS of every crop)}``, (V * B, D_out) crop-major, the head run once on all crops (so a
+    BatchNorm head normalises over every crop, as DINO's and BAM's ``MultiCropWrapper``). ``head`` names the one head
+    (BAM: ``"proj"``, DINO: ``"cls"``; it is the state-dict key ``heads.<head>.*``)."""
+
+    def __init__(self, backbone: SSLViT, heads: dict[str, nn.Module], head: str = "proj") -> None:
+        super().__init__(backbone, heads)
+        self.head = head
 
     def project(self, outs: list[TokenOutput]) -> dict[str, Tensor]:
-        return {"cls": self.heads["proj"](torch.cat([o.cls for o in outs]))}
+        return {"cls": self.heads[self.head](torch.cat([o.cls for o in outs]))}

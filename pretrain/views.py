@@ -43,6 +43,10 @@ class ViewPlan:
     mask_aspect: tuple[float, float] = (0.3, 1 / 0.3)
     mask_start_epoch: int = 0
 
+    def draw_mask(self, h: int, w: int) -> Tensor:
+        """One (h, w) mask with this plan's ratios and shape (:func:`pretrain.masking.draw_mask`)."""
+        return draw_mask(h, w, self.mask_means, self.mask_spreads, self.mask_shape, self.mask_aspect)
+
 
 @dataclasses.dataclass
 class Batch:
@@ -128,12 +132,7 @@ def random_batch(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(torch.randint(0, 2**31 - 1, (), generator=g)))
             masks = [
-                torch.stack(
-                    [
-                        draw_mask(side, side, plan.mask_means, plan.mask_spreads, plan.mask_shape, plan.mask_aspect)
-                        for _ in range(batch_size)
-                    ]
-                ).to(device)
+                torch.stack([plan.draw_mask(side, side) for _ in range(batch_size)]).to(device)
                 for _ in range(plan.global_crops)
             ]
     return Batch(

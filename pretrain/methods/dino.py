@@ -28,9 +28,8 @@ from pretrain.config import PretrainConfig
 from pretrain.heads import DINOHead
 from pretrain.losses.dino import dino_loss, entropy, teacher_probs, teacher_temperature_schedule, updated_center
 from pretrain.methods.base import SSLMethod, StepContext
-from pretrain.networks import MultiCropNet
+from pretrain.networks import CLSProjectionNet
 from pretrain.views import Batch
-from pretrain.vit import TokenOutput
 
 
 def dino_head(cfg: PretrainConfig, in_dim: int, patch_out_dim: int = 0) -> DINOHead:
@@ -45,13 +44,6 @@ def dino_head(cfg: PretrainConfig, in_dim: int, patch_out_dim: int = 0) -> DINOH
         norm_last_layer=d.norm_last_layer,
         patch_out_dim=patch_out_dim,
     )
-
-
-class DINONet(MultiCropNet):
-    """``{"cls": heads["cls"](CLS of every crop)}``, (V * B, K) crop-major."""
-
-    def project(self, outs: list[TokenOutput]) -> dict[str, Tensor]:
-        return {"cls": self.heads["cls"](torch.cat([o.cls for o in outs]))}
 
 
 def teacher_diagnostics(teacher: Tensor, center: Tensor, temp: float) -> dict[str, float]:
@@ -69,7 +61,10 @@ def teacher_diagnostics(teacher: Tensor, center: Tensor, temp: float) -> dict[st
 class DINO(SSLMethod):
     def __init__(self, cfg: PretrainConfig) -> None:
         backbone = backbone_from_config(cfg.model)
-        super().__init__(cfg, DINONet(backbone, {"cls": dino_head(cfg, backbone.embed_dim)}))
+        if not cfg.ema.enabled:
+            raise ValueError("DINO needs an EMA teacher (ema.enabled=true)")
+        net = CLSProjectionNet(backbone, {"cls": dino_head(cfg, backbone.embed_dim)}, head="cls")  # (V * B, K) rows
+        super().__init__(cfg, net)
         d = cfg.dino
         self.register_buffer("center", torch.zeros(1, d.out_dim))
         self.temp_schedule = teacher_temperature_schedule(
@@ -78,8 +73,6 @@ class DINO(SSLMethod):
 
     def loss(self, student: nn.Module, batch: Batch, ctx: StepContext) -> tuple[Tensor, dict[str, Any]]:
         d = self.cfg.dino
-        if self.teacher is None:
-            raise ValueError("DINO needs an EMA teacher (ema.enabled=true)")
         views = batch.views
         s_out = student(views)["cls"]
         with torch.no_grad():

@@ -67,6 +67,8 @@ class IBOT(SSLMethod):
                 f"ibot.shared_head=true gives patch logits of dino.out_dim={d.out_dim}; set ibot.patch_out_dim to "
                 f"the same value (got {i.patch_out_dim}) or ibot.shared_head=false"
             )
+        if not cfg.ema.enabled:
+            raise ValueError("iBOT needs an EMA teacher (ema.enabled=true)")
         backbone = backbone_from_config(cfg.model, mask_token=True)
         head = dino_head(cfg, backbone.embed_dim, patch_out_dim=0 if i.shared_head else i.patch_out_dim)
         super().__init__(cfg, IBOTNet(backbone, {"cls": head}, cfg.data.global_crops))
@@ -94,8 +96,6 @@ class IBOT(SSLMethod):
 
     def loss(self, student: nn.Module, batch: Batch, ctx: StepContext) -> tuple[Tensor, dict[str, Any]]:
         d, i = self.cfg.dino, self.cfg.ibot
-        if self.teacher is None:
-            raise ValueError("iBOT needs an EMA teacher (ema.enabled=true)")
         if batch.masks is None:
             raise ValueError("iBOT needs masks in the batch (its view plan asks the data pipeline for them)")
         views = batch.views
