@@ -77,6 +77,7 @@ GROUPS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
             "entropy": ("evaluate.figures:entropy", "source vs target entropy over training steps (BAM Fig. 3)"),
             "attention": ("evaluate.figures:attention", "last-block CLS attention maps and mass-thresholded masks"),
             "curves": ("evaluate.figures:curves", "loss, lr and k-NN accuracy over epochs"),
+            "collapse": ("evaluate.figures:collapse", "collapse diagnostics: view cosines, effective rank, teacher entropy"),
         },
     ),
 }

@@ -3,14 +3,19 @@
 Stages (each reuses its previous output unless ``--fresh``):
 
 1. **data** — ShapesWorld in every official format (``evaluate.shapesworld``).
-2. **checkpoints** — BAM pretrained on ShapesWorld classification/train (``pretrain/configs/bam_shapes_tiny.yaml``,
-   resumed if interrupted) and the random-initialisation baseline: the same recipe's network at step 0 (same
-   architecture and initialisation), exported without training.
+2. **checkpoints** — every method of :data:`METHODS` pretrained on ShapesWorld classification/train with its
+   ``pretrain/configs/<method>_shapes_tiny.yaml`` recipe (resumed if interrupted), and two baselines for them:
+   each method's own initialisation (``<method>-step0``: the same recipe's network at step 0, same architecture,
+   initialisation, seed and build, exported without training; identical step-0 networks are evaluated once) and the
+   raw pixels of the image (``raw-pixels``, :mod:`evaluate.baselines`).
 3. **protocols** — for each checkpoint: k-NN, linear probing (DINO v1 protocol on cached features), logistic
    regression on the transfer domain and on the 1 %/10 % label subsets (semi-supervised), k-means clustering, DAVIS
-   label propagation. A protocol already recorded for a checkpoint's sha256 is not run again.
-4. **reports** — the papers' tables with the measured rows, the full-protocol table, the entropy / training-curve /
-   attention figures, and a one-page ``README.md`` with the numbers and the wall time of each stage.
+   label propagation (not for raw pixels: it needs patch tokens). A protocol already recorded for a checkpoint's
+   sha256 is not run again.
+4. **reports** — the papers' tables with the measured rows, the full-protocol table, the methods side by side with
+   the learning check (each method against raw pixels and its own step 0, with its collapse diagnostics), the
+   entropy / k-NN-curve / collapse / attention figures, and a one-page ``README.md`` with the numbers and the wall
+   time of each stage.
 
 Everything the demo writes lives under ``--out`` (data, runs, records, caches) and ``--report`` (tables, figures,
 README). ``--quick`` shrinks data and schedules to about two minutes (the CI smoke test). The dense protocols (COCO,
@@ -35,7 +40,12 @@ from sslcore.io import REPO_ROOT
 
 logger = logging.getLogger("sslbench")
 
-RECIPE = REPO_ROOT / "pretrain" / "configs" / "bam_shapes_tiny.yaml"
+# the methods the demo pretrains, in report order; each trains pretrain/configs/<method>_shapes_tiny.yaml
+METHODS = ("bam", "dino", "ibot")
+
+
+def recipe(method: str) -> Path:
+    return REPO_ROOT / "pretrain" / "configs" / f"{method}_shapes_tiny.yaml"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +54,7 @@ class DemoPlan:
 
     preset: str
     pretrain_overrides: tuple[str, ...]
+    method_overrides: dict[str, tuple[str, ...]]
     linear_epochs: int
     num_lambdas: int
     cluster_classes: tuple[int, ...]
@@ -55,6 +66,7 @@ PLANS = {
     "default": DemoPlan(
         preset="demo",
         pretrain_overrides=(),
+        method_overrides={},
         linear_epochs=100,
         num_lambdas=15,
         cluster_classes=(10,),
@@ -75,9 +87,12 @@ PLANS = {
             "ccrop.enabled=false",
             "knn.every_epochs=1",
             "knn.size=32",
-            "bam.proj_hidden=64",
-            "bam.proj_out=64",
         ),
+        method_overrides={  # small heads for the femto model
+            "bam": ("bam.proj_hidden=64", "bam.proj_out=64"),
+            "dino": ("dino.out_dim=128", "dino.hidden_dim=64", "dino.bottleneck_dim=32"),
+            "ibot": ("dino.out_dim=128", "dino.hidden_dim=64", "dino.bottleneck_dim=32", "ibot.patch_out_dim=128"),
+        },
         linear_epochs=10,
         num_lambdas=5,
         cluster_classes=(10,),
@@ -111,8 +126,8 @@ def stage_data(out: Path, plan: DemoPlan, seed: int) -> Path:
     return root
 
 
-def pretrain_config(out: Path, data: Path, plan: DemoPlan, seed: int, run_name: str = "bam") -> Any:
-    """The demo's BAM pretraining config (recipe + the plan's overrides), writing into ``<out>/pretrain/<run_name>``."""
+def pretrain_config(out: Path, data: Path, plan: DemoPlan, seed: int, method: str, run_name: str) -> Any:
+    """``method``'s demo recipe (+ the plan's overrides), writing into ``<out>/pretrain/<run_name>``."""
     from pretrain.config import PretrainConfig
     from sslcore.config import load_config
 
@@ -123,30 +138,61 @@ def pretrain_config(out: Path, data: Path, plan: DemoPlan, seed: int, run_name: 
         f"train.out={out / 'pretrain' / run_name}",
         f"train.seed={seed}",
         *plan.pretrain_overrides,
+        *plan.method_overrides.get(method, ()),
     ]
-    return load_config(PretrainConfig, RECIPE, overrides)
+    return load_config(PretrainConfig, recipe(method), overrides)
 
 
-def stage_pretrain(out: Path, data: Path, plan: DemoPlan, seed: int) -> Path:
-    """Train (or resume, or reuse) BAM on ShapesWorld; returns the exported backbone."""
+def stage_pretrain(out: Path, data: Path, plan: DemoPlan, seed: int, method: str) -> Path:
+    """Train (or resume, or reuse) ``method`` on ShapesWorld; returns the exported backbone."""
     from evaluate.knn import knn_accuracy
     from pretrain.engine import Trainer
 
-    return Trainer(pretrain_config(out, data, plan, seed), knn_fn=knn_accuracy).fit(resume=True)
+    return Trainer(pretrain_config(out, data, plan, seed, method, method), knn_fn=knn_accuracy).fit(resume=True)
 
 
-def stage_random_init(out: Path, data: Path, plan: DemoPlan, seed: int) -> Path:
-    """The baseline: the pretraining's own network at step 0 (same recipe, seed and build, so the same architecture,
-    initialisation, sin-cos table and frozen patch projection as BAM before its first step), exported without
+def stage_step0(out: Path, data: Path, plan: DemoPlan, seed: int, method: str) -> Path:
+    """The method's own baseline: its recipe's network at step 0 (same recipe, seed and build, so the same
+    architecture, initialisation, positions and frozen parts as the method before its first step), exported without
     training. Gains over it are what training added, not a difference of initialisation."""
     from evaluate.knn import knn_accuracy
     from pretrain.engine import Trainer
 
-    path = out / "pretrain" / "step0" / "backbone.pth"
+    path = out / "pretrain" / f"{method}-step0" / "backbone.pth"
     if not path.is_file():
-        cfg = pretrain_config(out, data, plan, seed, "step0")
+        cfg = pretrain_config(out, data, plan, seed, method, f"{method}-step0")
         Trainer(cfg, iters_per_epoch=1, knn_fn=knn_accuracy).export()
     return path
+
+
+def stage_checkpoints(
+    out: Path, data: Path, plan: DemoPlan, seed: int, methods: tuple[str, ...], timer: StageTimer
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """({name: backbone file, or a loaded baseline}, {method: name of its step-0 checkpoint}): each method, each
+    distinct step-0 network, raw pixels."""
+    from evaluate.baselines import raw_pixels
+    from evaluate.checkpoints import load_backbone
+    from evaluate.features import model_sha256
+
+    checkpoints: dict[str, Any] = {}
+    for method in methods:
+        with timer(f"pretrain {method}"):
+            checkpoints[method] = stage_pretrain(out, data, plan, seed, method)
+    seen: dict[str, str] = {}
+    step0_of: dict[str, str] = {}
+    for method in methods:
+        path = stage_step0(out, data, plan, seed, method)
+        digest = model_sha256(load_backbone(path).model)  # the weights, not the file (its config differs)
+        if digest in seen:  # e.g. DINO and iBOT build the same network at step 0
+            timer.notes[f"{method}-step0"] = f"same network as {seen[digest]}"
+        else:
+            seen[digest] = f"{method}-step0"
+            checkpoints[f"{method}-step0"] = path
+        step0_of[method] = seen[digest]
+    size = pretrain_config(out, data, plan, seed, methods[0], methods[0]).data.global_size
+    pixels = raw_pixels(size)
+    checkpoints[pixels.info["name"]] = pixels
+    return checkpoints, step0_of
 
 
 def _recorded(store: Path, sha256: str, protocol: str, dataset: str) -> bool:
@@ -160,8 +206,13 @@ def _recorded(store: Path, sha256: str, protocol: str, dataset: str) -> bool:
     )
 
 
-def protocol_jobs(data: Path, plan: DemoPlan, run_dir: Path) -> list[tuple[str, str, Callable[[Any], Any]]]:
-    """(protocol, record dataset, callable(loaded backbone)) for every frozen-feature protocol of the demo."""
+def protocol_jobs(
+    data: Path, plan: DemoPlan, run_dir: Path, pixels: bool = False
+) -> list[tuple[str, str, Callable[[Any], Any]]]:
+    """(protocol, record dataset, callable(loaded backbone)) for every frozen-feature protocol of the demo.
+
+    ``pixels``: the jobs for the raw-pixel baseline (one token, no patches: the linear bank is its CLS tap, no DAVIS).
+    """
     from evaluate import cluster, knn, linear, logreg
     from evaluate.davis.run import DavisConfig
     from evaluate.davis.run import run as run_davis
@@ -200,6 +251,7 @@ def protocol_jobs(data: Path, plan: DemoPlan, run_dir: Path) -> list[tuple[str, 
                 f"data.root={cls_root}",
                 f"epochs={plan.linear_epochs}",
                 "mode=cached",  # the quick variant, by name: the demo's budget
+                *(("taps=cls", "n_last=1") if pixels else ()),
             ),
         ),
         (
@@ -243,7 +295,7 @@ def protocol_jobs(data: Path, plan: DemoPlan, run_dir: Path) -> list[tuple[str, 
                 f"instances={plan.cluster_instances}",
             ),
         ),
-        ("davis", "shapesworld-davis", davis),
+        *([] if pixels else [("davis", "shapesworld-davis", davis)]),
     ]
 
 
@@ -252,10 +304,10 @@ def stage_protocols(
 ) -> None:
     from evaluate.checkpoints import load_backbone
 
-    jobs = protocol_jobs(data, plan, out / "eval")
     for name, path in checkpoints.items():
-        loaded = load_backbone(path, name=name)
-        for protocol, dataset, call in jobs:
+        loaded = load_backbone(path, name=name) if isinstance(path, Path) else path
+        pixels = loaded.info.get("format") == "raw-pixels"
+        for protocol, dataset, call in protocol_jobs(data, plan, out / "eval", pixels):
             label = f"{protocol} ({dataset}) — {name}"
             if _recorded(store, loaded.info["sha256"], protocol, dataset):
                 timer.notes[label] = "reused"
@@ -265,24 +317,29 @@ def stage_protocols(
 
 
 def stage_reports(
-    checkpoints: dict[str, Path], data: Path, pretrain_dir: Path, store: Path, report: Path
+    checkpoints: dict[str, Any], data: Path, logs: dict[str, Path], store: Path, report: Path
 ) -> dict[str, Any]:
+    """Tables from the records; figures from the pretraining logs ``{method: log.jsonl}`` and the networks."""
     from evaluate.checkpoints import load_backbone
-    from evaluate.figures import plot_attention, plot_curves, plot_entropy
+    from evaluate.figures import ENTROPY_KEYS, plot_attention, plot_collapse, plot_curves, plot_entropy, read_log
     from evaluate.results import query
     from evaluate.tables import build_tables
 
     frame = query(store)
     tables = build_tables(frame, report / "tables", which="all", checkpoints=list(checkpoints))
     figures = report / "figures"
-    log = pretrain_dir / "log.jsonl"
-    made = {
-        "entropy": plot_entropy([log], figures, labels=["BAM (ShapesWorld)"]),
-        "curves": plot_curves([log], figures, labels=["BAM (ShapesWorld)"]),
-    }
+    paths, labels = list(logs.values()), [f"{m} (ShapesWorld)" for m in logs]
+    made: dict[str, list[Path]] = {}
+    with_entropy = [m for m, log in logs.items() if ENTROPY_KEYS[0] in read_log(log)[1].columns]
+    if with_entropy:
+        made["entropy"] = plot_entropy([logs[m] for m in with_entropy], figures, labels=with_entropy)
+    made["curves"] = plot_curves(paths, figures, labels=labels)
+    made["collapse"] = plot_collapse(paths, figures, labels=labels)
     sample = next(iter(sorted((data / "classification" / "val").rglob("*.png"))))
-    for name, path in checkpoints.items():
-        loaded = load_backbone(path, name=name)
+    networks = {n: p for n, p in checkpoints.items() if isinstance(p, Path)}
+    shown = [n for n in networks if n in logs] + [n for n in networks if n not in logs][:1]
+    for name in shown:
+        loaded = load_backbone(networks[name], name=name)
         size = loaded.model.arch.img_size
         made[f"attention-{name}"] = plot_attention(
             loaded, sample, figures, image_size=size, name=f"attention-{name}", title=f"{name}: ShapesWorld val"
@@ -304,9 +361,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="tiny data and short runs (about 2 minutes; for tests)")
     parser.add_argument("--fresh", action="store_true", help="redo every stage instead of reusing earlier output")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--methods",
+        default=",".join(METHODS),
+        help=f"comma-separated methods to pretrain and compare (default: {','.join(METHODS)})",
+    )
 
 
-def run_demo(out: Path, report: Path, quick: bool = False, fresh: bool = False, seed: int = 0) -> Path:
+def parse_methods(text: str) -> tuple[str, ...]:
+    """``"bam,dino"`` -> ("bam", "dino"); an unknown or recipe-less method is one line, before any work."""
+    from sslcore.errors import ConfigError
+
+    methods = tuple(m.strip() for m in text.split(",") if m.strip())
+    if not methods:
+        raise ConfigError("--methods: no method given")
+    for method in methods:
+        if not recipe(method).is_file():
+            known = sorted(p.name.removesuffix("_shapes_tiny.yaml") for p in recipe("x").parent.glob("*_shapes_tiny.yaml"))
+            raise ConfigError(f"--methods: no ShapesWorld recipe for {method!r} (known: {', '.join(known)})")
+    return methods
+
+
+def run_demo(
+    out: Path,
+    report: Path,
+    quick: bool = False,
+    fresh: bool = False,
+    seed: int = 0,
+    methods: tuple[str, ...] = METHODS,
+) -> Path:
     """Run every stage; returns the path of the report's README.md."""
     from evaluate.demo_report import write_report
 
@@ -321,17 +404,18 @@ def run_demo(out: Path, report: Path, quick: bool = False, fresh: bool = False, 
     started = time.time()
     with timer("data"):
         data = stage_data(out, plan, seed)
-    with timer("pretrain BAM"):
-        bam = stage_pretrain(out, data, plan, seed)
-    checkpoints = {"bam": bam, "random-init": stage_random_init(out, data, plan, seed)}
+    checkpoints, step0_of = stage_checkpoints(out, data, plan, seed, methods, timer)
     stage_protocols(checkpoints, data, plan, out, store, timer)
+    logs = {m: out / "pretrain" / m / "log.jsonl" for m in methods}
     with timer("reports"):
-        made = stage_reports(checkpoints, data, out / "pretrain" / "bam", store, report)
+        made = stage_reports(checkpoints, data, logs, store, report)
     return write_report(
         report,
         made,
         timer,
         checkpoints,
+        logs,
+        step0_of,
         plan_name="quick" if quick else "default",
         total=time.time() - started,
         out=out,
@@ -339,6 +423,9 @@ def run_demo(out: Path, report: Path, quick: bool = False, fresh: bool = False, 
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    path = run_demo(Path(args.out), Path(args.report), quick=args.quick, fresh=args.fresh, seed=args.seed)
+    methods = parse_methods(args.methods)
+    path = run_demo(
+        Path(args.out), Path(args.report), quick=args.quick, fresh=args.fresh, seed=args.seed, methods=methods
+    )
     print(f"report: {path}")
     return 0

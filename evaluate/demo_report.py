@@ -7,6 +7,7 @@ page is regenerated on every run of the demo.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import time
@@ -16,6 +17,11 @@ from typing import Any
 from evaluate.reference import reference_tables
 from evaluate.tables import LEGEND, full_protocol_markdown, full_protocol_table, regenerate, to_markdown
 from sslcore.io import atomic_write_text, git_sha, versions
+
+# the demo's learning targets (issue: each method >= raw pixels + 10 and >= its own step 0 + 15 k-NN points)
+PIXEL_MARGIN = 10.0
+STEP0_MARGIN = 15.0
+ENTROPY_TARGET = 0.9
 
 # (column of the full-protocol table, header) of the headline table
 HEADLINE = (
@@ -43,33 +49,107 @@ def headline_markdown(frame: Any, checkpoints: list[str]) -> str:
     return "\n".join(lines)
 
 
-def _pretrain_summary(log: Path) -> list[str]:
-    """Final loss, entropies and online k-NN from the pretraining log (JSONL, see docs/records.md)."""
+def _read_jsonl(log: Path) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
     steps, epochs, meta = [], [], {}
     for line in log.read_text().splitlines():
         row = json.loads(line)
         {"step": steps, "epoch": epochs}.get(row.get("kind"), []).append(row)
         if row.get("kind") == "meta":
             meta = row
+    return meta, steps, epochs
+
+
+def _pretrain_summary(method: str, log: Path) -> list[str]:
+    """Final loss, diagnostics and online k-NN from one pretraining log (JSONL, see docs/records.md)."""
+    if not log.is_file():
+        return [f"- `{method}`: no pretraining log at `{log}`."]
+    meta, steps, epochs = _read_jsonl(log)
     if not steps:
-        return ["(no pretraining steps logged)"]
+        return [f"- `{method}`: no pretraining steps logged."]
     cfg = meta.get("config", {})
     first, last = steps[0], steps[-1]
-    knn = [(e["epoch"], e["knn_top1"]) for e in epochs if e.get("knn_top1") is not None]
+    seconds = sum(e.get("seconds", 0.0) for e in epochs)
+    knn = [(e["epoch"] + 1, e["knn_top1"]) for e in epochs if e.get("knn_top1") is not None]
     out = [
-        f"- Recipe: `{cfg.get('method', '?')}` on `{cfg.get('data', {}).get('root', '?')}`, "
+        f"- **{method}**: `{cfg.get('method', '?')}` on `{cfg.get('data', {}).get('root', '?')}`, "
         f"arch `{cfg.get('model', {}).get('arch', '?')}`, {cfg.get('train', {}).get('epochs', '?')} epochs, "
-        f"batch {cfg.get('train', {}).get('batch_size', '?')}, {last['step']} steps.",
-        f"- Loss {first['loss']:.3f} → {last['loss']:.3f}.",
+        f"batch {cfg.get('train', {}).get('batch_size', '?')}, {last['step'] + 1} steps, {seconds:.0f} s of training. "
+        f"Loss {first['loss']:.3f} → {last['loss']:.3f}."
     ]
     if "diag/source_entropy" in last:
+        uniform = last.get("diag/uniform_entropy")
         out.append(
-            f"- Mean row entropy (nats), source {first['diag/source_entropy']:.2f} → {last['diag/source_entropy']:.2f}, "
-            f"Sinkhorn target {first['diag/target_entropy']:.2f} → {last['diag/target_entropy']:.2f}."
+            f"  Mean row entropy (nats), source {first['diag/source_entropy']:.2f} → {last['diag/source_entropy']:.2f}"
+            + (f" (uniform ln(K-P) = {uniform:.2f})" if uniform else "")
+            + f", Sinkhorn target {first['diag/target_entropy']:.2f} → {last['diag/target_entropy']:.2f}."
+        )
+    if "teacher_entropy" in last:
+        out.append(
+            f"  Teacher entropy {first['teacher_entropy']:.2f} → {last['teacher_entropy']:.2f} nats "
+            f"(ln K = {math.log(last.get('teacher_num_outputs') or 1):.2f}), KL(batch mean ‖ uniform) "
+            f"{last.get('teacher_kl_uniform', float('nan')):.2f}."
         )
     if knn:
-        out.append("- Online k-NN top-1 (teacher, by epoch): " + ", ".join(f"{e}: {v:.1f}" for e, v in knn) + ".")
+        out.append("  Online k-NN top-1 (by epochs done): " + ", ".join(f"{e}: {v:.1f}" for e, v in knn) + ".")
     return out
+
+
+def _value(table: Any, name: str, column: str) -> float:
+    if name not in table.index or column not in table.columns:
+        return float("nan")
+    return float(table.loc[name, column])
+
+
+def learning_check(frame: Any, logs: dict[str, Path], step0_of: dict[str, str], pixels: str) -> list[str]:
+    """Each method's k-NN against raw pixels and its own step 0 (the targets of docs/demo.md), with the collapse
+    diagnostics of its log (:func:`pretrain.diagnostics.collapse_findings`)."""
+    from pretrain.diagnostics import collapse_findings
+
+    names = [*logs, *dict.fromkeys(step0_of.values()), pixels]
+    table = full_protocol_table(frame, names)
+    if table.empty:
+        return ["(no k-NN records)"]
+    if "checkpoint" in table.columns:
+        table = table.set_index("checkpoint")
+    col = "knn/shapesworld/top1@k20"
+    px = _value(table, pixels, col)
+    lines = [
+        f"k-NN top-1 (k = 20) on ShapesWorld val. Targets: at least {PIXEL_MARGIN:g} points above raw pixels and "
+        f"{STEP0_MARGIN:g} above the method's own step 0; final source entropy below {100 * ENTROPY_TARGET:.0f} % of "
+        "uniform (BAM); negative-pair projector cosine clearly below the positive one.",
+        "",
+        "| method | k-NN | raw pixels | Δ | own step 0 | Δ | targets met | diagnostics at the end |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for method, log in logs.items():
+        knn, base = _value(table, method, col), _value(table, step0_of.get(method, ""), col)
+        _meta, steps, epochs = _read_jsonl(log) if log.is_file() else ({}, [], [])
+        records = [*steps, *epochs]
+        last = steps[-1] if steps else {}
+        diag = []
+        if "diag/source_entropy" in last and last.get("diag/uniform_entropy"):
+            diag.append(f"source entropy {100 * last['diag/source_entropy'] / last['diag/uniform_entropy']:.0f} % of uniform")
+        if "positive_cosine" in last:
+            diag.append(f"cosine pos {last['positive_cosine']:.2f} / neg {last['negative_cosine']:.2f}")
+        rank = next((e["knn_eff_rank"] for e in reversed(epochs) if e.get("knn_eff_rank") is not None), None)
+        if rank is not None:
+            diag.append(f"eff. rank {rank:.1f}")
+        findings = collapse_findings(records)
+        diag += [f"**collapse**: {f}" for f in findings]
+        met = (
+            knn >= px + PIXEL_MARGIN
+            and knn >= base + STEP0_MARGIN
+            and not findings
+            and (
+                "diag/source_entropy" not in last
+                or last["diag/source_entropy"] < ENTROPY_TARGET * last.get("diag/uniform_entropy", float("inf"))
+            )
+        )
+        lines.append(
+            f"| {method} | {knn:.1f} | {px:.1f} | {knn - px:+.1f} | {base:.1f} ({step0_of.get(method, '?')}) | "
+            f"{knn - base:+.1f} | {'yes' if met else '**no**'} | {'; '.join(diag) or '—'} |"
+        )
+    return lines
 
 
 def _measured_tables(frame: Any, checkpoints: list[str]) -> list[str]:
@@ -86,7 +166,9 @@ def write_report(
     report: Path,
     made: dict[str, Any],
     timer: Any,
-    checkpoints: dict[str, Path],
+    checkpoints: dict[str, Any],
+    logs: dict[str, Path],
+    step0_of: dict[str, str],
     *,
     plan_name: str,
     total: float,
@@ -103,13 +185,18 @@ def write_report(
         f"code {git_sha() or 'unknown'}; "
         + ", ".join(f"{k} {v}" for k, v in versions().items() if k in ("torch", "timm", "sklearn")),
         "",
-        "What ran: ShapesWorld data → BAM pretraining of a tiny ViT on ShapesWorld classification/train → a "
-        "random-initialisation baseline (the same network at step 0, untrained) → every frozen-feature protocol on "
-        "both → tables "
+        "What ran: ShapesWorld data → pretraining of a tiny ViT on ShapesWorld classification/train with "
+        + ", ".join(f"`{m}`" for m in logs)
+        + " → two baselines: each method's own network at step 0 (untrained) and the raw pixels → every "
+        "frozen-feature protocol on all of them → tables "
         f"and figures. Working files: `{out}`. All numbers below are read from the result records "
         f"(`sslbench results ls --store {out / 'records'}`).",
         "",
-        "## Results: every protocol, both checkpoints",
+        "## Learning check: each method against its baselines",
+        "",
+        *learning_check(frame, logs, step0_of, next(n for n in names if n.startswith("raw-pixels"))),
+        "",
+        "## Results: every protocol, every checkpoint",
         "",
         "Accuracies, NMI and J&F in %. ShapesWorld has 10 classes (chance 10 %); the transfer domain 8 (12.5 %).",
         "",
@@ -125,7 +212,7 @@ def write_report(
         "",
         "## Pretraining",
         "",
-        *_pretrain_summary(out / "pretrain" / "bam" / "log.jsonl"),
+        *[line for method, log in logs.items() for line in _pretrain_summary(method, log)],
         "",
         "## Figures",
         "",

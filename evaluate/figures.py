@@ -2,6 +2,10 @@
 
 * :func:`plot_entropy`: BAM Fig. 3 style, mean row entropy of the source (student self-attention) and of the target
   (Sinkhorn-balanced) matrices over training steps, from one or several pretraining logs (``docs/records.md``).
+  With ``diag/uniform_entropy`` logged, the entropy of a uniform row, ln(K - P), is drawn as a dotted line.
+* :func:`plot_collapse`: the collapse diagnostics of :mod:`pretrain.diagnostics` over training: positive vs negative
+  projector cosine (BAM), effective rank of the CLS features (every k-NN monitor pass), teacher entropy as a
+  fraction of ln K (DINO family); the panels a log holds are drawn.
 * :func:`plot_curves`: loss, learning rate and online k-NN (pretraining) or test top-1 (fine-tuning) against epochs.
 * :func:`plot_attention`: for one image, the last block's post-softmax attention of the CLS query over the patch
   keys (``SSLViT.forward_tokens(x, attn=True)``; the CLS->CLS entry dropped and, as in DINO's ``visualize_attention.py``, the
@@ -36,6 +40,7 @@ from sslcore.io import atomic_open  # noqa: E402
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 ENTROPY_KEYS = ("diag/source_entropy", "diag/target_entropy")
+UNIFORM_KEY = "diag/uniform_entropy"
 
 
 # --------------------------------------------------------------------------------------------------- logs
@@ -112,6 +117,9 @@ def plot_entropy(
         data = steps.dropna(subset=list(ENTROPY_KEYS))
         ax.plot(data["step"], data[ENTROPY_KEYS[0]], color=color, ls="-", label=f"{label}: source")
         ax.plot(data["step"], data[ENTROPY_KEYS[1]], color=color, ls="--", label=f"{label}: target")
+        if UNIFORM_KEY in steps.columns and steps[UNIFORM_KEY].notna().any():
+            level = float(steps[UNIFORM_KEY].dropna().iloc[-1])
+            ax.axhline(level, color=color, ls=":", lw=1.0, label=f"{label}: uniform ln(K-P) = {level:.2f}")
     ax.set_xlabel("training step")
     ax.set_ylabel("mean row entropy [nats]")
     ax.set_title("Source vs target entropy")
@@ -169,6 +177,54 @@ def plot_curves(
         ax.set_title(titles[key])
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, out, name)
+
+
+def plot_collapse(
+    log_paths: Sequence[str | Path], out: str | Path, labels: Sequence[str] | None = None, name: str = "collapse"
+) -> list[Path]:
+    """Positive (solid) / negative (dashed) cosine, effective rank and teacher entropy / ln K, one colour per run."""
+    if not log_paths:
+        raise SSLBenchError("plot collapse: no log given")
+    labels = list(labels) if labels else [run_label(p) for p in log_paths]
+    logs = [read_log(p) for p in log_paths]
+
+    def has(frame: pd.DataFrame, key: str) -> bool:
+        return key in frame.columns and frame[key].notna().any()
+
+    panels = [
+        key
+        for key, where in (("positive_cosine", 1), ("knn_eff_rank", 2), ("teacher_entropy", 1))
+        if any(has(log[where], key) for log in logs)
+    ]
+    if not panels:
+        raise SSLBenchError(f"{log_paths[0]}: no collapse diagnostics logged (cosines, effective rank, teacher entropy)")
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, ((_meta, steps, epochs), label) in enumerate(zip(logs, labels)):
+        color = colors[i % len(colors)]
+        for ax, key in zip(axes[0], panels):
+            if key == "positive_cosine" and has(steps, key):
+                data = steps.dropna(subset=["positive_cosine", "negative_cosine"])
+                ax.plot(data["epoch"], data["positive_cosine"], color=color, lw=1.0, label=f"{label}: positive")
+                ax.plot(data["epoch"], data["negative_cosine"], color=color, lw=1.0, ls="--", label=f"{label}: negative")
+            elif key == "knn_eff_rank" and has(epochs, key):
+                data = epochs.dropna(subset=[key])
+                ax.plot(data["epoch"] + 1.0, data[key], "o-", color=color, ms=3, label=label)
+            elif key == "teacher_entropy" and has(steps, key):
+                data = steps.dropna(subset=[key, "teacher_num_outputs"])
+                ax.plot(data["epoch"], data[key] / np.log(data["teacher_num_outputs"]), color=color, lw=1.0, label=label)
+    titles = {
+        "positive_cosine": "projector cosine: same image vs others",
+        "knn_eff_rank": "effective rank of CLS features",
+        "teacher_entropy": "teacher entropy / ln K",
+    }
+    for ax, key in zip(axes[0], panels):
+        ax.set_xlabel("epoch")
+        ax.set_title(titles[key], fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     return _save(fig, out, name)
 
@@ -345,6 +401,17 @@ def add_curves_arguments(parser: argparse.ArgumentParser) -> None:
 def run_curves(args: argparse.Namespace) -> int:
     _check_inputs(args)
     for path in plot_curves(args.log, args.out, _labels(args), args.name):
+        print(path)
+    return 0
+
+
+def add_collapse_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_logs(parser, "collapse")
+
+
+def run_collapse(args: argparse.Namespace) -> int:
+    _check_inputs(args)
+    for path in plot_collapse(args.log, args.out, _labels(args), args.name):
         print(path)
     return 0
 

@@ -22,7 +22,10 @@ else:
 * a non-finite loss raises :class:`NonFiniteLossError` before the backward pass: no weight is touched and the last
   checkpoint on disk stays the last good one;
 * ContrastiveCrop boxes from the teacher's attention (``ccrop``) and an online k-NN monitor (``knn``), which needs
-  a k-NN scoring function handed in (``knn_fn``): training never imports the evaluation harness.
+  a k-NN scoring function handed in (``knn_fn``): training never imports the evaluation harness;
+* collapse diagnostics (:mod:`pretrain.diagnostics`): each monitor pass adds the effective rank of the CLS features,
+  and every epoch record is checked with the method's last step diagnostics; symptoms are logged as warnings and
+  kept in the epoch record (``collapse``), where the reports read them.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from pretrain import checkpoint as ckpt
 from pretrain import monitor
 from pretrain.config import PretrainConfig
 from pretrain.data import build_data, make_loader
+from pretrain.diagnostics import collapse_findings
 from pretrain.dist import Distributed
 from pretrain.ema import ema_update
 from pretrain.methods import build_method, method_class
@@ -156,6 +160,7 @@ class Trainer:
         self.epoch_stats = {"loss_sum": 0.0, "count": 0}
         self.skipped_images = 0
         self.log_lines = 0
+        self.last_step_record: dict[str, Any] = {}
         self.out = Path(cfg.train.out)
 
     # ------------------------------------------------------------------ one step
@@ -225,6 +230,8 @@ class Trainer:
         with open(self.out / "log.jsonl", "a") as handle:
             handle.write(json.dumps(record) + "\n")
         self.log_lines += 1
+        if record.get("kind") == "step":
+            self.last_step_record = record  # the epoch's last step is always logged before its epoch record
 
     def fit(self, resume: bool = False, state: dict[str, Any] | None = None) -> Path:
         """Train to ``train.epochs`` (from the checkpoint in ``train.out`` when ``resume``); returns backbone.pth.
@@ -333,7 +340,12 @@ class Trainer:
             backbone = self.method.student.backbone if cfg.knn.network == "student" else self.eval_backbone()
             if self.dist.is_main:
                 with self.autocast():
-                    rec["knn_top1"] = monitor.knn_top1(backbone, cfg.knn, cfg.data, self.device, self.knn_fn)
+                    rec.update(monitor.knn_pass(backbone, cfg.knn, cfg.data, self.device, self.knn_fn))
+        findings = collapse_findings([self.last_step_record, rec]) if self.dist.is_main else []
+        for line in findings:
+            logger.warning("collapse diagnostic after epoch %d: %s", epoch, line)
+        if findings:
+            rec["collapse"] = "; ".join(findings)
         self.log(rec)
         self.save(epoch_end=done)
         if cfg.train.export_every_epoch:

@@ -4,7 +4,7 @@ Both take a backbone (the engine passes the EMA teacher's, or the student's) and
 mode under ``torch.no_grad`` and leave every RNG untouched (their loaders own a generator), so turning them on does
 not change the training trajectory.
 
-k-NN (DINO's weighted vote): features are the CLS outputs of :meth:`pretrain.vit.SSLViT.forward_tokens`; the vote
+k-NN (DINO's weighted vote) and the effective rank of the features: features are the CLS outputs of :meth:`pretrain.vit.SSLViT.forward_tokens`; the vote
 itself is the ``knn_fn`` handed in (``evaluate.knn.knn_accuracy``: one implementation for the monitor and
 ``sslbench eval knn``, without this package importing the evaluation harness).
 """
@@ -23,6 +23,7 @@ from torchvision import transforms as T
 from pretrain.config import CCropConfig, DataConfig, KnnConfig
 from pretrain.contrastive_crop import boxes_for_images
 from pretrain.data import image_folder
+from pretrain.diagnostics import effective_rank
 from pretrain.dist import Distributed
 
 # knn_fn(train (N, D), train_labels (N,), test (M, D), test_labels (M,), ks=(k,), T=temperature, num_classes=C)
@@ -75,8 +76,12 @@ def eval_transform(size: int, mean, std) -> T.Compose:
     )
 
 
-def knn_top1(backbone: nn.Module, cfg: KnnConfig, data: DataConfig, device: torch.device, knn_fn: KnnFn) -> float:
-    """k-NN top-1 (%) of ``backbone`` on ``cfg.train_root`` -> ``cfg.val_root`` (ImageFolder trees)."""
+def knn_pass(backbone: nn.Module, cfg: KnnConfig, data: DataConfig, device: torch.device, knn_fn: KnnFn) -> dict[str, float]:
+    """One monitor pass on ``cfg.train_root`` -> ``cfg.val_root`` (ImageFolder trees).
+
+    Returns ``knn_top1`` (%) and ``knn_eff_rank``, the effective rank of the training-set CLS features
+    (:func:`pretrain.diagnostics.effective_rank`: near 1 when the backbone maps every image to one line).
+    """
     train_s, _ = image_folder(cfg.train_root)
     val_s, _ = image_folder(cfg.val_root)
     train_f = extract(backbone, train_s, cfg.size, data.mean, data.std, cfg.batch_size, device)
@@ -86,8 +91,14 @@ def knn_top1(backbone: nn.Module, cfg: KnnConfig, data: DataConfig, device: torc
     num_classes = int(max(labels.max(), val_labels.max())) + 1
     metrics = knn_fn(train_f, labels, val_f, val_labels, ks=(cfg.k,), T=cfg.temperature, num_classes=num_classes)
     top1 = float(metrics[f"top1@k{cfg.k}"])
-    logger.info("k-NN monitor: top-1 %.2f%% (k=%d, T=%g)", top1, cfg.k, cfg.temperature)
-    return top1
+    rank = effective_rank(train_f)
+    logger.info("k-NN monitor: top-1 %.2f%% (k=%d, T=%g), effective rank %.1f", top1, cfg.k, cfg.temperature, rank)
+    return {"knn_top1": top1, "knn_eff_rank": rank}
+
+
+def knn_top1(backbone: nn.Module, cfg: KnnConfig, data: DataConfig, device: torch.device, knn_fn: KnnFn) -> float:
+    """k-NN top-1 (%) of ``backbone`` (see :func:`knn_pass`)."""
+    return knn_pass(backbone, cfg, data, device, knn_fn)["knn_top1"]
 
 
 @torch.no_grad()

@@ -1,4 +1,5 @@
-"""``sslbench demo --quick`` end to end: data -> BAM -> every frozen-feature protocol -> tables, figures, report."""
+"""``sslbench demo --quick`` end to end: data -> BAM, DINO, iBOT -> their step-0 networks and raw pixels -> every
+frozen-feature protocol -> tables, figures, the learning check, report."""
 
 from __future__ import annotations
 
@@ -30,24 +31,30 @@ def test_quick_demo_end_to_end_and_rerun_reuses(tmp_path):
 
     records = read_records(out / "records")
     names = {r["checkpoint"]["name"] for r in records}
-    assert names == {"bam", "random-init"}
+    assert {"bam", "dino", "ibot", "bam-step0", "dino-step0", "raw-pixels-32px"} <= names <= {*names, "ibot-step0"}
     for name in names:
         done = {(r["protocol"], r["dataset"]) for r in records if r["checkpoint"]["name"] == name}
-        assert done == PROTOCOL_DATASETS, name
+        want = PROTOCOL_DATASETS - ({("davis", "shapesworld-davis")} if name.startswith("raw-pixels") else set())
+        assert done == want, name
     knn = {r["checkpoint"]["name"]: r["value"] for r in records if r["metric"] == "top1@k20"}
     assert all(0.0 <= v <= 100.0 for v in knn.values())
 
     text = (report / "README.md").read_text()
-    assert "## Results: every protocol, both checkpoints" in text and "## Wall time of each stage" in text
+    assert "## Results: every protocol, every checkpoint" in text and "## Wall time of each stage" in text
+    check = text.split("## Learning check")[1].split("\n## ")[0]
+    for method in ("bam", "dino", "ibot"):  # one learning-check row per method, its k-NN and both baselines
+        row = next(line for line in check.splitlines() if line.startswith(f"| {method} |"))
+        assert len(re.findall(r"[-+]?\d+\.\d", row)) >= 5, row
     for name in names:  # one row per checkpoint with measured numbers in it
         row = next(line for line in text.splitlines() if line.startswith(f"| {name} |"))
         assert len(re.findall(r"\d+\.\d", row)) >= 8, row
     assert "Online k-NN top-1" in text and "Loss " in text
 
     figures = {p.name for p in (report / "figures").glob("*.png")}
-    assert {"entropy.png", "curves.png", "attention-bam.png", "attention-photo-random-init.png"} <= figures
+    assert {"entropy.png", "curves.png", "collapse.png", "attention-bam.png", "attention-photo-bam-step0.png"} <= figures
+    assert {"attention-dino.png", "attention-ibot.png"} <= figures
     a = np.asarray(Image.open(report / "figures" / "attention-bam.png").convert("L"), np.float32)
-    b = np.asarray(Image.open(report / "figures" / "attention-random-init.png").convert("L"), np.float32)
+    b = np.asarray(Image.open(report / "figures" / "attention-bam-step0.png").convert("L"), np.float32)
     assert a.std() > 1.0 and (a.shape != b.shape or np.abs(a - b).mean() > 0.1)
     assert (report / "tables" / "README.md").is_file() and (report / "tables" / "full_protocol.md").is_file()
     assert len(list((report / "tables").glob("*.tex"))) > 20

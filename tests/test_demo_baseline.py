@@ -1,26 +1,55 @@
-"""Issue 17 item 7: the demo's baseline is the pretraining's own network at step 0 (same architecture and
-initialisation: MoCo init, fixed sin-cos table, frozen patch projection), not timm's init."""
+"""The demo's own-initialisation baselines are each method's network at step 0 (same architecture and
+initialisation: for BAM the MoCo init, fixed sin-cos table and frozen patch projection; for DINO its trunc-normal
+init), not timm's init; the raw-pixel baseline feeds the frozen protocols the image itself."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
+from evaluate.baselines import RawPixels, raw_pixels
 from evaluate.checkpoints import is_sincos, load_backbone
-from evaluate.demo import PLANS, pretrain_config, stage_random_init
+from evaluate.demo import PLANS, parse_methods, pretrain_config, stage_step0
+from evaluate.features import tap_features
 from evaluate.knn import knn_accuracy
 from pretrain.engine import Trainer
+from sslcore.errors import ConfigError
 
 
-def test_baseline_equals_the_pretraining_network_before_its_first_step(tmp_path, shapes_root):
+@pytest.mark.parametrize("method", ["bam", "dino"])
+def test_step0_equals_the_pretraining_network_before_its_first_step(tmp_path, shapes_root, method):
     plan = PLANS["quick"]
-    path = stage_random_init(tmp_path, shapes_root, plan, seed=0)
+    path = stage_step0(tmp_path, shapes_root, plan, 0, method)
     baseline = load_backbone(path).model
-    trainer = Trainer(pretrain_config(tmp_path, shapes_root, plan, seed=0), knn_fn=knn_accuracy)  # the real run's build, with its data
+    cfg = pretrain_config(tmp_path, shapes_root, plan, 0, method, method)  # the real run's build, with its data
+    trainer = Trainer(cfg, knn_fn=knn_accuracy)
     net = trainer.method.teacher if trainer.method.teacher is not None else trainer.method.student
     want = net.backbone.state_dict()
     got = baseline.state_dict()
     assert set(got) == set(want)
     for key, value in want.items():
         torch.testing.assert_close(got[key], value.cpu(), rtol=0, atol=0, msg=key)
-    assert baseline.arch.pos_embed == "sincos" and is_sincos(baseline.pos_embed.detach())
-    assert stage_random_init(tmp_path, shapes_root, plan, seed=0) == path  # reused, not rebuilt
+    if method == "bam":
+        assert baseline.arch.pos_embed == "sincos" and is_sincos(baseline.pos_embed.detach())
+    assert stage_step0(tmp_path, shapes_root, plan, 0, method) == path  # reused, not rebuilt
+
+
+def test_raw_pixels_feed_the_protocols_the_image() -> None:
+    x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4)
+    assert torch.equal(tap_features(RawPixels(4), x), x.flatten(1))  # channel-major, one token
+    pooled = tap_features(RawPixels(4, size=2), x)
+    assert pooled.shape == (2, 12)
+    assert pooled[0, 0] == x[0, 0, :2, :2].mean()  # area average of the top-left 2x2 block
+    loaded = raw_pixels(64)
+    assert loaded.info["format"] == "raw-pixels" and loaded.info["name"] == "raw-pixels-64px"
+    assert loaded.info["sha256"] != raw_pixels(64, 16).info["sha256"]  # the records of each size stay apart
+    with pytest.raises(ValueError):
+        RawPixels(4, size=8)
+
+
+def test_demo_methods_are_checked_before_any_work() -> None:
+    assert parse_methods("bam, dino") == ("bam", "dino")
+    with pytest.raises(ConfigError, match="no ShapesWorld recipe for 'simclr'"):
+        parse_methods("bam,simclr")
+    with pytest.raises(ConfigError, match="no method"):
+        parse_methods(",")

@@ -10,6 +10,9 @@
   the official code: local-crop rows only help balance the columns) or on the G global crops; the columns are the
   teacher's global crops gathered over all ranks (``ctx.all_gather``) and the Sinkhorn column sums are all-reduced
   (``ctx.all_reduce``), so the target is balanced over the world batch.
+* Diagnostics per logged step (besides the loss's ``diag/*`` entropies): ``diag/uniform_entropy`` = ln(K - G), the
+  reference a source entropy must stay below, and the mean positive / negative cosine of this rank's student
+  projector outputs (:mod:`pretrain.diagnostics`).
 * eps follows the official per-epoch schedule: linear from ``bam.eps`` to ``bam.eps_final`` over
   ``bam.eps_warmup_epochs`` epochs, then constant (the paper and the released scripts keep 0.05 throughout).
 """
@@ -23,6 +26,7 @@ from torch import Tensor, nn
 
 from pretrain.backbones import backbone_from_config
 from pretrain.config import PretrainConfig
+from pretrain.diagnostics import uniform_entropy, view_cosines
 from pretrain.heads import BAMProjector
 from pretrain.losses.bam import bam_loss
 from pretrain.methods.base import SSLMethod, StepContext
@@ -69,4 +73,8 @@ class BAM(SSLMethod):
             rank=ctx.rank,
         )
         diag["eps"] = eps
+        # collapse diagnostics (pretrain.diagnostics): ln(K - G) of this world batch, projector-output cosines
+        columns = n_global * (s_out.shape[0] // len(views)) * ctx.world_size
+        diag["diag/uniform_entropy"] = uniform_entropy(columns, n_global)
+        diag.update(view_cosines(s_out.detach(), len(views)))
         return loss, diag

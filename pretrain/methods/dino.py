@@ -11,8 +11,9 @@
   gradient clipping per parameter (``optim.clip_mode: per_param``) as the official ``utils.clip_gradients``.
 
 Diagnostics logged each step: the teacher temperature, the mean entropy of the teacher's distributions and that of
-their batch mean (collapse to one prototype drives both to 0; uniform outputs drive both to ln K), and the KL of the
-batch mean to the uniform (how far the center is from uniform).
+their batch mean (collapse to one prototype drives both to 0; uniform outputs drive both to ln K), the KL of the
+batch mean to the uniform (how far the center is from uniform) and K itself (``teacher_num_outputs``, so that
+:func:`pretrain.diagnostics.collapse_findings` can compare the entropies with ln K).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ def teacher_diagnostics(teacher: Tensor, center: Tensor, temp: float) -> dict[st
         "teacher_entropy": float(entropy(probs)),
         "teacher_batch_entropy": mean_entropy,
         "teacher_kl_uniform": math.log(probs.shape[-1]) - mean_entropy,
+        "teacher_num_outputs": float(probs.shape[-1]),
     }
 
 
