@@ -118,11 +118,29 @@ class StageTimer:
         logger.info("demo: %s done in %.1f s", name, self.seconds[name])
 
 
+# what the demo derives from its data: stale once the data are regenerated with other settings
+DERIVED = ("pretrain", "eval", "records", "cache")
+
+
 def stage_data(out: Path, plan: DemoPlan, seed: int) -> Path:
-    from evaluate.shapesworld.generate import PRESETS, generate
+    """Generate (or reuse) the demo's ShapesWorld. Data the demo wrote earlier with other settings (an older
+    generator, another preset or seed) are replaced, and every result derived from them is removed first."""
+    from evaluate.shapesworld.generate import PRESETS, generate, read_manifest
+    from sslcore.errors import DataError
 
     root = out / "data" / "shapesworld"
-    generate(root, PRESETS[plan.preset], seed=seed)
+    spec = PRESETS[plan.preset]
+    existing = read_manifest(root)
+    try:
+        generate(root, spec, seed=seed)
+        return root
+    except DataError:
+        if existing is None:
+            raise  # not a ShapesWorld tree: never delete what the demo did not write
+    logger.warning("demo: %s was generated with other settings; regenerating it and dropping derived results", root)
+    for name in DERIVED:
+        shutil.rmtree(out / name, ignore_errors=True)
+    generate(root, spec, seed=seed, force=True)
     return root
 
 
