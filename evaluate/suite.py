@@ -219,9 +219,11 @@ def select(suite: Suite, only: list[str] | None = None, skip: list[str] | None =
         for name in given or []:
             if name not in names:
                 raise ConfigError(f"{flag} {name}: not a protocol or id of {suite.path} ({', '.join(sorted(names))})")
-    chosen = [p for p in suite.protocols if (p.id in only or p.protocol in only)] if only else [
-        p for p in suite.protocols if not p.optional
-    ]
+    chosen = (
+        [p for p in suite.protocols if (p.id in only or p.protocol in only)]
+        if only
+        else [p for p in suite.protocols if not p.optional]
+    )
     return [p for p in chosen if not skip or (p.id not in skip and p.protocol not in skip)]
 
 

@@ -1,0 +1,213 @@
+"""Executors of the job graph: ``local`` (one job at a time in this process, or N worker processes) and ``slurm``
+through ``submitit`` (one Slurm job per graph node, dependencies passed to Slurm).
+
+Every executor takes the jobs in graph order and returns ``{job id: outcome}`` with outcome ``skipped`` (already
+done), ``ran``, ``failed`` (its log path is ``job.log``) or ``blocked`` (a job it depends on failed). A failed job
+never stops the jobs that do not depend on it.
+
+* ``local``, ``workers=1``: in this process, one after another (features of a checkpoint just before the protocols
+  that read them). ``workers=N``: N processes (``python -m evaluate.jobshell``), each job started once its
+  dependencies ran; with N or more GPUs each process sees one (``CUDA_VISIBLE_DEVICES``).
+* ``slurm``: ``submitit.AutoExecutor``; each job asks for its ``gpus`` on one node. Frozen protocols and fine-tuning
+  run one task per GPU (data-parallel, :func:`evaluate.jobshell.run_job_from_graph` joins the process group), dense
+  tasks one task that launches ``torchrun`` over the GPUs, feature jobs and DAVIS one task on one GPU. On a real
+  Slurm cluster every job is submitted at once with ``--dependency=afterok:<ids>`` and ``kill_on_invalid_dep``; with
+  submitit's ``local`` or ``debug`` executors (tests, a workstation) a job is submitted once its dependencies
+  finished. ``slurm_params`` go to ``update_parameters`` (``slurm_partition``, ``timeout_min``, ...).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+from evaluate.jobgraph import Graph, Job
+from evaluate.suite import FROZEN
+from sslcore.errors import ConfigError
+
+logger = logging.getLogger("sslbench")
+FAILED = ("failed", "blocked")
+
+
+def _to_run(job: Job, states: dict[str, str], force: bool) -> bool:
+    return states.get(job.id) != "done" or (force and job.kind != "features")
+
+
+def _blocked(job: Job, outcome: dict[str, str]) -> bool:
+    return any(outcome.get(d) in FAILED for d in job.deps)
+
+
+def _report(job: Job, result: str, seconds: float | None = None) -> None:
+    if result == "failed":
+        logger.error("FAILED %s (log: %s)", job.id, job.log)
+    elif result == "blocked":
+        logger.warning("blocked %s: a job it depends on failed", job.id)
+    elif result == "ran":
+        logger.info("done %s in %.1f s", job.id, seconds or 0.0)
+
+
+def run_local(graph: Graph, states: dict[str, str], force: bool = False, workers: int = 1) -> dict[str, str]:
+    """Run the graph on this machine (see the module docstring)."""
+    if workers > 1:
+        return _run_processes(graph, states, force, workers)
+    from evaluate.jobshell import run_job
+
+    outcome: dict[str, str] = {}
+    for job in graph.jobs:
+        if not _to_run(job, states, force):
+            outcome[job.id] = "skipped"
+            continue
+        if _blocked(job, outcome):
+            outcome[job.id] = "blocked"
+            _report(job, "blocked")
+            continue
+        started = time.time()
+        try:
+            run_job(graph, job)
+        except Exception:  # noqa: BLE001 - logged with its traceback into job.log; independent jobs go on
+            outcome[job.id] = "failed"
+        else:
+            outcome[job.id] = "ran"
+        _report(job, outcome[job.id], time.time() - started)
+    return outcome
+
+
+def _gpu_count() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count()
+    except Exception:  # noqa: BLE001
+        return 0
+
+
+def _run_processes(graph: Graph, states: dict[str, str], force: bool, workers: int) -> dict[str, str]:
+    graph_path = graph.save()
+    outcome: dict[str, str] = {j.id: "skipped" for j in graph.jobs if not _to_run(j, states, force)}
+    pending = [j for j in graph.jobs if j.id not in outcome]
+    running: dict[int, tuple[Job, subprocess.Popen, float]] = {}
+    gpus = _gpu_count()
+    env = {**os.environ, **graph.env}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_repo_root()), os.environ.get("PYTHONPATH")]))
+    while pending or running:
+        for job in [j for j in pending if _blocked(j, outcome)]:
+            outcome[job.id] = "blocked"
+            _report(job, "blocked")
+            pending.remove(job)
+        free = [s for s in range(workers) if s not in running]
+        ready = [j for j in pending if all(outcome.get(d) in ("ran", "skipped") for d in j.deps)]
+        for slot, job in zip(free, ready):
+            slot_env = dict(env)
+            if gpus >= workers:
+                slot_env["CUDA_VISIBLE_DEVICES"] = str(slot)
+            os.makedirs(os.path.dirname(job.log), exist_ok=True)
+            with open(job.log + ".stderr", "ab") as err:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "evaluate.jobshell", str(graph_path), job.id],
+                    env=slot_env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=err,
+                )
+            running[slot] = (job, proc, time.time())
+            pending.remove(job)
+        for slot, (job, proc, started) in list(running.items()):
+            if proc.poll() is not None:
+                outcome[job.id] = "ran" if proc.returncode == 0 else "failed"
+                _report(job, outcome[job.id], time.time() - started)
+                del running[slot]
+        if running:
+            time.sleep(0.2)
+        elif pending and not any(all(outcome.get(d) in ("ran", "skipped") for d in j.deps) for j in pending):
+            for job in pending:  # unreachable (a cycle cannot happen: the graph lists dependencies first)
+                outcome[job.id] = "blocked"
+            pending = []
+    return outcome
+
+
+def _repo_root() -> Any:
+    from sslcore.io import REPO_ROOT
+
+    return REPO_ROOT
+
+
+def _tasks(job: Job) -> int:
+    """Slurm tasks of a job: one per GPU for the data-parallel frozen protocols and fine-tuning, else one."""
+    return job.gpus if job.kind in FROZEN else 1
+
+
+def run_submitit(
+    graph: Graph,
+    states: dict[str, str],
+    force: bool = False,
+    cluster: str | None = "slurm",
+    params: dict[str, Any] | None = None,
+    wait: bool = True,
+) -> dict[str, str]:
+    """Run the graph through submitit (see the module docstring); ``cluster``: ``slurm``, ``local`` or ``debug``."""
+    try:
+        import submitit
+    except ImportError:
+        raise ConfigError(
+            "--executor slurm needs submitit (pip install 'sslbench[slurm]' or pip install submitit)"
+        ) from None
+    from evaluate.jobshell import run_job_from_graph
+
+    graph_path = str(graph.save())
+    folder = os.path.join(graph.out, "submitit", "%j")
+    executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
+    slurm = executor.cluster == "slurm"
+    outcome: dict[str, str] = {j.id: "skipped" for j in graph.jobs if not _to_run(j, states, force)}
+    submitted: dict[str, Any] = {}
+
+    def submit(job: Job, after: list[str]) -> None:
+        extra = {"kill_on_invalid_dep": "yes"}
+        if after:
+            extra["dependency"] = "afterok:" + ":".join(after)
+        tasks = _tasks(job)
+        gpus = 1 if job.kind in ("features", "davis") else job.gpus
+        executor.update_parameters(
+            name=f"sslbench-{job.id}",
+            nodes=1,
+            tasks_per_node=tasks,
+            gpus_per_node=gpus if slurm else 0,
+            slurm_additional_parameters=extra,
+            **(params or {}),
+        )
+        submitted[job.id] = executor.submit(run_job_from_graph, graph_path, job.id)
+        logger.info("submitted %s as %s", job.id, submitted[job.id].job_id)
+
+    def collect(job: Job) -> None:
+        started = time.time()
+        try:
+            submitted[job.id].result()
+        except Exception:  # noqa: BLE001 - the job's traceback is in job.log and in the submitit folder
+            outcome[job.id] = "failed"
+        else:
+            outcome[job.id] = "ran"
+        _report(job, outcome[job.id], time.time() - started)
+
+    todo = [j for j in graph.jobs if j.id not in outcome]
+    if slurm:
+        for job in todo:
+            submit(job, [submitted[d].job_id for d in job.deps if d in submitted])
+        if not wait:
+            return {**outcome, **{j.id: "submitted" for j in todo}}
+        for job in todo:
+            if _blocked(job, outcome):
+                outcome[job.id] = "blocked"  # Slurm cancels it (kill_on_invalid_dep)
+                _report(job, "blocked")
+                continue
+            collect(job)
+        return outcome
+    for job in todo:  # submitit's local / debug executors: no Slurm dependencies, so submit in order
+        if _blocked(job, outcome):
+            outcome[job.id] = "blocked"
+            _report(job, "blocked")
+            continue
+        submit(job, [])
+        collect(job)
+    return outcome
