@@ -10,8 +10,9 @@ DAVIS (its own per-sequence cache) and the dense tasks have no feature job.
 **Keys and state.** Each job has a key: the sha256 of everything its result depends on (checkpoint sha256 and
 teacher/student, the resolved protocol config without output paths and progress bars, the dataset root). A protocol
 job is *done* when the results store holds ``expected_runs`` runs whose records carry ``settings.job.key`` equal to
-its key (:func:`evaluate.records.job_context`); a feature job when its marker ``<out>/state/<key>.json`` exists and
-every cache file it lists is present. A killed run therefore resumes at the first job without its records; a job's
+its key (:func:`evaluate.records.job_context`); a feature job when every image list it extracts has its marker
+``$SSLBENCH_CACHE/feature-items/<key>.json`` and the cache file the marker names is present (so another run
+directory, or another suite, reuses them). A killed run therefore resumes at the first job without its records; a job's
 records are appended last (after its outputs), so a half-run job has none and runs again.
 
 **Cost.** Each suite entry may carry ``hours`` (estimated wall hours per checkpoint on the suite's ``machine``) and
@@ -228,6 +229,12 @@ def feature_item(role: str, data: Any, fcfg: Any, val: str | None, seed: int | N
     }
 
 
+def item_key(ckpt: Checkpoint, item: dict[str, Any]) -> str:
+    """The key of one image list's features: checkpoint, image list and the feature settings that matter."""
+    settings = {k: v for k, v in item["features"].items() if k not in ("progress", "batch_size", "num_workers")}
+    return sha256_json({"sha256": ckpt.sha256, "which": ckpt.which, **{**item, "features": settings}})
+
+
 # --------------------------------------------------------------------------------------------- planning
 def build_graph(
     suite: Suite,
@@ -305,12 +312,10 @@ def build_graph(
                 )
             )
         for fjob in features.values():
-            material = [
-                {**i, "features": _strip({k: v for k, v in i["features"].items() if k != "progress"})}
-                for i in fjob.spec["items"]
-            ]
-            fjob.key = sha256_json({"sha256": ckpt.sha256, "which": ckpt.which, "items": material})
-            fjob.gpus = max(j.gpus for j in mine if fjob.id in j.deps)
+            for item in fjob.spec["items"]:
+                item["key"] = item_key(ckpt, item)
+            fjob.key = sha256_json({"sha256": ckpt.sha256, "which": ckpt.which, "items": fjob.spec["items"]})
+            fjob.gpus = 1  # one process extracts (a Slurm job of one task on one GPU)
         jobs += _insert_features(mine, list(features.values()))
     for job in jobs:
         job.log = str(out / "logs" / (job.id.replace("/", "__") + ".log"))
@@ -334,18 +339,28 @@ def _insert_features(jobs: list[Job], features: list[Job]) -> list[Job]:
 
 # --------------------------------------------------------------------------------------------- state
 def marker_path(graph: Graph, job: Job) -> Path:
+    """A feature job's run statistics (wall time, memory, images/s) in this run's directory (for the report)."""
     return Path(graph.out) / "state" / f"{job.key}.json"
 
 
+def item_marker(key: str) -> Path:
+    """The marker of one extracted image list, beside the feature cache it describes (shared by every run)."""
+    from evaluate.features import cache_root
+
+    return cache_root().parent / "feature-items" / f"{key}.json"
+
+
 def features_done(graph: Graph, job: Job) -> bool:
-    path = marker_path(graph, job)
-    if not path.is_file():
-        return False
-    try:
-        files = json.loads(path.read_text()).get("cache_files", [])
-    except (OSError, json.JSONDecodeError):
-        return False
-    return all(Path(f).is_file() for f in files)
+    """Every image list of the job has its marker and the cache file the marker names."""
+    for item in job.spec["items"]:
+        path = item_marker(item["key"])
+        try:
+            cache_file = json.loads(path.read_text())["cache_file"]
+        except (OSError, KeyError, json.JSONDecodeError):
+            return False
+        if not Path(cache_file).is_file():
+            return False
+    return True
 
 
 def recorded_runs(records: Iterable[dict[str, Any]]) -> dict[str, set[str]]:

@@ -4,7 +4,8 @@ write the records last.
 :func:`run_job` runs one node of a :class:`~evaluate.jobgraph.Graph`:
 
 * a **feature job** loads the checkpoint once and fills the feature cache (:func:`evaluate.features.get_features`)
-  for every image list its protocols read, then writes its marker ``<out>/state/<key>.json``;
+  for every image list its protocols read, marking each list done beside the cache
+  (:func:`evaluate.jobgraph.item_marker`) and the job's statistics in ``<out>/state/<key>.json``;
 * a **protocol job** loads the checkpoint once (one :class:`~evaluate.evalrun.BackboneConfig`; the dense tasks convert
   it instead, fine-tuning loads it at its input size) and calls the protocol's own ``run``. The protocols append
   their records last, after their outputs, with the provenance, the wall time, the peak memory of this run alone
@@ -33,7 +34,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from evaluate.jobgraph import Graph, Job, marker_path
+from evaluate.jobgraph import Graph, Job, item_marker, marker_path
 from evaluate.suite import FROZEN
 from sslcore.config import from_dict
 from sslcore.io import atomic_write_json
@@ -103,6 +104,7 @@ def run_features(graph: Graph, job: Job) -> None:
         images = image_list(item)
         fs = get_features(loaded.model, loaded.info, images, fcfg)
         files.append(str(cache_root() / f"{sha256_json(fs.key)}.pt"))
+        atomic_write_json(item_marker(item["key"]), {"job": job.id, "cache_file": files[-1]})
         cached = " (cached)" if fs.from_cache else ""
         logger.info("%s: %s %s, %d x %d%s", job.id, item["role"], images.split, *fs.features.shape, cached)
     atomic_write_json(
