@@ -5,9 +5,11 @@ Every executor takes the jobs in graph order and returns ``{job id: outcome}`` w
 done), ``ran``, ``failed`` (its log path is ``job.log``) or ``blocked`` (a job it depends on failed). A failed job
 never stops the jobs that do not depend on it.
 
-* ``local``, ``workers=1``: in this process, one after another (features of a checkpoint just before the protocols
-  that read them). ``workers=N``: N processes (``python -m evaluate.jobshell``), each job started once its
-  dependencies ran; with N or more GPUs each process sees one (``CUDA_VISIBLE_DEVICES``).
+* ``local``, ``workers=1``: one after another (features of a checkpoint just before the protocols that read them),
+  in this process; a frozen protocol or fine-tune asking for G > 1 GPUs runs under ``torchrun`` on min(G, GPUs
+  here) processes, the dense tasks start their own ``torchrun``. ``workers=N``: N processes (``python -m
+  evaluate.jobshell``), each job started once its dependencies ran; with N or more GPUs each process sees one
+  (``CUDA_VISIBLE_DEVICES``) and runs single-GPU.
 * ``slurm``: ``submitit.AutoExecutor``; each job asks for its ``gpus`` on one node. Frozen protocols and fine-tuning
   run one task per GPU (data-parallel, :func:`evaluate.jobshell.run_job_from_graph` joins the process group), dense
   tasks one task that launches ``torchrun`` over the GPUs, feature jobs and DAVIS one task on one GPU. On a real
@@ -66,14 +68,44 @@ def run_local(graph: Graph, states: dict[str, str], force: bool = False, workers
             _report(job, "blocked")
             continue
         started = time.time()
-        try:
-            run_job(graph, job)
-        except Exception:  # noqa: BLE001 - logged with its traceback into job.log; independent jobs go on
-            outcome[job.id] = "failed"
+        nproc = _local_ranks(job)
+        if nproc > 1:
+            outcome[job.id] = "ran" if _torchrun(graph, job, nproc) == 0 else "failed"
         else:
-            outcome[job.id] = "ran"
+            try:
+                run_job(graph, job)
+            except Exception:  # noqa: BLE001 - logged with its traceback into job.log; independent jobs go on
+                outcome[job.id] = "failed"
+            else:
+                outcome[job.id] = "ran"
         _report(job, outcome[job.id], time.time() - started)
     return outcome
+
+
+def _local_ranks(job: Job) -> int:
+    """Processes for a job of the sequential local executor: a frozen protocol or a fine-tune asking for G > 1 GPUs
+    runs as ``torchrun --nproc_per_node min(G, GPUs here)``; everything else in this process (the dense runner
+    starts its own ``torchrun``)."""
+    if job.kind not in FROZEN or job.gpus < 2:
+        return 1
+    return max(1, min(job.gpus, _gpu_count()))
+
+
+def _worker_env(graph: Graph) -> dict[str, str]:
+    env = {**os.environ, **graph.env}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_repo_root()), os.environ.get("PYTHONPATH")]))
+    return env
+
+
+def _torchrun(graph: Graph, job: Job, nproc: int) -> int:
+    """Run one job on ``nproc`` local GPUs through ``torchrun`` (:mod:`evaluate.jobshell` joins the group)."""
+    graph_path = graph.save()
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    cmd += ["-m", "evaluate.jobshell", str(graph_path), job.id]
+    logger.info("launching %s", " ".join(cmd))
+    os.makedirs(os.path.dirname(job.log), exist_ok=True)
+    with open(job.log + ".stderr", "ab") as err:
+        return subprocess.run(cmd, env=_worker_env(graph), stdout=subprocess.DEVNULL, stderr=err).returncode
 
 
 def _gpu_count() -> int:
@@ -91,8 +123,7 @@ def _run_processes(graph: Graph, states: dict[str, str], force: bool, workers: i
     pending = [j for j in graph.jobs if j.id not in outcome]
     running: dict[int, tuple[Job, subprocess.Popen, float]] = {}
     gpus = _gpu_count()
-    env = {**os.environ, **graph.env}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_repo_root()), os.environ.get("PYTHONPATH")]))
+    env = _worker_env(graph)
     while pending or running:
         for job in [j for j in pending if _blocked(j, outcome)]:
             outcome[job.id] = "blocked"

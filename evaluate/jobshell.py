@@ -172,18 +172,19 @@ def run_job(graph: Graph, job: Job) -> None:
 def run_job_from_graph(graph_path: str, job_id: str) -> str:
     """Entry point of a worker process or a Slurm job: run ``job_id`` of the graph file; returns the job id.
 
-    On a Slurm job with several tasks, join the process group first (submitit's ``TorchDistributedEnvironment``), so
-    the protocol runs data-parallel as under ``torchrun``; only rank 0 writes records.
+    Under ``torchrun`` or on a Slurm job with several tasks (submitit's ``TorchDistributedEnvironment``), a frozen
+    protocol or fine-tune joins the process group first and runs data-parallel; only rank 0 writes records.
     """
     graph = Graph.load(graph_path)
     job = graph.job(job_id)
-    if int(os.environ.get("SLURM_NTASKS", "1")) > 1 and job.kind != "features" and job.kind in FROZEN:
-        import submitit
-
+    if job.kind in FROZEN:
         from evaluate.evalrun import init_distributed
 
-        submitit.helpers.TorchDistributedEnvironment().export()
-        init_distributed()
+        if int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "WORLD_SIZE" not in os.environ:
+            import submitit
+
+            submitit.helpers.TorchDistributedEnvironment().export()
+        init_distributed()  # a no-op unless WORLD_SIZE > 1 (torchrun, or the Slurm tasks above)
     run_job(graph, job)
     return job_id
 

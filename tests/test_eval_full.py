@@ -158,7 +158,10 @@ def test_shipped_suites_load_and_select():
     [
         (("{protocol: knn,", "{protocol: knnn,"), "protocols.0.protocol: unknown protocol 'knnn'"),
         (("{protocol: knn, dataset: classification", "{protocol: knn, dataset: imagenet"), "unknown dataset"),
-        (("settings: {mode: cached,", "settings: {mode: cached, epochz: 3,"), "protocols.1.settings: epochz: unknown key"),
+        (
+            ("settings: {mode: cached,", "settings: {mode: cached, epochz: 3,"),
+            "protocols.1.settings: epochz: unknown key",
+        ),
         (("kind: davis", "kind: davys"), "datasets.davis.kind: unknown kind 'davys'"),
         (("{protocol: knn, dataset: classification", "{protocol: knn, dataset: davis"), "does not run on"),
         (("settings: {mode: cached,", "settings: {out: x, mode: cached,"), "settings.out: set by the suite"),
@@ -388,3 +391,57 @@ def test_submitit_debug_executor_gives_the_same_records_as_local(world, tmp_path
     assert got.keys() == reference.keys()
     for key, value in reference.items():
         assert got[key] == pytest.approx(value, abs=1e-6), key
+
+
+def _subset_values(records: list[dict], protocols: set[str]) -> dict[tuple, float]:
+    return {k: v for k, v in _values(records).items() if k[1] in protocols}
+
+
+@pytest.mark.slow
+def test_local_worker_processes_give_the_same_records(world, tmp_path, shapes_root):
+    result = run_full(
+        world["ckpts"],
+        world["suite"],
+        tmp_path / "out",
+        report=tmp_path / "report",
+        data_root=shapes_root,
+        only=["knn", "cluster"],
+        workers=2,
+        figures=False,
+    )
+    assert set(result.outcome.values()) == {"ran"}, result.outcome
+    got = _subset_values(read_records(tmp_path / "records"), {"knn", "cluster"})
+    reference = _subset_values(world["records"], {"knn", "cluster"})
+    assert got.keys() == reference.keys()
+    for key, value in reference.items():
+        assert got[key] == pytest.approx(value, abs=1e-6), key
+
+
+@pytest.mark.slow
+@pytest.mark.dist
+def test_a_multi_gpu_job_runs_under_torchrun_and_records_once(world, tmp_path, shapes_root, monkeypatch):
+    from evaluate import executors
+
+    suite = tmp_path / "ddp.yaml"
+    suite.write_text(
+        TINY_SUITE.replace(
+            "{protocol: knn, dataset: classification,", "{protocol: knn, dataset: classification, gpus: 2,"
+        )
+    )
+    monkeypatch.setattr(executors, "_gpu_count", lambda: 2)  # two gloo ranks on the CPU stand in for two GPUs
+    result = run_full(
+        {"a": world["ckpts"]["a"]},
+        suite,
+        tmp_path / "out",
+        report=tmp_path / "report",
+        data_root=shapes_root,
+        only=["knn"],
+        figures=False,
+    )
+    assert set(result.outcome.values()) == {"ran"}, result.outcome
+    records = read_records(tmp_path / "records")
+    assert len({r["run_id"] for r in records}) == 1  # rank 0 wrote, once
+    assert (tmp_path / "out" / "logs" / "a__knn.log").read_text().count("job a/knn (knn) starts") == 2  # two ranks
+    got = _subset_values(records, {"knn"})
+    reference = {k: v for k, v in _subset_values(world["records"], {"knn"}).items() if k[0] == "a"}
+    assert got == pytest.approx(reference)
