@@ -58,13 +58,14 @@ def plan_full(
     skip: list[str] | None = None,
     which: str = "teacher",
     trust_pickle: bool = False,
+    settings: dict[str, dict[str, Any]] | list[str] | None = None,
 ) -> jobgraph.Graph:
     """Read and check everything, and plan the graph (no job runs). ``checkpoints``: paths, ``NAME=PATH`` strings or
-    ``{name: path}``."""
+    ``{name: path}``; ``settings``: per-entry changes (:func:`evaluate.suite.apply_settings`)."""
     from evaluate.records import default_store
     from sslcore.io import check_writable
 
-    spec = suites.load_suite(suite)
+    spec = suites.apply_settings(suites.load_suite(suite), settings)
     entries = suites.select(spec, only, skip)
     if not entries:
         raise ConfigError(f"{spec.path}: no protocol selected (--only/--skip)")
@@ -97,6 +98,7 @@ def run_full(
     wait: bool = True,
     pretrain_logs: list[str] | None = None,
     figures: bool = True,
+    settings: dict[str, dict[str, Any]] | list[str] | None = None,
 ) -> FullResult:
     """Plan, run what is not done, write the report (see the module docstring). ``cluster`` (executor ``slurm``):
     ``slurm``, or submitit's ``local`` / ``debug`` executors. Records go to the results store
@@ -117,6 +119,7 @@ def run_full(
         skip=skip,
         which=which,
         trust_pickle=trust_pickle,
+        settings=settings,
     )
     report = Path(report) if report else Path("reports") / graph.suite
     if not dry_run:
@@ -163,6 +166,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--root", action="append", metavar="KEY=PATH", help="the root of one dataset of the suite")
     parser.add_argument("--only", type=_csv, help="comma-separated protocols or ids to run (opt-ins included)")
     parser.add_argument("--skip", type=_csv, help="comma-separated protocols or ids to leave out")
+    parser.add_argument(
+        "--set",
+        action="append",
+        metavar="ID.KEY=VALUE",
+        help="change one setting of a suite entry (id or protocol), e.g. linear.epochs=10 davis.short_side=48",
+    )
     parser.add_argument("--executor", choices=EXECUTORS, default="local")
     parser.add_argument("--jobs", type=int, default=1, help="local executor: parallel worker processes (1 GPU each)")
     parser.add_argument(
@@ -210,6 +219,7 @@ def run_cli(args: argparse.Namespace) -> int:
         wait=not args.no_wait,
         pretrain_logs=args.pretrain_log,
         figures=not args.no_figures,
+        settings=args.set,
     )
     if args.dry_run:
         print(result.plan)

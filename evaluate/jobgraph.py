@@ -255,7 +255,14 @@ def build_graph(
             root = roots[entry.dataset]
             run_dir = out / "runs" / ckpt.name / entry.id
             cfg = protocol_config(entry, suite, root, ckpt, run_dir)
-            if entry.protocol in FROZEN and entry.protocol != "finetune":
+            if entry.protocol == "finetune":
+                from evaluate.datasets import resolve_subset
+                from evaluate.finetune.run import check_dataset_label
+
+                check_dataset_label(cfg)
+                if cfg.data.subset:
+                    resolve_subset(cfg.data.root, cfg.data.subset)
+            elif entry.protocol in FROZEN:
                 check_outputs(cfg)
             if isinstance(cfg, dict):
                 spec = {"protocol": entry.protocol, "dense": cfg}

@@ -211,6 +211,26 @@ def load_suite(path: str | Path) -> Suite:
     return suite
 
 
+def apply_settings(suite: Suite, settings: dict[str, dict[str, Any]] | list[str] | None) -> Suite:
+    """Merge per-entry settings into the suite and check them again: ``{id or protocol: {key: value}}`` or the
+    command line's ``["ID.KEY=VALUE", ...]`` (``--set linear.epochs=10``); a protocol name applies to each of its
+    entries. Raises ConfigError naming the entry and key."""
+    from sslcore.config import _deep_merge, parse_overrides
+
+    if not settings:
+        return suite
+    tree = parse_overrides(list(settings)) if isinstance(settings, list) else settings
+    for name, values in tree.items():
+        targets = [p for p in suite.protocols if name in (p.id, p.protocol)]
+        if not targets or not isinstance(values, dict):
+            ids = ", ".join(p.id or p.protocol for p in suite.protocols)
+            raise ConfigError(f"--set {name}: expected ID.KEY=VALUE with an id or protocol of {suite.path} ({ids})")
+        for entry in targets:
+            entry.settings = _deep_merge(entry.settings, values)
+            base_config(entry, f"{suite.path}: protocols.{entry.id} (with --set)")
+    return suite
+
+
 def select(suite: Suite, only: list[str] | None = None, skip: list[str] | None = None) -> list[SuiteProtocol]:
     """The entries to run: ``only`` (ids or protocol names; opt-ins included when named) minus ``skip``; without
     ``only``, every entry that is not an opt-in. An unknown name raises ConfigError."""

@@ -312,12 +312,19 @@ def test_sigkill_mid_graph_then_rerun_completes_only_the_missing_jobs(world, tmp
     assert ran and not ran & done_before  # only the missing jobs ran
     assert "failed" not in resumed.outcome.values()
     after = read_records(store)
+
     # every job has exactly its runs: none ran twice
-    per_job = collections.defaultdict(set)
-    for r in after:
-        per_job[r["settings"]["job"]["key"]].add(r["run_id"])
+    def runs_per_job(records):
+        out = collections.defaultdict(set)
+        for r in records:
+            out[r["settings"]["job"]["key"]].add(r["run_id"])
+        return out
+
     expected = {j.key: j.expected_runs for j in resumed.graph.jobs if j.kind != "features"}
-    assert {k: len(v) for k, v in per_job.items()} == expected
+    old, new = runs_per_job(before), runs_per_job(after)
+    assert set(new) == set(expected) and all(len(new[k]) >= n for k, n in expected.items())
+    complete = [k for k in old if len(old[k]) >= expected[k]]
+    assert complete and all(new[k] == old[k] for k in complete)  # jobs complete before the kill did not run again
     reference = _values(world["records"])
     got = _values(after)
     assert got.keys() == reference.keys()
@@ -445,3 +452,37 @@ def test_a_multi_gpu_job_runs_under_torchrun_and_records_once(world, tmp_path, s
     got = _subset_values(records, {"knn"})
     reference = {k: v for k, v in _subset_values(world["records"], {"knn"}).items() if k[0] == "a"}
     assert got == pytest.approx(reference)
+
+
+def test_set_changes_one_entry_and_is_checked(tmp_path, shapes_root, capsys):
+    from evaluate.full import plan_full
+
+    suite = tmp_path / "tiny.yaml"
+    suite.write_text(TINY_SUITE)
+    ckpt = _checkpoints(tmp_path)["a"]
+    graph = plan_full([str(ckpt)], suite, tmp_path / "out", data_root=shapes_root, settings=["linear.epochs=7"])
+    linear = graph.job("a/linear")
+    assert linear.spec["config"]["epochs"] == 7 and linear.spec["config"]["mode"] == "cached"
+    plain = plan_full([str(ckpt)], suite, tmp_path / "out", data_root=shapes_root)
+    assert plain.job("a/linear").key != linear.key and plain.job("a/knn").key == graph.job("a/knn").key
+    args = ["eval", "full", str(ckpt), "--suite", str(suite), "--data-root", str(shapes_root), "--dry-run"]
+    assert main([*args, "--set", "linear.epochz=7"]) == 2
+    assert "protocols.linear (with --set).settings: epochz: unknown key" in capsys.readouterr().err
+    assert main([*args, "--set", "nope.epochs=7"]) == 2
+    assert "--set nope: expected ID.KEY=VALUE" in capsys.readouterr().err
+
+
+def test_published_rows_match_protocol_dataset_metric_and_architecture():
+    from evaluate.full_report import paper_arch, published_rows
+    from evaluate.jobgraph import Checkpoint, Graph
+
+    vits16 = {"embed_dim": 384, "depth": 12, "patch_size": 16, "num_heads": 6, "img_size": 224}
+    assert paper_arch(vits16) == "ViT-S/16" and paper_arch({**vits16, "embed_dim": 32}) is None
+    graph = Graph("x", "x", "", "/tmp", [Checkpoint("mine", "p", "s", vits16)], [], {})
+    columns = {"knn: top1@k20": ("knn", "imagenet", "top1@k20"), "knn sw: top1@k20": ("knn", "shapesworld", "top1@k20")}
+    rows = published_rows(graph, columns)
+    assert rows.loc["DINO ViT-S/16 (dino.readme)", "knn: top1@k20"] == 74.5  # DINO's README
+    assert rows["knn sw: top1@k20"].isna().all()  # nothing published on ShapesWorld
+    assert all(name.split(" (")[0].endswith("ViT-S/16") for name in rows.index)
+    vitb = Graph("x", "x", "", "/tmp", [Checkpoint("b", "p", "s", {**vits16, "embed_dim": 768})], [], {})
+    assert all("ViT-B/16" in name for name in published_rows(vitb, columns).index)
