@@ -39,8 +39,10 @@ from sslcore.io import atomic_write_json, sha256_json
 
 logger = logging.getLogger("sslbench")
 GRAPH_VERSION = 1
-# keys of a resolved protocol config that do not change its result
-VOLATILE = ("out", "progress", "resume", "num_workers", "trust_pickle", "name", "path", "checkpoint", "batch_size_eval")
+# keys of a resolved protocol config that do not change its result: anywhere, and those naming the checkpoint file
+# (its sha256 is in the key instead) at the top (DAVIS) or in the backbone section
+VOLATILE = ("out", "progress", "resume", "num_workers")
+CHECKPOINT_KEYS = ("path", "name", "trust_pickle", "checkpoint")
 
 
 @dataclasses.dataclass
@@ -126,10 +128,18 @@ def read_checkpoints(items: Iterable[str], which: str = "teacher", trust_pickle:
 
 
 # --------------------------------------------------------------------------------------------- configs
-def _strip(tree: Any) -> Any:
-    if isinstance(tree, dict):
-        return {k: _strip(v) for k, v in tree.items() if k not in VOLATILE}
-    return tree
+def _strip(tree: Any, top: bool = True) -> Any:
+    """The settings that define a job's result (see :data:`VOLATILE`, :data:`CHECKPOINT_KEYS`)."""
+    if not isinstance(tree, dict):
+        return tree
+    out = {}
+    for key, value in tree.items():
+        if key in VOLATILE or (top and key in CHECKPOINT_KEYS):
+            continue
+        if top and key == "backbone" and isinstance(value, dict):
+            value = {k: v for k, v in value.items() if k not in CHECKPOINT_KEYS}
+        out[key] = _strip(value, top=False)
+    return out
 
 
 def protocol_config(entry: SuiteProtocol, suite: Suite, root: str, ckpt: Checkpoint, run_dir: Path) -> Any:
@@ -418,7 +428,7 @@ def plan_text(graph: Graph, states: dict[str, str], force: bool = False) -> str:
     n_todo = sum(1 for j in graph.jobs if states.get(j.id) != "done" or (force and j.kind != "features"))
     lines.append(
         f"{len(graph.jobs)} jobs ({n_todo} to run) for {len(graph.checkpoints)} checkpoint(s) of suite "
-        f"{graph.suite}; estimated {todo_hours:g} h wall one after another, {gpu_hours:g} GPU-h"
+        f"{graph.suite}; estimated {todo_hours:g} h wall one after another, {gpu_hours:g} device-h (x GPUs asked)"
         + (f" on {graph.machine}" if graph.machine else "")
         + " (estimates from the suite's `hours`; feature jobs are inside their protocols' estimates)"
     )
