@@ -15,21 +15,27 @@ never stops the jobs that do not depend on it.
   tasks one task that launches ``torchrun`` over the GPUs, feature jobs and DAVIS one task on one GPU. On a real
   Slurm cluster every job is submitted at once with ``--dependency=afterok:<ids>`` and ``kill_on_invalid_dep``; with
   submitit's ``local`` or ``debug`` executors (tests, a workstation) a job is submitted once its dependencies
-  finished. ``slurm_params`` go to ``update_parameters`` (``slurm_partition``, ``timeout_min``, ...).
+  finished. ``slurm_params`` go to ``update_parameters`` (``slurm_partition``, ``timeout_min``, ...). The Slurm id of
+  each submitted job is kept in ``<out>/state/slurm/``: a rerun (after ``--no-wait``) waits for a job that is still
+  queued or running instead of submitting it again (:func:`queued_job`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from evaluate.jobgraph import Graph, Job
 from evaluate.suite import FROZEN
 from sslcore.errors import ConfigError
+from sslcore.io import atomic_write_json
 
 logger = logging.getLogger("sslbench")
 FAILED = ("failed", "blocked")
@@ -165,6 +171,30 @@ def _repo_root() -> Any:
     return REPO_ROOT
 
 
+ACTIVE = ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED")
+
+
+def _slurm_marker(graph: Graph, job: Job) -> Path:
+    return Path(graph.out) / "state" / "slurm" / f"{job.key}.json"
+
+
+def queued_job(graph: Graph, job: Job, handle: Callable[[str], Any]) -> Any:
+    """The Slurm job an earlier invocation submitted for ``job`` when it is still queued or running (so a rerun
+    after ``--no-wait`` waits for it instead of submitting it twice), else None. ``handle``: Slurm job id -> a
+    submitit job (its ``state`` asks ``sacct``)."""
+    marker = _slurm_marker(graph, job)
+    try:
+        job_id = json.loads(marker.read_text())["slurm_job_id"]
+    except (OSError, KeyError, json.JSONDecodeError):
+        return None
+    previous = handle(str(job_id))
+    try:
+        state = str(previous.state).split()[0].upper()
+    except Exception:  # noqa: BLE001 - sacct unavailable: submit again rather than wait on an unknown job
+        return None
+    return previous if state in ACTIVE else None
+
+
 def _tasks(job: Job) -> int:
     """Slurm tasks of a job: one per GPU for the data-parallel frozen protocols and fine-tuning, else one."""
     return job.gpus if job.kind in FROZEN else 1
@@ -224,7 +254,13 @@ def run_submitit(
     todo = [j for j in graph.jobs if j.id not in outcome]
     if slurm:
         for job in todo:
+            previous = queued_job(graph, job, lambda job_id: submitit.SlurmJob(folder, job_id))
+            if previous is not None:  # still queued or running from an earlier invocation (--no-wait)
+                submitted[job.id] = previous
+                logger.info("%s is already Slurm job %s (%s)", job.id, previous.job_id, previous.state)
+                continue
             submit(job, [submitted[d].job_id for d in job.deps if d in submitted])
+            atomic_write_json(_slurm_marker(graph, job), {"job": job.id, "slurm_job_id": submitted[job.id].job_id})
         if not wait:
             return {**outcome, **{j.id: "submitted" for j in todo}}
         for job in todo:

@@ -486,3 +486,21 @@ def test_published_rows_match_protocol_dataset_metric_and_architecture():
     assert all(name.split(" (")[0].endswith("ViT-S/16") for name in rows.index)
     vitb = Graph("x", "x", "", "/tmp", [Checkpoint("b", "p", "s", {**vits16, "embed_dim": 768})], [], {})
     assert all("ViT-B/16" in name for name in published_rows(vitb, columns).index)
+
+
+def test_a_rerun_waits_for_a_slurm_job_still_queued_instead_of_submitting_it_again(tmp_path):
+    from types import SimpleNamespace
+
+    from evaluate.executors import _slurm_marker, queued_job
+    from evaluate.jobgraph import Graph, Job
+    from sslcore.io import atomic_write_json
+
+    job = Job("a/knn", "knn", "a", "knn", "k" * 64, [], {})
+    graph = Graph("x", "x", "", str(tmp_path), [], [job], {})
+    states = {"7": "PENDING", "8": "RUNNING", "9": "COMPLETED", "10": "FAILED"}
+    handle = lambda job_id: SimpleNamespace(job_id=job_id, state=states[job_id])  # noqa: E731
+    assert queued_job(graph, job, handle) is None  # never submitted
+    for job_id, expected in (("7", "7"), ("8", "8"), ("9", None), ("10", None)):
+        atomic_write_json(_slurm_marker(graph, job), {"slurm_job_id": job_id})
+        found = queued_job(graph, job, handle)
+        assert (found.job_id if found else None) == expected, job_id
