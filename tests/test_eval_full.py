@@ -504,3 +504,59 @@ def test_a_rerun_waits_for_a_slurm_job_still_queued_instead_of_submitting_it_aga
         atomic_write_json(_slurm_marker(graph, job), {"slurm_job_id": job_id})
         found = queued_job(graph, job, handle)
         assert (found.job_id if found else None) == expected, job_id
+
+
+@pytest.mark.slow
+def test_slurm_submission_passes_dependencies_and_resources(world, tmp_path, shapes_root, monkeypatch):
+    submitit = pytest.importorskip("submitit")
+    submissions = []
+
+    class FakeJob:
+        def __init__(self, job_id, fn, args):
+            self.job_id, self.fn, self.args, self.state = job_id, fn, args, "PENDING"
+
+        def result(self):
+            return self.fn(*self.args)
+
+    class FakeSlurmExecutor:  # what submitit.AutoExecutor gives on a Slurm cluster, without sbatch
+        cluster = "slurm"
+
+        def __init__(self, folder, cluster=None):
+            self.params = {}
+
+        def update_parameters(self, **params):
+            self.params = params
+
+        def submit(self, fn, *args):
+            submissions.append((args[1], dict(self.params), str(1000 + len(submissions))))
+            return FakeJob(submissions[-1][2], fn, args)
+
+    monkeypatch.setattr(submitit, "AutoExecutor", FakeSlurmExecutor)
+    suite = tmp_path / "gpus.yaml"
+    suite.write_text(
+        TINY_SUITE.replace(
+            "{protocol: knn, dataset: classification,", "{protocol: knn, dataset: classification, gpus: 4,"
+        )
+    )
+    result = run_full(
+        world["ckpts"],
+        suite,
+        tmp_path / "out",
+        report=tmp_path / "report",
+        data_root=shapes_root,
+        only=["knn", "davis"],
+        executor="slurm",
+        slurm_params={"slurm_partition": "gpu"},
+        figures=False,
+    )
+    assert set(result.outcome.values()) == {"ran"}, result.outcome
+    by_job = {job_id: (params, slurm_id) for job_id, params, slurm_id in submissions}
+    features = next(j for j in by_job if j.startswith("a/features/"))
+    knn, _ = by_job["a/knn"]
+    assert knn["slurm_additional_parameters"]["dependency"] == f"afterok:{by_job[features][1]}"
+    assert knn["tasks_per_node"] == 4 and knn["gpus_per_node"] == 4 and knn["slurm_partition"] == "gpu"
+    assert "dependency" not in by_job[features][0]["slurm_additional_parameters"]
+    assert by_job[features][0]["gpus_per_node"] == 1 and by_job["b/davis"][0]["tasks_per_node"] == 1
+    assert all(p["slurm_additional_parameters"]["kill_on_invalid_dep"] == "yes" for p, _ in by_job.values())
+    got = _subset_values(read_records(tmp_path / "records"), {"knn"})
+    assert got == pytest.approx(_subset_values(world["records"], {"knn"}))
