@@ -10,8 +10,9 @@
   resident and CUDA memory of that run alone, images/s, from the records; feature jobs from their markers.
 * **jobs**: every job's outcome in this invocation, with the log path of each failed or blocked one.
 * **papers' tables** (``tables/papers/``): :func:`evaluate.tables.build_tables` over this run's records.
-* **figures**: last-block attention maps of each checkpoint on an image of the first classification dataset, and the
-  entropy and training-curve figures of the pretraining logs given (``--pretrain-log``). A figure that cannot be
+* **figures**: last-block attention maps of each checkpoint on an image of the first classification dataset, the
+  training curves of the fine-tunes (loss and top-1 per epoch, every checkpoint in one figure per suite entry), and
+  the entropy and training-curve figures of the pretraining logs given (``--pretrain-log``). A figure that cannot be
   made is named in the README with the reason, never silently dropped.
 """
 
@@ -221,13 +222,54 @@ def write_view(view: TableView, out_dir: Path) -> list[Path]:
     ]
 
 
+def finetune_curves(graph: Graph, figures: Path) -> list[Path]:
+    """One figure per fine-tuning entry: training loss and evaluated top-1 over epochs, one line per checkpoint
+    (from each run's ``log.jsonl``, :mod:`evaluate.finetune.engine`)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from evaluate.figures import read_log
+
+    made: list[Path] = []
+    entries = dict.fromkeys(j.entry for j in graph.jobs if j.kind == "finetune")
+    for entry in entries:
+        runs = []
+        for job in graph.jobs:
+            log = Path(job.spec.get("config", {}).get("out") or "") / "log.jsonl"
+            if job.entry == entry and log.is_file():
+                runs.append((job.checkpoint, read_log(log)[2]))
+        if not runs:
+            continue
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+        for name, epochs in runs:
+            x = epochs["epoch"] + 1
+            if "loss" in epochs:
+                axes[0].plot(x, epochs["loss"], label=name)
+            if "top1" in epochs:
+                rows = epochs.dropna(subset=["top1"])
+                axes[1].plot(rows["epoch"] + 1, rows["top1"], marker="o", label=name)
+        axes[0].set(title=f"{entry}: training loss", xlabel="epoch")
+        axes[1].set(title=f"{entry}: top-1 (%)", xlabel="epoch")
+        for ax in axes:
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        figures.mkdir(parents=True, exist_ok=True)
+        path = figures / f"finetune-{entry}.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        made.append(path)
+    return made
+
+
 def _figures(graph: Graph, report: Path, pretrain_logs: list[str]) -> tuple[list[Path], list[str]]:
     made: list[Path] = []
     missing: list[str] = []
     figures = report / "figures"
     sample = None
     for job in graph.jobs:
-        if job.kind in ("knn", "linear", "logreg", "cluster") and sample is None:
+        if job.kind in ("knn", "linear", "logreg", "cluster", "finetune") and sample is None:
             root = Path(job.spec["config"]["data"]["root"])
             sample = next(
                 iter(sorted(p for p in root.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))), None
@@ -252,6 +294,10 @@ def _figures(graph: Graph, report: Path, pretrain_logs: list[str]) -> tuple[list
                 )
             except Exception as exc:  # noqa: BLE001 - a figure never hides the tables
                 missing.append(f"attention map of {ckpt.name}: {type(exc).__name__}: {exc}".splitlines()[0])
+    curves = finetune_curves(graph, figures)
+    made += curves
+    if not curves and any(j.kind == "finetune" for j in graph.jobs):
+        missing.append("fine-tuning curves: no fine-tuning log (log.jsonl) in the run directories")
     if pretrain_logs:
         from evaluate.figures import plot_curves, plot_entropy
 

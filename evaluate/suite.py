@@ -14,7 +14,8 @@ A suite is a YAML file (shipped ones in ``evaluate/suites/``: ``papers``, ``froz
         dataset: imagenet               # a key of ``datasets``
         id: knn                         # unique; default: the protocol name
         settings: {ks: [10, 20]}        # differences from the protocol's defaults (its config keys)
-        recipe: deit_bam                # finetune only: a recipe of evaluate/finetune/recipes (settings apply on top)
+        recipe: deit_bam                # finetune only: a recipe of evaluate/finetune/recipes (settings apply on top;
+                                        # none: the schema's defaults, DeiT's)
         optional: false                 # true: an opt-in, run only when --only names it
         gpus: 8                         # GPUs the job asks for (Slurm), processes for dense tasks
         hours: 1.5                      # estimated wall hours per checkpoint on ``machine`` (the plan's cost column)
@@ -36,7 +37,7 @@ from typing import Any
 import yaml
 
 from sslcore.config import from_dict
-from sslcore.errors import ConfigError
+from sslcore.errors import ConfigError, SSLBenchError
 
 SCHEMA = "sslbench-suite/v1"
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
@@ -156,13 +157,15 @@ def base_config(entry: SuiteProtocol, where: str) -> Any:
         if key in RESERVED:
             raise ConfigError(f"{where}.settings.{key}: set by the suite's dataset and the checkpoint, not here")
     base = None
-    if entry.protocol == "finetune":
+    if entry.protocol == "finetune" and entry.recipe:
         from evaluate.finetune.run import resolve_recipe
         from sslcore.config import load_config
 
-        if not entry.recipe:
-            raise ConfigError(f"{where}.recipe: finetune needs a recipe (evaluate/finetune/recipes/)")
-        base = load_config(schema, resolve_recipe(entry.recipe))
+        try:
+            recipe = resolve_recipe(entry.recipe)
+        except SSLBenchError as exc:
+            raise ConfigError(f"{where}.recipe: {exc}") from None
+        base = load_config(schema, recipe)
     elif entry.recipe:
         raise ConfigError(f"{where}.recipe: only finetune takes a recipe")
     try:

@@ -560,3 +560,34 @@ def test_slurm_submission_passes_dependencies_and_resources(world, tmp_path, sha
     assert all(p["slurm_additional_parameters"]["kill_on_invalid_dep"] == "yes" for p, _ in by_job.values())
     got = _subset_values(read_records(tmp_path / "records"), {"knn"})
     assert got == pytest.approx(_subset_values(world["records"], {"knn"}))
+
+
+@pytest.mark.slow
+def test_a_fine_tune_job_records_and_its_curves_and_the_attention_maps_are_in_the_report(world, tmp_path, shapes_root):
+    suite = tmp_path / "ft.yaml"
+    suite.write_text(
+        TINY_SUITE
+        + """  - protocol: finetune
+    dataset: classification
+    recipe: deit_bam
+    settings: {aug: {input_size: 32}, batch_size: 8, epochs: 2, num_workers: 0, threads: 1,
+               optim: {lr: 5.0e-3, warmup_epochs: 1}}
+"""
+    )
+    result = run_full(
+        {"a": world["ckpts"]["a"]},
+        suite,
+        tmp_path / "out",
+        report=tmp_path / "report",
+        data_root=shapes_root,
+        only=["finetune"],
+    )
+    assert result.outcome == {"a/finetune": "ran"}
+    records = read_records(tmp_path / "records")
+    top1 = next(r for r in records if r["metric"] == "top1")
+    assert top1["protocol"] == "finetune" and top1["dataset"] == "shapesworld" and 0 <= top1["value"] <= 100
+    assert top1["settings"]["recipe"] == "deit_bam" and top1["settings"]["epochs"] == 2
+    figures = {p.name for p in (tmp_path / "report" / "figures").glob("*.png")}
+    assert {"finetune-finetune.png", "attention-a.png"} <= figures
+    readme = (tmp_path / "report" / "README.md").read_text()
+    assert "![finetune-finetune](figures/finetune-finetune.png)" in readme and "finetune: top1" in readme
