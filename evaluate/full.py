@@ -21,8 +21,11 @@ From Python (the demo): :func:`run_full`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import fcntl
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -130,15 +133,33 @@ def run_full(
     plan = jobgraph.plan_text(graph, states, force)
     if dry_run:
         return FullResult(graph, states, {}, plan, None)
-    graph.save()
-    if executor == "local":
-        outcome = executors.run_local(graph, states, force, workers)
-    else:
-        outcome = executors.run_submitit(graph, states, force, cluster, slurm_params, wait)
-    from evaluate.full_report import write_report
+    with _exclusive(Path(graph.out)):
+        states = jobgraph.job_states(graph)  # again: another run may have finished jobs while we waited to plan
+        graph.save()
+        if executor == "local":
+            outcome = executors.run_local(graph, states, force, workers)
+        else:
+            outcome = executors.run_submitit(graph, states, force, cluster, slurm_params, wait)
+        from evaluate.full_report import write_report
 
-    readme = write_report(graph, outcome, report, figures=figures, pretrain_logs=pretrain_logs)
+        readme = write_report(graph, outcome, report, figures=figures, pretrain_logs=pretrain_logs)
     return FullResult(graph, states, outcome, plan, readme)
+
+
+@contextlib.contextmanager
+def _exclusive(out: Path) -> Iterator[None]:
+    """One ``eval full`` at a time per working directory (an advisory ``flock`` on ``<out>/.lock``, released when
+    the process ends, also when it is killed)."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(f"--out {out}: another `sslbench eval full` is running in this directory") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 # ------------------------------------------------------------------------------------------------------- CLI

@@ -591,3 +591,15 @@ def test_a_fine_tune_job_records_and_its_curves_and_the_attention_maps_are_in_th
     assert {"finetune-finetune.png", "attention-a.png"} <= figures
     readme = (tmp_path / "report" / "README.md").read_text()
     assert "![finetune-finetune](figures/finetune-finetune.png)" in readme and "finetune: top1" in readme
+
+
+def test_one_run_at_a_time_per_working_directory(tmp_path):
+    import fcntl
+
+    from evaluate.full import _exclusive
+
+    with _exclusive(tmp_path), pytest.raises(ConfigError, match="another `sslbench eval full` is running"):
+        with _exclusive(tmp_path):
+            pass
+    with open(tmp_path / ".lock") as handle:  # released afterwards
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
