@@ -93,6 +93,8 @@ def comparison(graph: Graph, records: list[dict[str, Any]]) -> tuple[pd.DataFram
     """(table: checkpoint x column of values, column -> (protocol, dataset, metric))."""
     entries = list(dict.fromkeys(j.entry for j in graph.jobs if j.entry))
     sweeps = {j.key for j in graph.jobs if j.expected_runs > 1}
+    # the row is the job's checkpoint (a record made under another label for the same file and settings counts)
+    owners = {j.key: j.checkpoint for j in graph.jobs}
     columns: dict[str, tuple[str, str, str]] = {}
     values: dict[tuple[str, str], float] = {}
     for rec in records:
@@ -102,7 +104,7 @@ def comparison(graph: Graph, records: list[dict[str, Any]]) -> tuple[pd.DataFram
         entry = rec["settings"]["job"]["id"]
         col = _column(entry, rec, rec["settings"]["job"]["key"] in sweeps)
         columns.setdefault(col, (rec["protocol"], rec["dataset"], rec["metric"]))
-        values[(rec["checkpoint"].get("name", ""), col)] = float(rec["value"])
+        values[(owners[rec["settings"]["job"]["key"]], col)] = float(rec["value"])
     order = {e: i for i, e in enumerate(entries)}
 
     def sort_key(col: str) -> tuple:
@@ -163,7 +165,7 @@ def cost_table(graph: Graph, records: list[dict[str, Any]]) -> TableView:
     runs: dict[tuple[str, str], dict[str, Any]] = {}
     for rec in records:
         job = rec["settings"]["job"]
-        row = runs.setdefault((rec["checkpoint"].get("name", ""), job["id"]), {"runs": {}})
+        row = runs.setdefault(job["key"], {"runs": {}})
         row["runs"][rec.get("run_id")] = rec
     headers = ["Checkpoint", "Job", "wall [s]", "device-h", "peak RSS [MiB]", "peak CUDA [MiB]", "images/s"]
     rows = []
@@ -185,7 +187,7 @@ def cost_table(graph: Graph, records: list[dict[str, Any]]) -> TableView:
                 ]
             )
             continue
-        found = runs.get((job.checkpoint, job.entry))
+        found = runs.get(job.key)
         if not found:
             rows.append([job.checkpoint, job.entry or "", "", "", "", "", ""])
             continue
@@ -338,7 +340,7 @@ def write_report(
         from evaluate.results import deduplicate, records_frame
 
         frame = deduplicate(records_frame(mine))  # this run's records only
-        build_tables(frame, tables / "papers", which="all", checkpoints=[c.name for c in graph.checkpoints])
+        build_tables(frame, tables / "papers", which="all")  # every checkpoint of this run's records
     made, missing = _figures(graph, report, pretrain_logs or []) if figures else ([], ["figures: disabled"])
     lines = [
         f"# `sslbench eval full` — suite {graph.suite}",

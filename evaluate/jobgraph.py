@@ -119,6 +119,9 @@ def read_checkpoints(items: Iterable[str], which: str = "teacher", trust_pickle:
         label = name or info.get("name") or Path(path).stem
         if any(c.name == label for c in out):
             raise ConfigError(f"{path}: checkpoint name {label!r} is used twice (give NAME=PATH)")
+        twin = next((c for c in out if c.sha256 == info["sha256"]), None)
+        if twin is not None:
+            raise ConfigError(f"{path}: the same weights as {twin.path} (sha256 {info['sha256'][:12]}), given twice")
         out.append(
             Checkpoint(label, str(Path(path).resolve()), info["sha256"], info.get("arch") or {}, which, trust_pickle)
         )

@@ -271,6 +271,30 @@ def test_dry_run_shows_state_and_force_reruns_only_what_is_asked(world, capsys, 
             force=True,
             figures=False,
         )
+    with _env(SSLBENCH_RESULTS=str(world["store"]), SSLBENCH_CACHE=str(world["cache"])):
+        renamed = run_full(
+            {"renamed": world["ckpts"]["a"]},
+            world["suite"],
+            world["base"] / "out3",
+            report=world["base"] / "report3",
+            data_root=shapes_root,
+            figures=False,
+        )
+    assert set(renamed.outcome.values()) == {"skipped"}  # same file and settings: done under its earlier label
+    row = next(
+        line
+        for line in (world["base"] / "report3" / "tables" / "comparison.md").read_text().splitlines()
+        if line.startswith("| renamed |")
+    )
+    assert "n/m" not in row
+    with pytest.raises(ConfigError, match="the same weights as"):
+        run_full(
+            {"x": world["ckpts"]["a"], "y": world["ckpts"]["a"]},
+            world["suite"],
+            world["base"] / "out4",
+            data_root=shapes_root,
+            dry_run=True,
+        )
     assert forced.outcome == {
         **{j.id: "skipped" for j in forced.graph.jobs if j.kind == "features"},
         "a/knn": "ran",
