@@ -43,7 +43,7 @@ class FullResult:
     states: dict[str, str]  # before running: done / todo
     outcome: dict[str, str]  # skipped / ran / failed / blocked (empty for a dry run)
     plan: str
-    report: Path | None
+    report: Path | None  # None: a dry run, or Slurm jobs submitted without waiting
 
     @property
     def failed(self) -> list[jobgraph.Job]:
@@ -142,7 +142,9 @@ def run_full(
             outcome = executors.run_submitit(graph, states, force, cluster, slurm_params, wait)
         from evaluate.full_report import write_report
 
-        readme = write_report(graph, outcome, report, figures=figures, pretrain_logs=pretrain_logs)
+        readme = None  # --no-wait: the jobs are still queued; a rerun waits for them and writes the report
+        if wait or executor == "local":
+            readme = write_report(graph, outcome, report, figures=figures, pretrain_logs=pretrain_logs)
     return FullResult(graph, states, outcome, plan, readme)
 
 
@@ -245,8 +247,10 @@ def run_cli(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(result.plan)
         return 0
-    counts = {k: sum(1 for v in result.outcome.values() if v == k) for k in ("ran", "skipped", "failed", "blocked")}
-    print(", ".join(f"{v} {k}" for k, v in counts.items()) + f"; report: {result.report}")
+    kinds = ("ran", "skipped", "failed", "blocked", "submitted")
+    counts = {k: sum(1 for v in result.outcome.values() if v == k) for k in kinds}
+    summary = ", ".join(f"{v} {k}" for k, v in counts.items() if v or k != "submitted")
+    print(summary + (f"; report: {result.report}" if result.report else "; run the command again for the report"))
     for job in result.failed:
         print(f"{result.outcome[job.id]}: {job.id} (log: {job.log})")
     return 1 if result.failed else 0
