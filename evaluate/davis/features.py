@@ -52,7 +52,10 @@ def patch_size(model: torch.nn.Module) -> int:
 @torch.inference_mode()
 def extract(model: torch.nn.Module, frames: Tensor, batch_size: int = 8) -> Tensor:
     """Patch tokens of frames (T, 3, H, W) -> float32 (T, N, D) on the frames' device."""
-    outs = [model.forward_tokens(frames[i : i + batch_size]).patch.float() for i in range(0, len(frames), batch_size)]
+    outs = [
+        model.forward_tokens(frames[i : i + batch_size]).patch.float()
+        for i in range(0, len(frames), batch_size)
+    ]
     count_images(len(frames))
     return torch.cat(outs)
 
