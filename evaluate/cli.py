@@ -42,6 +42,10 @@ GROUPS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
     "eval": (
         "evaluate a checkpoint on a protocol",
         {
+            "full": (
+                "evaluate.full",
+                "every protocol of a suite on one or more checkpoints: resumable job graph, report",
+            ),
             "knn": ("evaluate.knn", "weighted k-NN classification (DINO protocol)"),
             "linear": ("evaluate.linear", "linear probing: DINO v1 protocol or a DINOv2-style grid of heads"),
             "logreg": ("evaluate.logreg", "L-BFGS logistic regression with a regularisation sweep (Kornblith)"),

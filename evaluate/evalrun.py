@@ -83,10 +83,11 @@ def init_distributed() -> None:
 def load_model(cfg: BackboneConfig, backbone: Any = None) -> tuple[Any, dict[str, Any]]:
     """(model in eval mode, checkpoint info) from ``backbone`` (a LoadedBackbone or a bare SSLViT) or ``cfg.path``.
 
-    Joins the ``torchrun`` process group first (:func:`init_distributed`) and starts the run's resource meter
-    (peak memory and images/s in the records are this protocol run's, :func:`sslcore.io.start_meter`).
+    Starts the run's resource meter (peak memory and images/s in the records are this protocol run's,
+    :func:`sslcore.io.start_meter`). It never joins a process group: the command line does that once
+    (:func:`config_from_args` calls :func:`init_distributed` under ``torchrun``), and so does the job shell of
+    ``sslbench eval full`` on a multi-task Slurm job.
     """
-    init_distributed()
     start_meter()
     if backbone is not None:
         if hasattr(backbone, "model") and hasattr(backbone, "info"):
@@ -321,6 +322,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(schema: type, args: argparse.Namespace) -> Any:
+    """The protocol config of a command line; joins the ``torchrun`` process group first (:func:`init_distributed`)."""
+    init_distributed()
     positional = [*args.positional, *getattr(args, "trailing", [])]
     checkpoints = [a for a in positional if "=" not in a or Path(a).is_file()]
     overrides = [a for a in positional if a not in checkpoints]

@@ -11,6 +11,7 @@ an exclusive ``flock`` and write the line with one ``write`` on an ``O_APPEND`` 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import json
@@ -18,7 +19,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,18 @@ from sslcore.io import REPO_ROOT, current_meter, git_sha, peak_memory_mb, versio
 
 SCHEMA_VERSION = 1
 logger = logging.getLogger("sslbench")
+_JOB: list[dict[str, Any]] = []
+
+
+@contextlib.contextmanager
+def job_context(job: dict[str, Any]) -> Iterator[None]:
+    """Records made inside carry ``settings["job"] = job`` (the job graph of ``sslbench eval full`` marks the records
+    of each graph node with its key, so a rerun can tell which nodes are done)."""
+    _JOB.append(dict(job))
+    try:
+        yield
+    finally:
+        _JOB.pop()
 
 
 def default_store() -> Path:
@@ -88,6 +101,8 @@ def make_records(
 ) -> list[Record]:
     """Records for several metrics of one run, sharing one run id and the provenance fields."""
     run_id = uuid.uuid4().hex[:12]
+    if _JOB:
+        settings = {**(settings or {}), "job": _JOB[-1]}
     created = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     common = dict(
         checkpoint=checkpoint or {},

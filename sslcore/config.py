@@ -283,6 +283,20 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: list
     return _build(schema, _deep_merge(file_data, override_data), _Where("config"))
 
 
+def from_dict(
+    schema: type[T], data: dict[str, Any], source: str, base: T | None = None, *, resolved: bool = False
+) -> T:
+    """Build ``schema`` from a mapping of differences from its defaults, or from ``base`` when given (nested sections
+    as mappings); an unknown key or a bad value raises :class:`ConfigError` naming ``source`` and the dotted key.
+
+    ``resolved=True`` reads a config sslbench wrote itself (a resolved config handed to a worker), which may carry
+    the command-line-only keys (:data:`CLI_ONLY`); a user's file never may."""
+    for dotted in [] if resolved else _dotted_keys(data):
+        if dotted.rsplit(".", 1)[-1] in CLI_ONLY:
+            raise ConfigError(f"{source}: {dotted}: can only be given on the command line, never in a file")
+    return _build(schema, _numeric_strings(data), _Where(source), base)
+
+
 CLI_ONLY = ("trust_pickle",)
 """Keys a YAML file may not set: a config file shared with a run must not turn on arbitrary code execution."""
 
