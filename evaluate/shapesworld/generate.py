@@ -44,10 +44,6 @@ class ShapesWorldSpec:
     cls_val_fraction: float = 0.25
     cls_size: int = 64
     colour_bias: float = 0.6
-    # classification images: background blended towards grey (1 = as drawn). Per-image backgrounds that differ in
-    # colour and texture are the cheapest cue telling two crops of one image from crops of another, so
-    # self-supervised methods learn the background instead of the object at full contrast (docs/demo.md).
-    cls_background_contrast: float = 1.0
     transfer_per_class: int = 60
     transfer_size: int = 64
     coco_train: int = 80
@@ -110,9 +106,7 @@ def _write_part(part: str, root: str, spec: ShapesWorldSpec, seed: int) -> dict[
             out,
             R.MAIN_CLASSES,
             split,
-            lambda rng, c: scenes.classification_image(
-                rng, c, spec.cls_size, spec.colour_bias, spec.cls_background_contrast
-            ),
+            lambda rng, c: scenes.classification_image(rng, c, spec.cls_size, spec.colour_bias),
             seed,
             part,
         )

@@ -16,17 +16,9 @@ import numpy as np
 from evaluate.shapesworld import render as R
 
 
-def classification_image(
-    rng: np.random.Generator, class_index: int, size: int, colour_bias: float, background_contrast: float = 1.0
-) -> np.ndarray:
-    """One object of class ``MAIN_CLASSES[class_index]`` on a natural background, with occluders.
-
-    ``background_contrast`` < 1 blends the background towards mid-grey (0: flat grey) after it is drawn, so the
-    random stream, and with it every shape, colour and occluder, is the same for any value.
-    """
+def classification_image(rng: np.random.Generator, class_index: int, size: int, colour_bias: float) -> np.ndarray:
+    """One object of class ``MAIN_CLASSES[class_index]`` on a natural background, with occluders."""
     img = R.background(rng, size, size, "natural")
-    if background_contrast != 1.0:
-        img = background_contrast * img + (1.0 - background_contrast) * 128.0
     place = R.random_placement(rng, size, size, (0.45, 0.85))
     alpha = R.shape_alpha(R.MAIN_CLASSES[class_index], place, size, size)
     color = R.class_color(rng, class_index, len(R.MAIN_CLASSES), colour_bias)
