@@ -38,10 +38,10 @@ CONFIGS = REPO / "pretrain" / "configs"
 
 def test_registry_holds_the_methods_of_the_engine():
     assert {"bam", "dino", "ibot"} <= set(METHODS)
-    assert set(METHODS) <= set(METHOD_OVERRIDES)  # every method has tiny settings in the contract tests
+    assert set(METHODS) <= set(METHOD_OVERRIDES) and "adclr" in METHODS  # every method has tiny settings in the contract tests
 
 
-@pytest.mark.parametrize("name", sorted(METHODS))
+@pytest.mark.parametrize("name", sorted(set(METHODS) | {"adclr_star"}))
 def test_every_method_steps_and_exports_a_backbone_the_adapter_loads(tmp_path, name):
     cfg = toy_cfg(tmp_path, **METHOD_OVERRIDES[name])
     trainer = Trainer(cfg, iters_per_epoch=4)
@@ -70,7 +70,9 @@ def test_every_shipped_recipe_builds(recipe):
     cfg = load_config(PretrainConfig, CONFIGS / recipe)
     method = build_method(cfg)
     plan = method_class(cfg.method).view_plan(cfg)
-    assert plan.global_crops == cfg.data.global_crops and plan.masks == (cfg.method == "ibot")
+    mim = cfg.method == "ibot" or (cfg.method == "adclr" and cfg.adclr.mim)
+    assert plan.global_crops == cfg.data.global_crops and plan.masks == mim
+    assert plan.query_crops == (cfg.adclr.query_crops if cfg.method == "adclr" else 0)
     if cfg.optim.freeze_last_layer_epochs:
         assert any(cfg.optim.last_layer in n for n, _ in method.student.named_parameters())
 
