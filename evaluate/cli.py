@@ -77,6 +77,10 @@ GROUPS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
             "entropy": ("evaluate.figures:entropy", "source vs target entropy over training steps (BAM Fig. 3)"),
             "attention": ("evaluate.figures:attention", "last-block CLS attention maps and mass-thresholded masks"),
             "curves": ("evaluate.figures:curves", "loss, lr and k-NN accuracy over epochs"),
+            "queries": (
+                "evaluate.figures:queries",
+                "last-block attention of CLS and of ADCLR query crops over the patches (ADCLR Fig. 1 right)",
+            ),
         },
     ),
 }

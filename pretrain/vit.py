@@ -117,7 +117,12 @@ class TokenOutput:
             return [None] * parts if t is None else list(t.chunk(parts))
 
         fields = [
-            cut(self.cls), cut(self.patch), cut(self.prenorm_patch), cut(self.extra), cut(self.attn), cut(self.extra_attn)
+            cut(self.cls),
+            cut(self.patch),
+            cut(self.prenorm_patch),
+            cut(self.extra),
+            cut(self.attn),
+            cut(self.extra_attn),
         ]
         taps = {i: cut(t) for i, t in self.taps.items()}
         return [

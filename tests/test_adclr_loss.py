@@ -112,13 +112,24 @@ def test_against_the_released_pqcl_loss_where_they_coincide():
     st = ref["settings"]
     k = st["out_dim"]
     center, center2, center3 = torch.zeros(1, k), torch.zeros(1, 1, k), torch.zeros(1, 1, k)
-    temps = [teacher_temperature_schedule(st[f"warmup_temp{n}"], st[f"temp{n}"], st["warmup_epochs"], st["epochs"])
-             for n in ("", "2", "3")]
+    temps = [
+        teacher_temperature_schedule(st[f"warmup_temp{n}"], st[f"temp{n}"], st["warmup_epochs"], st["epochs"])
+        for n in ("", "2", "3")
+    ]
     for x, epoch, out in zip(ref["inputs"], ref["epochs"], ref["outputs"]):
         t_query = torch.cat([x["t_query"], x["t_query"]])  # the same target for both views
         loss, l_cls, l_q = adclr_loss(
-            x["s_cls"], x["t_cls"], x["s_query"], t_query, center, center3, 2,
-            float(temps[0][epoch]), float(temps[2][epoch]), 0.1, st["lambda3"],
+            x["s_cls"],
+            x["t_cls"],
+            x["s_query"],
+            t_query,
+            center,
+            center3,
+            2,
+            float(temps[0][epoch]),
+            float(temps[2][epoch]),
+            0.1,
+            st["lambda3"],
         )
         masks = x["masks"].flatten(1)
         views = zip(x["s_patch"].chunk(2), x["t_patch"].chunk(2), masks.chunk(2))
@@ -127,8 +138,7 @@ def test_against_the_released_pqcl_loss_where_they_coincide():
         torch.testing.assert_close(l_q * st["lambda3"], out["query"], rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(l_mim * st["lambda2"], out["patch"], rtol=1e-5, atol=1e-6)
         assert st["lambda1"] == 1.0  # adclr_loss weighs the CLS term by 1
-        torch.testing.assert_close(loss + st["lambda2"] * l_mim, out["loss"],
-                                   rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(loss + st["lambda2"] * l_mim, out["loss"], rtol=1e-5, atol=1e-5)
         ident = lambda t, op: t  # noqa: E731
         center = updated_center(center, x["t_cls"], 0.9, ident, 1)
         center2 = updated_center(center2, x["t_patch"], 0.9, ident, 1)

@@ -57,8 +57,12 @@ def test_loss_diagnostics_and_centers(tmp_path):
 
 
 def test_query_temperature_schedule_follows_its_own_section(tmp_path):
-    over = {"adclr.warmup_teacher_query_temp": 0.03, "adclr.teacher_query_temp": 0.05,
-            "dino.warmup_teacher_temp_epochs": 3, "train.epochs": 5}
+    over = {
+        "adclr.warmup_teacher_query_temp": 0.03,
+        "adclr.teacher_query_temp": 0.05,
+        "dino.warmup_teacher_temp_epochs": 3,
+        "train.epochs": 5,
+    }
     cfg, method, batch = _setup(tmp_path, **over)
     np.testing.assert_allclose(method.query_temp_schedule, [0.03, 0.04, 0.05, 0.05, 0.05])
     temps = [method.loss(method.student, batch, _ctx(e))[1]["teacher_query_temp"] for e in (0, 1, 4)]

@@ -173,7 +173,9 @@ def test_dataset_query_crops_are_one_patch_crops_of_the_original_image(tmp_path)
     again = ds[(0, 2)]
     assert torch.equal(again["queries"], item["queries"]) and not torch.equal(ds[(0, 3)]["queries"], item["queries"])
     # a plan without queries gives the very same views (queries are drawn last)
-    plain = MultiCropDataset([(str(path), 0)], MultiCropAugment(data), seed=3, plan=ViewPlan(2, 1, patch_size=8))[(0, 2)]
+    plain = MultiCropDataset([(str(path), 0)], MultiCropAugment(data), seed=3, plan=ViewPlan(2, 1, patch_size=8))[
+        (0, 2)
+    ]
     assert plain["queries"] is None and all(torch.equal(a, b) for a, b in zip(plain["views"], item["views"]))
     batch = collate([item, again], num_global=2)
     assert batch.queries.shape == (2, 5, 3, 8, 8) and batch.query_boxes.shape == (2, 5, 4)

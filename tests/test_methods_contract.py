@@ -38,7 +38,9 @@ CONFIGS = REPO / "pretrain" / "configs"
 
 def test_registry_holds_the_methods_of_the_engine():
     assert {"bam", "dino", "ibot"} <= set(METHODS)
-    assert set(METHODS) <= set(METHOD_OVERRIDES) and "adclr" in METHODS  # every method has tiny settings in the contract tests
+    assert (
+        set(METHODS) <= set(METHOD_OVERRIDES) and "adclr" in METHODS
+    )  # every method has tiny settings in the contract tests
 
 
 @pytest.mark.parametrize("name", sorted(set(METHODS) | {"adclr_star"}))

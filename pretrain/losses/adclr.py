@@ -28,8 +28,9 @@ from torch import Tensor
 from pretrain.losses.dino import cross_view_loss, teacher_probs
 
 
-def query_loss(s_query: Tensor, t_query: Tensor, center: Tensor, num_global: int, teacher_temp: float,
-               student_temp: float = 0.1) -> Tensor:
+def query_loss(
+    s_query: Tensor, t_query: Tensor, center: Tensor, num_global: int, teacher_temp: float, student_temp: float = 0.1
+) -> Tensor:
     """L_local of the module docstring: (G * B, Q, K) x2 -> scalar (mean over view pairs, images and queries)."""
     if s_query.shape != t_query.shape or s_query.ndim != 3 or s_query.shape[0] % num_global:
         raise ValueError(

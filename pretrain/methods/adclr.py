@@ -189,7 +189,9 @@ class ADCLR(SSLMethod):
             l_mim = sum(masked_patch_loss(s, t, m, self.center2, patch_temp, d.student_temp) for s, t, m in views_) / g
             loss = i.lambda1 * l_global + a.lambda_query * l_query + i.lambda2 * l_mim
             diag.update(
-                loss_mim=float(l_mim.detach()), mask_ratio=float(flat_masks.float().mean()), teacher_patch_temp=patch_temp
+                loss_mim=float(l_mim.detach()),
+                mask_ratio=float(flat_masks.float().mean()),
+                teacher_patch_temp=patch_temp,
             )
             self.center2.copy_(
                 updated_center(self.center2, t_patch, i.center_momentum2, ctx.all_reduce, ctx.world_size)

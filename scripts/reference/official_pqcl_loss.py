@@ -38,9 +38,21 @@ def main(pqcl_src: str, out: str) -> None:
     # PQCL packs CLS and patch logits in one (2B, 1 + N, K) tensor, so CLS, patch and query share K (its shared head)
     k, b, n_side, m = 6, 3, 2, 4  # prototypes, images, grid side, queries
     settings = {
-        "out_dim": k, "patch_out_dim": k, "ngcrops": 2, "nlcrops": 1, "warmup_temp": 0.04, "temp": 0.07,
-        "warmup_temp2": 0.04, "temp2": 0.06, "warmup_temp3": 0.04, "temp3": 0.05, "warmup_epochs": 3, "epochs": 5,
-        "lambda1": 1.0, "lambda2": 0.7, "lambda3": 0.5,
+        "out_dim": k,
+        "patch_out_dim": k,
+        "ngcrops": 2,
+        "nlcrops": 1,
+        "warmup_temp": 0.04,
+        "temp": 0.07,
+        "warmup_temp2": 0.04,
+        "temp2": 0.06,
+        "warmup_temp3": 0.04,
+        "temp3": 0.05,
+        "warmup_epochs": 3,
+        "epochs": 5,
+        "lambda1": 1.0,
+        "lambda2": 0.7,
+        "lambda3": 0.5,
     }
     loss_fn = main_pos_bot.PQCLLoss(
         k, k, 2, 1, 0.04, 0.07, 0.04, 0.06, 0.04, 0.05, 3, 5, lambda1=1.0, lambda2=0.7, lambda3=0.5
