@@ -24,7 +24,7 @@ from sslcore.errors import SSLBenchError
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "pretrain": ("pretrain.cli", "pretrain a ViT (BAM, DINO, iBOT) from a YAML recipe; resumable, torchrun-ready"),
+    "pretrain": ("pretrain.cli", "pretrain a ViT (BAM, ADCLR, DINO, iBOT) from a YAML recipe; resumable, torchrun-ready"),
     "tables": ("evaluate.tables", "regenerate the papers' tables and the full-protocol table from records"),
     "demo": ("evaluate.demo", "the end-to-end demo on ShapesWorld (data -> pretrain -> protocols -> reports)"),
 }
