@@ -271,10 +271,13 @@ class SSLViT(VisionTransformer):
         last_attn = last_extra_attn = None
         for i, block in enumerate(self.blocks):
             if attn and i == depth - 1:
-                last_attn = _block_attention(block, tokens[:, :n_img])
-                if extra is not None:
+                if extra is None:
+                    last_attn = _block_attention(block, tokens)
+                else:
                     joint = tokens if queries is None else torch.cat([tokens, queries], dim=1)
-                    last_extra_attn = _block_attention(block, joint, allowed)[:, :, n_img:]
+                    full = _block_attention(block, joint, allowed)
+                    # image rows: over image keys (under "bidirectional" the rest of their mass is on the queries)
+                    last_attn, last_extra_attn = full[:, :, :n_img, :n_img], full[:, :, n_img:]
             if queries is not None:
                 if checkpointing and (tokens.requires_grad or queries.requires_grad):
                     tokens, queries = torch.utils.checkpoint.checkpoint(

@@ -189,3 +189,14 @@ def test_random_batch_carries_query_crops_when_planned():
     assert (batch.query_boxes >= 0).all() and (batch.query_boxes <= 32).all()
     plain = random_batch(ViewPlan(2, 2, patch_size=8), 4, 32, 16, generator=torch.Generator().manual_seed(0))
     assert plain.queries is None and torch.equal(plain.globals[0], batch.globals[0])
+
+
+def test_bidirectional_attention_maps_put_image_mass_on_the_queries():
+    model = _model().eval()
+    x, crops = _inputs(3)
+    with torch.no_grad():
+        out = model.forward_tokens(x, extra=model.embed_queries(crops), extra_attn="bidirectional", attn=True)
+        plain = model.forward_tokens(x, attn=True)
+    assert out.attn.shape == plain.attn.shape and (out.attn.sum(-1) < 1 - 1e-4).all()  # the rest is on the queries
+    torch.testing.assert_close(plain.attn.sum(-1), torch.ones_like(plain.attn.sum(-1)))
+    torch.testing.assert_close(out.extra_attn.sum(-1), torch.ones(2, FEMTO.num_heads, 3))
