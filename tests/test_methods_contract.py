@@ -117,13 +117,13 @@ def _knn(backbone, root: Path) -> float:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["dino", "ibot"])
+@pytest.mark.parametrize("name", ["dino", "ibot", "adclr"])
 def test_dino_and_ibot_train_on_shapesworld_from_the_cli(tmp_path, shapes_cls, name):
     """The tiny recipe scaled to 32-px images, 72 steps from the CLI: diagnostics logged, the export loads, and the
     teacher's 20-NN is printed next to the same model at step 0 (its own seed and init).
 
     Measured at this scale (docs/pretraining.md): DINO and iBOT do NOT beat their step-0 model beyond the noise of
-    100 validation images (e.g. 27 vs 25 %), where BAM gains 9 points; their teacher distributions drift to the
+    100 validation images (e.g. 27 vs 25 %; ADCLR 28 vs 25 %), where BAM gains 9 points; their teacher distributions drift to the
     uniform (or, with slower centering, to a single prototype) within ~20 steps. The assertion is therefore a sanity
     bound (no collapse to chance), not evidence of learning; the issue that asks for that evidence stays open.
     """
@@ -144,6 +144,8 @@ def test_dino_and_ibot_train_on_shapesworld_from_the_cli(tmp_path, shapes_cls, n
     assert steps[0]["teacher_temp"] == pytest.approx(0.04) and steps[-1]["teacher_temp"] == pytest.approx(0.07)
     if name == "ibot":
         assert all("loss_mim" in r and 0.0 < r["mask_ratio"] < 0.5 for r in steps)
+    if name == "adclr":
+        assert all(math.isfinite(r["loss_query"]) and r["teacher_query_temp"] == r["teacher_temp"] for r in steps)
     assert acc >= acc0 - 5.0 and acc > 15.0, (acc, acc0)  # 10 classes: chance is 10 %
 
 
