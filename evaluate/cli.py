@@ -24,7 +24,7 @@ from sslcore.errors import SSLBenchError
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "pretrain": ("pretrain.cli", "pretrain a ViT (BAM, DINO, iBOT) from a YAML recipe; resumable, torchrun-ready"),
+    "pretrain": ("pretrain.cli", "pretrain a ViT (BAM, ADCLR, DINO, iBOT) from a YAML recipe; resumable, torchrun-ready"),
     "tables": ("evaluate.tables", "regenerate the papers' tables and the full-protocol table from records"),
     "demo": ("evaluate.demo", "the end-to-end demo on ShapesWorld (data -> pretrain -> protocols -> reports)"),
 }
@@ -82,6 +82,10 @@ GROUPS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
             "attention": ("evaluate.figures:attention", "last-block CLS attention maps and mass-thresholded masks"),
             "curves": ("evaluate.figures:curves", "loss, lr and k-NN accuracy over epochs"),
             "collapse": ("evaluate.figures:collapse", "collapse diagnostics: view cosines, effective rank, teacher entropy"),
+            "queries": (
+                "evaluate.figures:queries",
+                "last-block attention of CLS and of ADCLR query crops over the patches (ADCLR Fig. 1 right)",
+            ),
         },
     ),
 }

@@ -13,6 +13,9 @@
   :func:`mass_threshold` drawn as contours over the image. Maps and masks are nearest-upsampled by the patch size.
   The image is resized to a square ``image_size`` (DINO resizes to an exact size too, ignoring the aspect ratio) and
   ImageNet-normalised. ``sklearn:china.jpg`` / ``sklearn:flower.jpg`` name scikit-learn's bundled photographs.
+* :func:`plot_queries` (``sslbench plot queries``): ADCLR Fig. 1 (right), the head-mean last-block attention of CLS
+  and of each query crop (drawn as in pretraining, one patch each, appended with the chosen attention rule) over
+  the raw patches, with the query boxes drawn.
 
 Every plot is written as ``<out>/<name>.png`` and ``<out>/<name>.pdf``.
 """
@@ -359,6 +362,109 @@ def plot_attention(
     return _save(fig, out, name)
 
 
+# ------------------------------------------------------------------------------------------ query attention
+@torch.no_grad()
+def query_attention(model: torch.nn.Module, x: Tensor, queries: Tensor, rule: str = "oneway") -> tuple[Tensor, Tensor]:
+    """Last-block attention over the patch keys of the CLS token and of each appended query token (ADCLR).
+
+    Args:
+        model: an :class:`~pretrain.vit.SSLViT`.
+        x: (1, 3, H, W) normalised image.
+        queries: (Q, 3, P, P) normalised query crops (one patch each).
+        rule: the query attention rule (:func:`pretrain.vit.extra_attention_mask`).
+
+    Returns:
+        ``(cls (heads, h, w), queries (Q, heads, h, w))``: softmax weights of the last block on the patch keys (the
+        rest of each row's mass sits on CLS and, under the rule, on query keys).
+    """
+    patch = model.patch_embed.patch_size[0]
+    h, w = x.shape[-2] // patch, x.shape[-1] // patch
+    out = model.forward_tokens(x, extra=model.embed_queries(queries[None]), extra_attn=rule, attn=True)
+    n_img = out.attn.shape[-1]
+    prefix = n_img - h * w
+    cls = out.attn[0, :, 0, prefix:].reshape(-1, h, w)
+    q = out.extra_attn[0, :, :, prefix:n_img]  # (heads, Q, h*w)
+    return cls, q.permute(1, 0, 2).reshape(q.shape[1], -1, h, w)
+
+
+def plot_queries(
+    model: torch.nn.Module,
+    image: Any,
+    out: str | Path,
+    num_queries: int = 4,
+    scale: tuple[float, float] = (0.05, 0.15),
+    rule: str = "oneway",
+    image_size: int = 224,
+    seed: int = 0,
+    name: str = "queries",
+    title: str | None = None,
+) -> list[Path]:
+    """ADCLR paper Fig. 1 (right): the head-mean last-block attention of CLS and of each query crop over the raw
+    patches of ``image``, the query boxes drawn.
+
+    Query crops are drawn as in pretraining (:func:`pretrain.crops.query_crops`: random crops of the image, area
+    fraction ``scale``, resized to one patch, no positional embedding) with a fixed ``seed``; boxes are shown on the
+    resized image. First panel: the image and every box; then CLS; then one panel per query with its box.
+    """
+    from PIL import Image
+
+    from pretrain.crops import query_crops
+
+    if not isinstance(model, torch.nn.Module):  # a LoadedBackbone from evaluate.checkpoints
+        model = model.model
+    model = model.eval()
+    if not hasattr(model, "embed_queries"):
+        raise SSLBenchError("the query attention plot needs an sslbench SSLViT (load it with evaluate.checkpoints)")
+    patch = model.patch_embed.patch_size[0]
+    device = next(model.parameters()).device
+    array = load_image(image)
+    x, shown = preprocess(array, image_size, patch)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        crops, boxes = query_crops(
+            Image.fromarray(array), num_queries, patch, scale, (0.75, 4.0 / 3.0), IMAGENET_MEAN, IMAGENET_STD
+        )
+    cls_map, q_maps = query_attention(model, x.to(device), crops.to(device), rule)
+    maps = torch.cat([cls_map.mean(0, keepdim=True), q_maps.mean(1)]).float().cpu()  # (1 + Q, h, w)
+    up = maps.repeat_interleave(patch, 1).repeat_interleave(patch, 2).numpy()
+    sy, sx = shown.shape[0] / array.shape[0], shown.shape[1] / array.shape[1]
+    shown_boxes = (boxes * torch.tensor([sx, sy, sx, sy])).numpy()
+    colors = plt.cm.tab10(np.arange(num_queries) % 10)
+    panels = 2 + num_queries
+    cols = min(panels, 6)
+    rows = (panels + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(2.0 * cols, 2.2 * rows), squeeze=False)
+
+    def draw(ax, i: int) -> None:
+        left, top, right, bottom = shown_boxes[i]
+        ax.add_patch(
+            plt.Rectangle(
+                (left - 0.5, top - 0.5), right - left, bottom - top, fill=False, edgecolor=colors[i], linewidth=1.5
+            )
+        )
+        ax.text(left, top, str(i), color=colors[i], fontsize=7, va="bottom")
+
+    axes[0][0].imshow(shown)
+    axes[0][0].set_title("image + query crops", fontsize=8)
+    for i in range(num_queries):
+        draw(axes[0][0], i)
+    for j in range(1 + num_queries):
+        ax = axes[(j + 1) // cols][(j + 1) % cols]
+        ax.imshow(shown)
+        ax.imshow(up[j], cmap="inferno", alpha=0.6, interpolation="nearest")
+        if j == 0:
+            ax.set_title("[CLS]", fontsize=8)
+        else:
+            draw(ax, j - 1)
+            ax.set_title(f"query {j - 1}", fontsize=8)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, out, name)
+
+
 # ---------------------------------------------------------------------------------------------------- CLI
 def _add_logs(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("--log", action="append", required=True, help="a pretraining log.jsonl (repeatable)")
@@ -436,6 +542,69 @@ def run_attention(args: argparse.Namespace) -> int:
     name = args.name or f"attention_{Path(args.checkpoint).stem}_{stem}"
     paths = plot_attention(
         model, args.image, args.out, args.threshold, args.image_size, name, Path(args.checkpoint).name
+    )
+    for path in paths:
+        print(path)
+    return 0
+
+
+def add_queries_arguments(parser: argparse.ArgumentParser) -> None:
+    from pretrain.vit import EXTRA_ATTN_RULES
+
+    parser.add_argument("checkpoint", nargs="?", help="checkpoint file (any format evaluate.checkpoints reads)")
+    parser.add_argument("--checkpoint", dest="checkpoint_opt", default=None, help="the same, as an option")
+    parser.add_argument("--format", default=None, help="checkpoint format (default: detected)")
+    parser.add_argument("--which", default="teacher", choices=("teacher", "student"), help="weights to load")
+    parser.add_argument("--image", required=True, help="image file, or sklearn:china.jpg / sklearn:flower.jpg")
+    parser.add_argument("--queries", type=int, default=4, help="number of query crops drawn (default 4)")
+    parser.add_argument(
+        "--scale",
+        type=float,
+        nargs=2,
+        default=(0.05, 0.15),
+        metavar=("LOW", "HIGH"),
+        help="query crop area fraction (ADCLR: 0.05 0.15)",
+    )
+    parser.add_argument(
+        "--attention",
+        default="oneway",
+        choices=EXTRA_ATTN_RULES,
+        help="query attention rule (ADCLR: oneway; the PQCL release: all)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the query crops")
+    parser.add_argument("--image-size", type=int, default=224, help="square input size (cropped to the patch grid)")
+    parser.add_argument("--trust-pickle", action="store_true", help="allow a legacy pickled checkpoint")
+    parser.add_argument("--out", default="reports/figures", help="output directory")
+    parser.add_argument("--name", default=None, help="file name stem (default queries_<checkpoint>_<image>)")
+
+
+def run_queries(args: argparse.Namespace) -> int:
+    from evaluate.checkpoints import load_backbone
+
+    checkpoint = args.checkpoint or args.checkpoint_opt
+    if not checkpoint or (args.checkpoint and args.checkpoint_opt):
+        raise SSLBenchError("plot queries: give the checkpoint once (CKPT or --checkpoint CKPT)")
+    if args.queries < 1:
+        raise SSLBenchError(f"--queries must be >= 1, got {args.queries}")
+    if not 0 < args.scale[0] <= args.scale[1] <= 1:
+        raise SSLBenchError(f"--scale must be LOW HIGH with 0 < LOW <= HIGH <= 1, got {list(args.scale)}")
+    if not Path(checkpoint).is_file():
+        raise SSLBenchError(f"{checkpoint}: checkpoint not found")
+    _check_inputs(args)
+    model = load_backbone(checkpoint, format=args.format, which=args.which, trust_pickle=args.trust_pickle).model
+    stem = Path(args.image.split(":", 1)[-1]).stem
+    name = args.name or f"queries_{Path(checkpoint).stem}_{stem}"
+    paths = plot_queries(
+        model,
+        args.image,
+        args.out,
+        args.queries,
+        tuple(args.scale),
+        args.attention,
+        args.image_size,
+        args.seed,
+        name,
+        f"{Path(checkpoint).name} ({args.attention})",
     )
     for path in paths:
         print(path)

@@ -3,7 +3,8 @@
 Sections: ``model`` (backbone), ``data`` (source and multi-crop augmentation), ``optim`` (AdamW and the per-iteration
 schedules), ``ema`` (teacher), ``train`` (loop, precision, checkpoints, logging), ``ccrop`` (ContrastiveCrop boxes),
 ``knn`` (online k-NN monitor), and one section per method component: ``bam``, ``dino`` (DINO head and CLS
-self-distillation, also the CLS part of iBOT and of the methods built on it) and ``ibot`` (masked patch prediction). Load with
+self-distillation, also the CLS part of iBOT and of the methods built on it), ``ibot`` (masked patch prediction, also
+ADCLR*'s MIM term) and ``adclr`` (query crops and their loss term). Load with
 ``sslcore.config.load_config(PretrainConfig, path, overrides)``.
 
 Defaults follow DINO/BAM conventions where one exists; the BAM recipes in ``pretrain/configs/`` set the paper's values.
@@ -244,6 +245,41 @@ class IBOTConfig:
 
 
 @dataclasses.dataclass
+class ADCLRConfig:
+    """ADCLR's query crops, attention rule and query term (paper §3.2, §4.3, App. B; docs/adclr.md).
+
+    The CLS term is the ``dino`` section (the query term uses the same head and student temperature); ``mim: true``
+    is ADCLR* (adds iBOT's masked-patch term with the ``ibot`` section's masks, temperatures and weights).
+    """
+
+    query_crops: int = 10  # Q
+    query_scale: tuple[float, float] = (0.05, 0.15)  # area fraction of the original image
+    query_ratio: tuple[float, float] = (0.75, 4.0 / 3.0)
+    lambda_query: float = 0.5  # lambda of Eq. 6: loss = L_global + lambda / Q * sum_i L_Q^i
+    # oneway = {RP, QP_i} -> QP_i (paper's stated rule); raw = Eq. 5 (CLS + patches, not itself); patches = appendix
+    # code (patches only); all = released PQCL code (queries see every query); bidirectional = Fig. 2(c) ablation
+    attention: Literal["oneway", "raw", "patches", "all", "bidirectional"] = "oneway"
+    warmup_teacher_query_temp: float = 0.04
+    teacher_query_temp: float = 0.07  # reached after dino.warmup_teacher_temp_epochs
+    center_momentum_query: float = 0.9
+    mim: bool = False  # ADCLR*
+
+    def __post_init__(self) -> None:
+        validate(
+            self,
+            {
+                "query_crops": POSITIVE,
+                "query_scale": SCALE_RANGE,
+                "query_ratio": (lambda v: 0 < v[0] <= v[1], "must be (low, high) with 0 < low <= high"),
+                "lambda_query": NON_NEGATIVE,
+                "warmup_teacher_query_temp": POSITIVE,
+                "teacher_query_temp": POSITIVE,
+                "center_momentum_query": PROBABILITY,
+            },
+        )
+
+
+@dataclasses.dataclass
 class PretrainConfig:
     method: str = "bam"  # a key of pretrain.methods.METHODS, or "package.module:Class"
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
@@ -256,6 +292,7 @@ class PretrainConfig:
     bam: BAMConfig = dataclasses.field(default_factory=BAMConfig)
     dino: DINOConfig = dataclasses.field(default_factory=DINOConfig)
     ibot: IBOTConfig = dataclasses.field(default_factory=IBOTConfig)
+    adclr: ADCLRConfig = dataclasses.field(default_factory=ADCLRConfig)
 
     def __post_init__(self) -> None:
         if self.data.global_crops < 1:

@@ -117,3 +117,30 @@ class MultiCropAugment:
             boxes.append(p.box())
             flips.append(flip)
         return views, torch.tensor(boxes, dtype=torch.float32), torch.tensor(flips, dtype=torch.bool)
+
+
+def query_crops(
+    img: Image.Image,
+    count: int,
+    size: int,
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+    mean: tuple[float, float, float],
+    std: tuple[float, float, float],
+) -> tuple[Tensor, Tensor]:
+    """ADCLR's query crops (paper §3.2): ``count`` random crops of the *original* image, area fraction ``scale``
+    (paper: 0.05-0.15), each resized (bicubic) to ``size`` x ``size`` (one patch), normalised; no flip and no
+    photometric change (the paper crops "each image"; the crops are shared by both global views).
+
+    Returns ``(crops (count, 3, size, size), boxes (count, 4))``, boxes in original-image pixels as ``__call__``'s.
+    Randomness: the torch global generator, like the views.
+    """
+    img = img.convert("RGB")
+    width, height = img.size
+    crops, boxes = [], []
+    for _ in range(count):
+        p = random_resized_crop_params(height, width, scale, ratio)
+        crop = TF.resized_crop(img, p.top, p.left, p.height, p.width, [size, size], InterpolationMode.BICUBIC)
+        crops.append(TF.normalize(TF.to_tensor(crop), list(mean), list(std)))
+        boxes.append(p.box())
+    return torch.stack(crops), torch.tensor(boxes, dtype=torch.float32)

@@ -26,7 +26,7 @@ from torch.utils.data import Dataset, Sampler
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
 from pretrain.config import PretrainConfig
-from pretrain.crops import MultiCropAugment
+from pretrain.crops import MultiCropAugment, query_crops
 from pretrain.dist import Distributed
 from pretrain.views import ViewPlan, collate
 from sslcore.errors import DataError
@@ -62,7 +62,8 @@ class MultiCropDataset(Dataset):
     ``dataset[(index, epoch)]`` (what :class:`ResumableSampler` yields) or ``dataset[index]`` (epoch 0).
     ``crop_boxes`` (N, 4) normalised ContrastiveCrop boxes, or None for plain random crops. ``plan`` (a
     :class:`~pretrain.views.ViewPlan`) adds one mask per global crop, drawn after the views from the same seeded
-    generator.
+    generator, and, when it asks for query crops (ADCLR), ``"queries"`` (Q, 3, P, P) and ``"query_boxes"`` (Q, 4)
+    drawn after the masks.
     """
 
     def __init__(
@@ -106,6 +107,12 @@ class MultiCropDataset(Dataset):
             torch.manual_seed(sample_seed(self.seed, epoch, index) % (2**63 - 1))
             views, boxes, flips = self.augment(img, box)
             masks = self._masks(views, epoch)
+            queries = query_boxes = None
+            if self.plan is not None and self.plan.query_crops:
+                plan, cfg = self.plan, self.augment.cfg
+                queries, query_boxes = query_crops(
+                    img, plan.query_crops, plan.patch_size, plan.query_scale, plan.query_ratio, cfg.mean, cfg.std
+                )
         return {
             "views": views,
             "boxes": boxes,
@@ -114,6 +121,8 @@ class MultiCropDataset(Dataset):
             "index": index,
             "label": label,
             "skipped": skipped,
+            "queries": queries,
+            "query_boxes": query_boxes,
         }
 
     def _masks(self, views: list[torch.Tensor], epoch: int) -> list[torch.Tensor] | None:

@@ -10,6 +10,9 @@ Batch layouts (B images on this rank, G global and L local crops, V = G + L)::
     boxes    (B, V, 4) float, (left, top, right, bottom) in original-image pixels, right/bottom exclusive
     flips    (B, V) bool, True when the crop was mirrored after resizing
     masks    G x (B, h, w) bool (h = S_g // patch) or None when the plan has no masks
+    queries  (B, Q, 3, P, P) query crops (ADCLR: random crops of the original image, each resized to one patch,
+             normalised, no other augmentation) or None when the plan has none
+    query_boxes (B, Q, 4) float, their boxes in original-image pixels (as ``boxes``), or None
     index    (B,) dataset indices; label (B,) class labels (never used by a method's loss)
 """
 
@@ -31,6 +34,9 @@ class ViewPlan:
 
     ``mask_means``/``mask_spreads``/``mask_shape``/``mask_aspect`` follow :func:`pretrain.masking.draw_mask`;
     ``mask_start_epoch``: epochs before it get all-False masks (iBOT's ``pred_start_epoch``).
+    ``query_crops`` > 0 asks for that many query crops per image (ADCLR), each a ``RandomResizedCrop`` of the
+    original image with area fraction ``query_scale`` and aspect ratio ``query_ratio``, resized to
+    ``patch_size`` x ``patch_size``; drawn after the views and masks from the same seeded generator.
     """
 
     global_crops: int
@@ -42,6 +48,9 @@ class ViewPlan:
     mask_shape: str = "block"
     mask_aspect: tuple[float, float] = (0.3, 1 / 0.3)
     mask_start_epoch: int = 0
+    query_crops: int = 0
+    query_scale: tuple[float, float] = (0.05, 0.15)
+    query_ratio: tuple[float, float] = (0.75, 4.0 / 3.0)
 
     def draw_mask(self, h: int, w: int) -> Tensor:
         """One (h, w) mask with this plan's ratios and shape (:func:`pretrain.masking.draw_mask`)."""
@@ -58,6 +67,8 @@ class Batch:
     label: Tensor
     masks: list[Tensor] | None = None
     skipped: int = 0
+    queries: Tensor | None = None
+    query_boxes: Tensor | None = None
 
     @property
     def views(self) -> list[Tensor]:
@@ -87,11 +98,14 @@ class Batch:
             index=move(self.index),
             label=move(self.label),
             masks=None if self.masks is None else [move(m) for m in self.masks],
+            queries=None if self.queries is None else move(self.queries),
+            query_boxes=None if self.query_boxes is None else move(self.query_boxes),
         )
 
 
 def collate(items: list[dict[str, Any]], num_global: int) -> Batch:
-    """Stack per-image items ``{"views", "boxes", "flips", "masks" (or None), "index", "label", "skipped"}``."""
+    """Stack per-image items ``{"views", "boxes", "flips", "masks" (or None), "index", "label", "skipped"}`` and,
+    when present, ``"queries"`` (Q, 3, P, P) / ``"query_boxes"`` (Q, 4)."""
     views = [torch.stack([it["views"][v] for it in items]) for v in range(len(items[0]["views"]))]
     masks = None
     if items[0].get("masks") is not None:
@@ -105,6 +119,8 @@ def collate(items: list[dict[str, Any]], num_global: int) -> Batch:
         label=torch.tensor([it["label"] for it in items]),
         masks=masks,
         skipped=int(sum(it["skipped"] for it in items)),
+        queries=torch.stack([it["queries"] for it in items]) if items[0].get("queries") is not None else None,
+        query_boxes=torch.stack([it["query_boxes"] for it in items]) if items[0].get("queries") is not None else None,
     )
 
 
@@ -118,7 +134,9 @@ def random_batch(
 ) -> Batch:
     """A batch of Gaussian-noise crops laid out as ``plan`` asks (masks included), for benchmarks and tests.
 
-    Boxes are full-image boxes of a ``global_size`` square image, flips False; masks follow the plan's ratios.
+    Boxes are full-image boxes of a ``global_size`` square image, flips False; masks follow the plan's ratios;
+    query crops (when the plan asks) are noise too, with boxes drawn in the ``global_size`` image; both drawn last,
+    so a plan without queries gives the same batch as before.
     """
     g = generator or torch.Generator().manual_seed(0)
 
@@ -135,9 +153,19 @@ def random_batch(
                 torch.stack([plan.draw_mask(side, side) for _ in range(batch_size)]).to(device)
                 for _ in range(plan.global_crops)
             ]
+    globals_, locals_ = crops(plan.global_crops, global_size), crops(plan.local_crops, local_size)
+    queries = query_boxes = None
+    if plan.query_crops:
+        p, q = plan.patch_size, plan.query_crops
+        queries = torch.randn(batch_size, q, 3, p, p, generator=g).to(device)
+        side = torch.empty(batch_size, q).uniform_(*plan.query_scale, generator=g).sqrt() * global_size
+        corner = torch.rand(batch_size, q, 2, generator=g) * (global_size - side).unsqueeze(-1)
+        query_boxes = torch.cat([corner, corner + side.unsqueeze(-1)], dim=-1).to(device)
     return Batch(
-        globals=crops(plan.global_crops, global_size),
-        locals=crops(plan.local_crops, local_size),
+        globals=globals_,
+        locals=locals_,
+        queries=queries,
+        query_boxes=query_boxes,
         boxes=torch.tensor([0.0, 0.0, global_size, global_size]).repeat(batch_size, views, 1).to(device),
         flips=torch.zeros(batch_size, views, dtype=torch.bool, device=device),
         index=torch.arange(batch_size, device=device),

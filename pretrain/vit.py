@@ -8,8 +8,8 @@
 2. **One token path** (:meth:`SSLViT.forward_tokens` -> :class:`TokenOutput`) that training and every evaluation
    use: normalised CLS and patch tokens, the last block's patch tokens before the final norm (SERE), a learned mask
    token for masked crops (iBOT), appended tokens that attend to the image but are never attended to (ADCLR's
-   unidirectional cross-attention, through timm's ``Block(x, attn_mask=...)``), taps of chosen blocks (k-NN/linear
-   features, dense FPN inputs) and the last block's attention (ContrastiveCrop, figures). :meth:`SSLViT.forward_crops`
+   unidirectional cross-attention, :func:`query_block`), taps of chosen blocks (k-NN/linear features, dense FPN
+   inputs) and the last block's attention (ContrastiveCrop, figures). :meth:`SSLViT.forward_crops`
    runs a list of crops of several sizes (DINOv2's ``forward_features_list``).
 
 The model's ``state_dict`` keys are timm's (``cls_token``, ``pos_embed``, ``patch_embed.proj.*``, ``blocks.{i}.*``,
@@ -37,7 +37,8 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
 PosInterp = Literal["dino", "timm"]
-ExtraAttn = Literal["oneway", "all"]
+ExtraAttn = Literal["oneway", "raw", "patches", "all", "bidirectional"]
+EXTRA_ATTN_RULES: tuple[str, ...] = ("oneway", "raw", "patches", "all", "bidirectional")
 EXPORT_FORMAT = "sslbench-backbone"
 EXPORT_VERSION = 1
 
@@ -90,7 +91,9 @@ class TokenOutput:
 
     cls (B, D) and patch (B, h*w, D): last block through the final norm; prenorm_patch (B, h*w, D): last block
     before the final norm; extra (B, Q, D) normed appended tokens or None; taps {block index: (B, 1 + h*w, D)};
-    attn (B, heads, 1 + h*w, 1 + h*w) of the last block or None.
+    attn (B, heads, 1 + h*w, 1 + h*w) of the last block or None; extra_attn (B, heads, Q, 1 + h*w + Q): the last
+    block's attention of the appended tokens over [image tokens, appended tokens] (zero where the rule forbids), or
+    None.
     """
 
     cls: Tensor
@@ -100,6 +103,7 @@ class TokenOutput:
     grid: tuple[int, int]
     taps: dict[int, Tensor] = dataclasses.field(default_factory=dict)
     attn: Tensor | None = None
+    extra_attn: Tensor | None = None
 
     def patch_map(self, prenorm: bool = False) -> Tensor:
         """Patch tokens as a (B, D, h, w) map."""
@@ -112,11 +116,18 @@ class TokenOutput:
         def cut(t: Tensor | None) -> list[Tensor | None]:
             return [None] * parts if t is None else list(t.chunk(parts))
 
-        fields = [cut(self.cls), cut(self.patch), cut(self.prenorm_patch), cut(self.extra), cut(self.attn)]
+        fields = [
+            cut(self.cls),
+            cut(self.patch),
+            cut(self.prenorm_patch),
+            cut(self.extra),
+            cut(self.attn),
+            cut(self.extra_attn),
+        ]
         taps = {i: cut(t) for i, t in self.taps.items()}
         return [
-            TokenOutput(c, p, q, e, self.grid, {i: t[j] for i, t in taps.items()}, a)
-            for j, (c, p, q, e, a) in enumerate(zip(*fields))
+            TokenOutput(c, p, q, e, self.grid, {i: t[j] for i, t in taps.items()}, a, ea)
+            for j, (c, p, q, e, a, ea) in enumerate(zip(*fields))
         ]
 
 
@@ -200,6 +211,18 @@ class SSLViT(VisionTransformer):
             x = torch.where(mask.unsqueeze(-1), self.mask_token.to(x.dtype), x)
         return self.norm_pre(self.patch_drop(self._pos_embed(x)))
 
+    def embed_queries(self, crops: Tensor) -> Tensor:
+        """ADCLR's query tokens: (B, Q, 3, P, P) crops, each one patch, -> (B, Q, D) through the shared patch
+        embedding, with no positional embedding and no CLS (paper §3.2, Eq. 3)."""
+        if crops.ndim != 5 or tuple(crops.shape[-2:]) != tuple(self.patch_embed.patch_size):
+            raise ValueError(
+                f"query crops must be (B, Q, 3, {self.patch_embed.patch_size[0]}, {self.patch_embed.patch_size[1]}), "
+                f"got {tuple(crops.shape)}"
+            )
+        batch, q = crops.shape[:2]
+        tokens = self.patch_embed(crops.flatten(0, 1))  # (B * Q, 1, 1, D)
+        return self.norm_pre(tokens.reshape(batch, q, -1))
+
     def forward_tokens(
         self,
         x: Tensor,
@@ -216,14 +239,15 @@ class SSLViT(VisionTransformer):
         Args:
             x: images (B, 3, H, W), H and W multiples of the patch size.
             mask: (B, h, w) bool, True = replace that patch by the mask token (iBOT).
-            extra: (B, Q, D) tokens appended after the positions are added (they get no position). In every block
-                they attend to the image tokens and, with ``extra_attn="oneway"``, to themselves only; with
-                ``"all"`` to every extra token (PQCL's rule). No image token ever attends to an extra token, so CLS
-                and patch outputs do not depend on ``extra`` (up to the attention kernel's rounding).
+            extra: (B, Q, D) tokens appended after the positions are added (they get no position). ``extra_attn``
+                picks the rule of :func:`extra_attention_mask`. Except under ``"bidirectional"`` no image token
+                attends to an extra token and the image tokens run through exactly the operations of the model
+                without extras (:func:`query_block`), so CLS and patch outputs are bit-identical to it.
             taps: block indices (negative counts from the end) whose outputs are returned in ``TokenOutput.taps``,
                 each (B, 1 + h*w, D), through the final norm when ``tap_norm`` (as DINO's
                 ``get_intermediate_layers``), image tokens only.
-            attn: also return the last block's softmax attention over the image tokens, (B, heads, 1+h*w, 1+h*w).
+            attn: also return the last block's softmax attention over the image tokens, (B, heads, 1+h*w, 1+h*w),
+                and with ``extra`` that of the extra tokens (``TokenOutput.extra_attn``).
         """
         depth = len(self.blocks)
         wanted = {t % depth for t in taps}
@@ -232,33 +256,55 @@ class SSLViT(VisionTransformer):
         grid = (x.shape[-2] // self.patch_embed.patch_size[0], x.shape[-1] // self.patch_embed.patch_size[1])
         tokens = self.embed(x, mask)
         n_img = tokens.shape[1]
-        attn_mask = None
+        allowed = None
+        queries = None
         if extra is not None:
             if extra.ndim != 3 or extra.shape[0] != tokens.shape[0] or extra.shape[2] != tokens.shape[2]:
                 raise ValueError(f"extra tokens must be (B, Q, {tokens.shape[2]}), got {tuple(extra.shape)}")
-            attn_mask = extra_attention_mask(n_img, extra.shape[1], extra_attn, tokens.device)
-            tokens = torch.cat([tokens, extra.to(tokens.dtype)], dim=1)
+            allowed = extra_attention_mask(n_img, extra.shape[1], extra_attn, tokens.device)
+            if extra_attn == "bidirectional":  # one joint sequence, no mask (the paper's Fig. 2(c) ablation)
+                tokens = torch.cat([tokens, extra.to(tokens.dtype)], dim=1)
+            else:
+                queries = extra.to(tokens.dtype)
+        checkpointing = self.grad_checkpointing and not torch.jit.is_scripting()
         tapped: dict[int, Tensor] = {}
-        last_attn = None
+        last_attn = last_extra_attn = None
         for i, block in enumerate(self.blocks):
             if attn and i == depth - 1:
-                last_attn = _block_attention(block, tokens[:, :n_img])
-            if self.grad_checkpointing and tokens.requires_grad and not torch.jit.is_scripting():
-                tokens = torch.utils.checkpoint.checkpoint(block, tokens, attn_mask, use_reentrant=False)
+                if extra is None:
+                    last_attn = _block_attention(block, tokens)
+                else:
+                    joint = tokens if queries is None else torch.cat([tokens, queries], dim=1)
+                    full = _block_attention(block, joint, allowed)
+                    # image rows: over image keys (under "bidirectional" the rest of their mass is on the queries)
+                    last_attn, last_extra_attn = full[:, :, :n_img, :n_img], full[:, :, n_img:]
+            if queries is not None:
+                if checkpointing and (tokens.requires_grad or queries.requires_grad):
+                    tokens, queries = torch.utils.checkpoint.checkpoint(
+                        query_block, block, tokens, queries, allowed[n_img:], use_reentrant=False
+                    )
+                else:
+                    tokens, queries = query_block(block, tokens, queries, allowed[n_img:])
+            elif checkpointing and tokens.requires_grad:
+                tokens = torch.utils.checkpoint.checkpoint(block, tokens, use_reentrant=False)
             else:
-                tokens = block(tokens, attn_mask=attn_mask)
+                tokens = block(tokens)
             if i in wanted:
                 tapped[i] = self.norm(tokens[:, :n_img]) if tap_norm else tokens[:, :n_img]
-        prenorm = tokens
-        normed = self.norm(tokens)
+        prenorm = tokens[:, :n_img]
+        normed = self.norm(prenorm)
+        extra_out = None
+        if extra is not None:
+            extra_out = self.norm(queries) if queries is not None else self.norm(tokens[:, n_img:])
         return TokenOutput(
             cls=normed[:, 0],
-            patch=normed[:, self.num_prefix_tokens : n_img],
-            prenorm_patch=prenorm[:, self.num_prefix_tokens : n_img],
-            extra=normed[:, n_img:] if extra is not None else None,
+            patch=normed[:, self.num_prefix_tokens :],
+            prenorm_patch=prenorm[:, self.num_prefix_tokens :],
+            extra=extra_out,
             grid=grid,
             taps=tapped,
             attn=last_attn,
+            extra_attn=last_extra_attn,
         )
 
     def forward_crops(
@@ -302,32 +348,93 @@ class SSLViT(VisionTransformer):
 
 
 def extra_attention_mask(n_img: int, n_extra: int, rule: ExtraAttn, device: torch.device | None = None) -> Tensor:
-    """(N, N) bool, True = query row may attend to key column, N = n_img + n_extra (image tokens first).
+    """(N, N) bool, True = query row may attend to key column, N = n_img + n_extra (image tokens first, CLS at 0).
 
-    Image tokens see image tokens only; extra token i sees every image token and itself (``"oneway"``, ADCLR's
-    unidirectional cross-attention) or every extra token (``"all"``, the PQCL release).
+    Image rows see image tokens only (all rules but ``"bidirectional"``). Extra token i sees:
+
+    * ``"oneway"``: every image token and itself: {RP, QP_i} -> QP_i, QP_i -/-> QP_j (ADCLR paper §1 and the rule
+      stated after Eq. 5; the default);
+    * ``"raw"``: the image tokens (CLS and patches) only, not itself (ADCLR Eq. 5 read literally);
+    * ``"patches"``: the patch tokens only, not CLS nor itself (ADCLR's appendix pseudo-code);
+    * ``"all"``: every image token and every extra token (the released PQCL code);
+    * ``"bidirectional"``: everything, and image tokens see the extra tokens too (plain self-attention over the
+      joint sequence: the paper's Fig. 2(c) ablation, which it reports as harmful).
     """
-    if rule not in ("oneway", "all"):
-        raise ValueError(f"extra_attn must be 'oneway' or 'all', got {rule!r}")
+    if rule not in EXTRA_ATTN_RULES:
+        raise ValueError(f"extra_attn must be one of {', '.join(EXTRA_ATTN_RULES)}, got {rule!r}")
     n = n_img + n_extra
     allowed = torch.zeros(n, n, dtype=torch.bool, device=device)
     allowed[:, :n_img] = True
-    if rule == "all":
+    if rule == "patches":
+        allowed[n_img:, 0] = False
+    if rule in ("all", "bidirectional"):
         allowed[n_img:, n_img:] = True
-    else:
+    if rule == "bidirectional":
+        allowed[:n_img, n_img:] = True
+    if rule == "oneway":
         idx = torch.arange(n_img, n, device=device)
         allowed[idx, idx] = True
     return allowed
 
 
-def _block_attention(block: nn.Module, x: Tensor) -> Tensor:
-    """Softmax attention probabilities of a timm ``Block`` on tokens ``x`` (B, N, D): (B, heads, N, N)."""
-    attn = block.attn
+def _heads(attn: nn.Module, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """timm ``Attention``'s q, k, v of tokens ``x`` (B, N, D): each (B, heads, N, head_dim)."""
     batch, n, _ = x.shape
-    qkv = attn.qkv(block.norm1(x)).reshape(batch, n, 3, attn.num_heads, attn.head_dim)
-    q, k, _ = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-    q, k = attn.q_norm(q), attn.k_norm(k)
-    return ((q * attn.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
+    qkv = attn.qkv(x).reshape(batch, n, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv.unbind(0)
+    return attn.q_norm(q), attn.k_norm(k), v
+
+
+def _attend(attn: nn.Module, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+    """timm ``Attention.forward`` from q/k/v on: softmax(q k^T) v (fused or not, as the module), merge heads, norm,
+    proj, dropout: (B, heads, M, hd) -> (B, M, D)."""
+    if attn.fused_attn:
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=attn.attn_drop.p if attn.training else 0.0
+        )
+    else:
+        scores = (q * attn.scale) @ k.transpose(-2, -1)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        out = attn.attn_drop(scores.softmax(dim=-1)) @ v
+    batch, _, m, _ = q.shape
+    out = attn.norm(out.transpose(1, 2).reshape(batch, m, attn.attn_dim))
+    return attn.proj_drop(attn.proj(out))
+
+
+def query_block(block: nn.Module, x: Tensor, queries: Tensor, allowed: Tensor) -> tuple[Tensor, Tensor]:
+    """One timm ``Block`` on image tokens ``x`` (B, N, D) and appended tokens ``queries`` (B, Q, D) that read from
+    the image but are never read by it (the unidirectional cross-attention of ADCLR, its appendix code's two-stream
+    form). ``allowed`` (Q, N + Q) bool: which of [image, queries] each query sees (rows of
+    :func:`extra_attention_mask`).
+
+    The image stream goes through exactly the operations (same modules, same tensor shapes) of ``block(x)``, so its
+    output is bit-identical to the model without queries; the query stream shares every weight. Stochastic depth
+    draws one keep/drop per image for both streams (the joint-sequence semantics), with the same random numbers
+    ``block(x)`` would draw.
+    """
+    if getattr(block.attn, "gate", None) is not None:
+        raise ValueError("query tokens need a timm Attention without a gate")
+    n = x.shape[1]
+    attn = block.attn
+    q_i, k_i, v_i = _heads(attn, block.norm1(x))
+    q_q, k_q, v_q = _heads(attn, block.norm1(queries))
+    out_i = _attend(attn, q_i, k_i, v_i, None)
+    out_q = _attend(attn, q_q, torch.cat([k_i, k_q], dim=2), torch.cat([v_i, v_q], dim=2), allowed)
+    delta = block.drop_path1(block.ls1(torch.cat([out_i, out_q], dim=1)))
+    x, queries = x + delta[:, :n], queries + delta[:, n:]
+    delta = block.drop_path2(block.ls2(torch.cat([block.mlp(block.norm2(x)), block.mlp(block.norm2(queries))], dim=1)))
+    return x + delta[:, :n], queries + delta[:, n:]
+
+
+def _block_attention(block: nn.Module, x: Tensor, allowed: Tensor | None = None) -> Tensor:
+    """Softmax attention probabilities of a timm ``Block`` on tokens ``x`` (B, N, D): (B, heads, N, N); ``allowed``
+    (N, N) bool restricts each row (forbidden entries get probability 0)."""
+    q, k, _ = _heads(block.attn, block.norm1(x))
+    scores = (q * block.attn.scale) @ k.transpose(-2, -1)
+    if allowed is not None:
+        scores = scores.masked_fill(~allowed, float("-inf"))
+    return scores.softmax(dim=-1)
 
 
 def build_vit(arch: ViTArch | str, pos_interp: PosInterp = "dino", drop_path_rate: float = 0.0) -> SSLViT:

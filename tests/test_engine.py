@@ -193,7 +193,16 @@ DINO_OVER = {
 }
 IBOT_OVER = {**DINO_OVER, "method": "ibot", "ibot.patch_out_dim": 64}
 # every registered method (and the engine's toy) through the engine's contract tests
-METHOD_OVERRIDES = {"toy": {}, "bam": BAM_OVER, "dino": DINO_OVER, "ibot": IBOT_OVER}
+ADCLR_OVER = {**DINO_OVER, "method": "adclr", "adclr.query_crops": 3}
+ADCLR_STAR_OVER = {**ADCLR_OVER, "adclr.mim": True, "adclr.attention": "all", "ibot.patch_out_dim": 64}
+METHOD_OVERRIDES = {
+    "toy": {},
+    "bam": BAM_OVER,
+    "dino": DINO_OVER,
+    "ibot": IBOT_OVER,
+    "adclr": ADCLR_OVER,
+    "adclr_star": ADCLR_STAR_OVER,
+}
 
 
 def _gloo_worker(rank: int, world: int, init_file: str, out_dir: str, tmp: str, over: dict) -> None:
@@ -243,7 +252,7 @@ def test_two_gloo_processes_equal_one_process(tmp_path, name):
     for key, p in trainer.method.teacher.named_parameters():
         assert torch.allclose(got["teacher"][key], p, atol=1e-6), key
     state = trainer.method.method_state()
-    assert got["state"].keys() == state.keys() and (name not in ("dino", "ibot") or "center" in state)
+    assert got["state"].keys() == state.keys() and (name in ("toy", "bam") or "center" in state)
     for key, value in state.items():
         assert torch.allclose(got["state"][key], value, atol=1e-6), key
 
