@@ -41,7 +41,7 @@ from sslcore.io import REPO_ROOT
 logger = logging.getLogger("sslbench")
 
 # the methods the demo pretrains, in report order; each trains pretrain/configs/<method>_shapes_tiny.yaml
-METHODS = ("bam", "dino", "ibot")
+METHODS = ("bam", "dino", "ibot", "adclr")
 
 
 def recipe(method: str) -> Path:
@@ -92,6 +92,7 @@ PLANS = {
             "bam": ("bam.proj_hidden=64", "bam.proj_out=64"),
             "dino": ("dino.out_dim=128", "dino.hidden_dim=64", "dino.bottleneck_dim=32"),
             "ibot": ("dino.out_dim=128", "dino.hidden_dim=64", "dino.bottleneck_dim=32", "ibot.patch_out_dim=128"),
+            "adclr": ("dino.out_dim=128", "dino.hidden_dim=64", "dino.bottleneck_dim=32", "adclr.query_crops=4"),
         },
         linear_epochs=10,
         num_lambdas=5,
