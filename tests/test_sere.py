@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from pretrain.heads import SEREHead
 from pretrain.losses.sere import (
     channel_relation,
     pixel_relation,
@@ -219,3 +220,72 @@ def test_teacher_is_sharpened_and_detached_student_at_temperature_one():
     assert float(ce) == pytest.approx(float(want))
     ce.backward()
     assert t.grad is None and s.grad is not None
+
+
+# ---------------------------------------------------------------------------------------------- the released code
+
+
+@pytest.fixture(scope="module")
+def official():
+    return torch.load(OFFICIAL, weights_only=True)
+
+
+def _official_heads(state: dict, suffix: str, dim: int) -> tuple[SEREHead, SEREHead]:
+    pixel, channel = SEREHead(dim), SEREHead(dim)
+    for head, name in ((pixel, "pixel_sere"), (channel, "channel_sere")):
+        prefix = f"{name}{suffix}."
+        head.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
+    return pixel, channel
+
+
+def _maps(tokens: list[torch.Tensor]) -> torch.Tensor:  # G x (B, n, C) -> (G * B, C, s, s)
+    x = torch.cat(tokens)
+    side = math.isqrt(x.shape[1])
+    return x.transpose(1, 2).reshape(x.shape[0], -1, side, side)
+
+
+def test_grids_equal_the_official_get_grid(official):
+    boxes, flips = official["boxes"], official["flips"]
+    ga, gb = overlap_grids(boxes[:, 0], boxes[:, 1], flips[:, 0], flips[:, 1], 13)
+    torch.testing.assert_close(ga, official["grids"]["global"][0], rtol=0, atol=1e-6)
+    torch.testing.assert_close(gb, official["grids"]["global"][1], rtol=0, atol=1e-6)
+    for q in range(2):
+        for v in range(3):
+            g_local, g_global = overlap_grids(boxes[:, 2 + v], boxes[:, q], flips[:, 2 + v], flips[:, q], 6)
+            torch.testing.assert_close(g_local, official["grids"]["local"][q * 3 + v], rtol=0, atol=1e-6)
+            torch.testing.assert_close(g_global, official["grids"]["global_side"][q * 3 + v], rtol=0, atol=1e-6)
+    assert bool((official["grids"]["local"][1][0] == -2).all())  # the no-overlap case is in the data
+
+
+def test_heads_relations_and_losses_equal_the_official_code(official):
+    """The released heads' weights (random BN affine, default conv init) on the tokens they saw, in train mode:
+    sampled pixel relations, channel relations and both losses equal main_sere.py's."""
+    dim, heads = official["settings"]["dim"], official["settings"]["heads"]
+    ref = official["outputs"]
+    feats = official["features"]
+    s_pix_g, s_ch_g = _official_heads(official["student_heads"], "", dim)
+    s_pix_l, s_ch_l = _official_heads(official["student_heads"], "_local", dim)
+    t_pix_g, t_ch_g = _official_heads(official["teacher_heads"], "", dim)
+    g_maps, l_maps, t_maps = _maps(feats[:2]), _maps(feats[2:]), _maps(official["teacher_features"])
+    with torch.no_grad():
+        s_pix = [
+            *pixel_relation(s_pix_g(g_maps, True), heads).chunk(2),
+            *pixel_relation(s_pix_l(l_maps, True), heads).chunk(3),
+        ]
+        s_ch = [*channel_relation(s_ch_g(g_maps, True)).chunk(2), *channel_relation(s_ch_l(l_maps, True)).chunk(3)]
+        t_pix = list(pixel_relation(t_pix_g(t_maps, False), heads).chunk(2))
+        t_ch = list(channel_relation(t_ch_g(t_maps, False)).chunk(2))
+    torch.testing.assert_close(torch.cat(t_ch), ref["teacher_channel"], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(torch.cat(s_ch[:2]), ref["student_channel"], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(torch.cat(s_ch[2:]), ref["student_channel_local"], rtol=1e-5, atol=1e-5)
+    boxes, flips = official["boxes"], official["flips"]
+    g0, g1 = overlap_grids(boxes[:, 0], boxes[:, 1], flips[:, 0], flips[:, 1], 13)
+    t_sampled = resample_relation(t_pix[0], (14, 14), g0)[0, 0], resample_relation(t_pix[1], (14, 14), g1)[1, 0]
+    s_sampled = resample_relation(s_pix[0], (14, 14), g0)[0, 0], resample_relation(s_pix[1], (14, 14), g1)[1, 0]
+    torch.testing.assert_close(torch.stack(t_sampled), ref["teacher_pixel_sampled"], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(torch.stack(s_sampled), ref["student_pixel_sampled"], rtol=1e-5, atol=1e-5)
+    hws = [(14, 14)] * 2 + [(6, 6)] * 3
+    l_pix = sere_pixel_loss(s_pix, hws, t_pix, (14, 14), boxes, flips, teacher_temp=0.5, global_grid=13, local_grid=6)
+    l_ch = sere_channel_loss(s_ch, t_ch, teacher_temp=0.1)
+    assert float(l_pix) == pytest.approx(float(ref["loss_pixel"]), rel=1e-5)
+    assert float(l_ch) == pytest.approx(float(ref["loss_channel"]), rel=1e-5)
