@@ -192,8 +192,25 @@ DINO_OVER = {
     "optim.clip_mode": "per_param",
 }
 IBOT_OVER = {**DINO_OVER, "method": "ibot", "ibot.patch_out_dim": 64}
+# SERE's heads hold BatchNorms over the world batch (student and train-mode teacher): the gloo test covers SyncBN
+SERE_OVER = {
+    **IBOT_OVER,
+    "method": "sere",
+    "sere.alpha": 0.2,
+    "sere.beta": 0.5,
+    "sere.global_grid": 3,
+    "sere.local_grid": 2,
+}
+SERE_DINO_OVER = {**SERE_OVER, "sere.base": "dino", "sere.alpha": 1.0, "sere.beta": 1.0}
 # every registered method (and the engine's toy) through the engine's contract tests
-METHOD_OVERRIDES = {"toy": {}, "bam": BAM_OVER, "dino": DINO_OVER, "ibot": IBOT_OVER}
+METHOD_OVERRIDES = {
+    "toy": {},
+    "bam": BAM_OVER,
+    "dino": DINO_OVER,
+    "ibot": IBOT_OVER,
+    "sere": SERE_OVER,
+    "sere_dino": SERE_DINO_OVER,
+}
 
 
 def _gloo_worker(rank: int, world: int, init_file: str, out_dir: str, tmp: str, over: dict) -> None:
@@ -222,7 +239,7 @@ def test_two_gloo_processes_equal_one_process(tmp_path, name):
     after a step).
 
     BAM's columns are gathered over ranks and its Sinkhorn column sums all-reduced, so its target is global; DINO's
-    and iBOT's centers average the world batch.
+    and iBOT's centers average the world batch; SERE's BatchNorms (student and train-mode teacher) normalise over it.
     """
     over = METHOD_OVERRIDES[name]
     import torch.multiprocessing as mp
@@ -243,7 +260,7 @@ def test_two_gloo_processes_equal_one_process(tmp_path, name):
     for key, p in trainer.method.teacher.named_parameters():
         assert torch.allclose(got["teacher"][key], p, atol=1e-6), key
     state = trainer.method.method_state()
-    assert got["state"].keys() == state.keys() and (name not in ("dino", "ibot") or "center" in state)
+    assert got["state"].keys() == state.keys() and (name in ("toy", "bam") or "center" in state)
     for key, value in state.items():
         assert torch.allclose(got["state"][key], value, atol=1e-6), key
 

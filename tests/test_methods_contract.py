@@ -37,7 +37,7 @@ CONFIGS = REPO / "pretrain" / "configs"
 
 
 def test_registry_holds_the_methods_of_the_engine():
-    assert {"bam", "dino", "ibot"} <= set(METHODS)
+    assert {"bam", "dino", "ibot", "sere"} <= set(METHODS)
     assert set(METHODS) <= set(METHOD_OVERRIDES)  # every method has tiny settings in the contract tests
 
 
@@ -70,7 +70,8 @@ def test_every_shipped_recipe_builds(recipe):
     cfg = load_config(PretrainConfig, CONFIGS / recipe)
     method = build_method(cfg)
     plan = method_class(cfg.method).view_plan(cfg)
-    assert plan.global_crops == cfg.data.global_crops and plan.masks == (cfg.method == "ibot")
+    uses_ibot = cfg.method == "ibot" or (cfg.method == "sere" and cfg.sere.base == "ibot")
+    assert plan.global_crops == cfg.data.global_crops and plan.masks == uses_ibot
     if cfg.optim.freeze_last_layer_epochs:
         assert any(cfg.optim.last_layer in n for n, _ in method.student.named_parameters())
 

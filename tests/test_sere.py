@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_engine import SERE_OVER, random_views, toy_cfg
 
+from pretrain.engine import Trainer
 from pretrain.heads import SEREHead
 from pretrain.losses.sere import (
     channel_relation,
@@ -20,6 +22,7 @@ from pretrain.losses.sere import (
     sere_pixel_loss,
 )
 from pretrain.overlap import overlap_grids
+from pretrain.syncbn import WorldBatchNorm2d
 
 OFFICIAL = Path(__file__).parent / "data" / "official" / "sere_losses.pt"
 
@@ -217,7 +220,7 @@ def test_teacher_is_sharpened_and_detached_student_at_temperature_one():
     t = torch.randn(2, 5, requires_grad=True)
     ce = relation_cross_entropy(s, t, 0.5)
     want = -(torch.softmax(t / 0.5, -1) * torch.log_softmax(s, -1)).sum(-1).mean()
-    assert float(ce) == pytest.approx(float(want))
+    assert float(ce.detach()) == pytest.approx(float(want.detach()))
     ce.backward()
     assert t.grad is None and s.grad is not None
 
@@ -289,3 +292,79 @@ def test_heads_relations_and_losses_equal_the_official_code(official):
     l_ch = sere_channel_loss(s_ch, t_ch, teacher_temp=0.1)
     assert float(l_pix) == pytest.approx(float(ref["loss_pixel"]), rel=1e-5)
     assert float(l_ch) == pytest.approx(float(ref["loss_channel"]), rel=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------- heads and method
+
+
+def test_world_batchnorm_equals_batchnorm2d_in_one_process():
+    torch.manual_seed(0)
+    ref, bn = torch.nn.BatchNorm2d(5), WorldBatchNorm2d(5)
+    with torch.no_grad():
+        ref.weight.uniform_(0.5, 1.5), ref.bias.uniform_(-1, 1)
+    bn.load_state_dict(ref.state_dict())
+    x = torch.randn(3, 5, 4, 2) * 3 + 1
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya, yb = ref(xa), bn(xb)
+    torch.testing.assert_close(yb, ya, rtol=1e-5, atol=1e-5)
+    (ya * torch.arange(5.0)[None, :, None, None]).sum().backward()
+    (yb * torch.arange(5.0)[None, :, None, None]).sum().backward()
+    torch.testing.assert_close(xb.grad, xa.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(bn.weight.grad, ref.weight.grad, rtol=1e-5, atol=1e-5)
+    for key in ("running_mean", "running_var", "num_batches_tracked"):
+        torch.testing.assert_close(bn.state_dict()[key], ref.state_dict()[key])
+    bn.eval(), ref.eval()
+    torch.testing.assert_close(bn(x), ref(x))
+
+
+def _sere_trainer(tmp_path, **over):
+    cfg = toy_cfg(tmp_path, **{**SERE_OVER, **over})
+    return Trainer(cfg, iters_per_epoch=2), random_views(8, 0, cfg)
+
+
+def test_teacher_uses_the_projection_with_batch_statistics(tmp_path):
+    """After a training step the teacher's BNs are in train mode: its relations ignore the running statistics, and
+    they are built on the projection output Z (the student's on the predictor output P)."""
+    trainer, batch = _sere_trainer(tmp_path)
+    trainer.train_step(batch)
+    teacher, student = trainer.method.teacher, trainer.method.student
+    bns = [m for m in teacher.modules() if isinstance(m, WorldBatchNorm2d)]
+    assert len(bns) == 8 and all(m.training for m in bns)  # 4 heads x (projection, predictor)
+    assert teacher.predict is False and student.predict is True
+    with torch.no_grad():
+        ref = teacher(batch.globals)
+        for m in bns:
+            m.running_mean.fill_(100.0), m.running_var.fill_(1e-4)
+        again = teacher(batch.globals)
+        maps = torch.cat([o.patch_map(prenorm=True) for o in teacher.backbone.forward_crops(batch.globals)])
+        z = teacher.heads["channel"].projection(maps)
+    assert torch.equal(ref["channel"], again["channel"]) and torch.equal(ref["pixel"], again["pixel"])
+    torch.testing.assert_close(ref["channel"], channel_relation(z))
+    pre = teacher.heads["channel"].projection[0](maps)  # BN with batch statistics: per-channel mean = bias
+    torch.testing.assert_close(pre.mean(dim=(0, 2, 3)), teacher.heads["channel"].projection[0].bias, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("locals_", [1, 2, 3])
+def test_local_crops_always_use_the_local_heads(tmp_path, locals_):
+    """The release routes 1 or 2 local crops through the global heads (``end_idx > 2``); here they never do."""
+    trainer, batch = _sere_trainer(tmp_path, **{"data.local_crops": locals_})
+    trainer.forward_backward(batch)
+    heads = trainer.method.student.heads
+    for name in ("pixel_local", "channel_local"):
+        assert heads[name].predictor[0].weight.grad.abs().sum() > 0, name
+    out = trainer.method.student(batch.views, [*batch.masks, *([None] * locals_)])
+    assert out["pixel_local"].shape == (8 * locals_, 2, 4, 4) and out["channel_local"].shape == (8 * locals_, 32, 32)
+    assert out["pixel"].shape == (16, 2, 16, 16)
+
+
+def test_objective_weights_and_alpha_beta_zero(tmp_path):
+    """loss = base * (4 - a - b) / 2 + a * L_pix + b * L_ch, from the logged terms; a = b = 0 keeps the SERE terms
+    logged but out of the gradient of the relation heads."""
+    trainer, batch = _sere_trainer(tmp_path)
+    loss, diag = trainer.forward_backward(batch)
+    want = diag["loss_base"] * 3.3 / 2 + 0.2 * diag["loss_pixel"] + 0.5 * diag["loss_channel"]
+    assert float(loss) == pytest.approx(want, rel=1e-6)
+    trainer, batch = _sere_trainer(tmp_path, **{"sere.alpha": 0.0, "sere.beta": 0.0})
+    loss, diag = trainer.forward_backward(batch)
+    assert float(loss) == pytest.approx(2 * diag["loss_base"], rel=1e-6) and diag["loss_pixel"] > 0
+    assert all(float(p.grad.abs().sum()) == 0 for n, p in trainer.method.student.named_parameters() if "pixel" in n)

@@ -20,6 +20,7 @@ METHODS: dict[str, str] = {
     "bam": "pretrain.methods.bam:BAM",
     "dino": "pretrain.methods.dino:DINO",
     "ibot": "pretrain.methods.ibot:IBOT",
+    "sere": "pretrain.methods.sere:SERE",
 }
 
 
