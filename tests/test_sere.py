@@ -3,6 +3,7 @@ released code's outputs (tests/data/official/), the heads' batch statistics, and
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -11,6 +12,8 @@ import pytest
 import torch
 from test_engine import SERE_OVER, random_views, toy_cfg
 
+from evaluate.cli import main as cli_main
+from evaluate.sere_relation import relation_differences
 from pretrain.engine import Trainer
 from pretrain.heads import SEREHead
 from pretrain.losses.sere import (
@@ -368,3 +371,37 @@ def test_objective_weights_and_alpha_beta_zero(tmp_path):
     loss, diag = trainer.forward_backward(batch)
     assert float(loss) == pytest.approx(2 * diag["loss_base"], rel=1e-6) and diag["loss_pixel"] > 0
     assert all(float(p.grad.abs().sum()) == 0 for n, p in trainer.method.student.named_parameters() if "pixel" in n)
+
+
+# ---------------------------------------------------------------------------------------------- relation diagnostic
+
+
+def test_relation_difference_is_zero_for_a_mirrored_view_and_positive_otherwise():
+    """A view and its mirror image (same box, flip flags (no, yes)) have the same relations on their overlap: the
+    flip-aware grid aligns them exactly; the channel relation ignores positions. Another crop differs."""
+    torch.manual_seed(0)
+    maps = torch.randn(2, 8, 4, 4)
+    boxes = torch.tensor([[0.0, 0.0, 64.0, 64.0]] * 2)[None].repeat(2, 1, 1)
+    flips = torch.tensor([[False, True]] * 2)
+    pixel, channel, overlap = relation_differences((maps, maps.flip(-1)), boxes, flips, 2, 5, 0.5, 0.1)
+    assert bool(overlap.all())
+    torch.testing.assert_close(pixel, torch.zeros(2), atol=1e-5, rtol=0)
+    torch.testing.assert_close(channel, torch.zeros(2), atol=1e-5, rtol=0)
+    other = torch.randn(2, 8, 4, 4)
+    pixel, channel, _ = relation_differences((maps, other), boxes, flips, 2, 5, 0.5, 0.1)
+    assert bool((pixel > 0.05).all() and (channel > 0.05).all() and (pixel <= 2).all() and (channel <= 2).all())
+    far = torch.tensor([[0.0, 0.0, 10.0, 10.0], [20.0, 20.0, 30.0, 30.0]])[None].repeat(2, 1, 1)
+    assert not bool(relation_differences((maps, other), far, flips, 2, 5, 0.5, 0.1)[2].any())
+
+
+def test_sere_relation_cli_writes_a_record(tmp_path, shapes_root, femto_file):
+    root = shapes_root / "classification"
+    out = tmp_path / "rel"
+    args = ["eval", "sere-relation", str(femto_file), "--data", str(root), "--out", str(out)]
+    assert cli_main([*args, "max_images=12", "batch_size=5", "grid=3"]) == 0
+    records = [json.loads(x) for x in (tmp_path / "records" / "records.jsonl").read_text().splitlines()]
+    got = {r["metric"]: r for r in records if r["protocol"] == "sere-relation"}
+    assert set(got) == {"pixel_rel_diff", "channel_rel_diff"}
+    assert all(r["unit"] == "absolute" and 0 < r["value"] < 2 for r in got.values())
+    assert got["pixel_rel_diff"]["settings"]["images"] == 12 and got["pixel_rel_diff"]["dataset"] == "shapesworld"
+    assert (out / "metrics.json").is_file()
