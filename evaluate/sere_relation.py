@@ -189,4 +189,9 @@ add_arguments = evalrun.add_arguments
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    return evalrun.run_protocol_cli(RelationConfig, run, "sere-relation", args)
+    cfg = evalrun.config_from_args(RelationConfig, args)
+    evalrun.check_outputs(cfg)
+    metrics = run(cfg)
+    body = ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())  # not percentages: four decimals
+    print(f"sere-relation {evalrun.dataset_label(cfg.data)}: {body}")
+    return 0
