@@ -98,7 +98,7 @@ def test_training_modules_never_import_the_harness_or_each_other_lazily():
     assert lazy == []
     code = (
         "import sys, pretrain.engine, pretrain.monitor, pretrain.checkpoint, pretrain.methods.dino, "
-        "pretrain.methods.ibot, pretrain.methods.bam; "
+        "pretrain.methods.ibot, pretrain.methods.bam, pretrain.methods.sere; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'evaluate'))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
