@@ -360,6 +360,14 @@ def test_local_crops_always_use_the_local_heads(tmp_path, locals_):
     assert out["pixel"].shape == (16, 2, 16, 16)
 
 
+def test_no_local_crops_builds_no_local_heads(tmp_path):
+    """The release's ablations and its Jittor recipe train without local crops: 2 global-global terms per loss."""
+    trainer, batch = _sere_trainer(tmp_path, **{"data.local_crops": 0})
+    assert sorted(trainer.method.student.heads) == ["channel", "cls", "pixel"]
+    loss, diag = trainer.train_step(batch)
+    assert math.isfinite(loss) and diag["loss_pixel"] > 0 and diag["loss_channel"] > 0
+
+
 def test_objective_weights_and_alpha_beta_zero(tmp_path):
     """loss = base * (4 - a - b) / 2 + a * L_pix + b * L_ch, from the logged terms; a = b = 0 keeps the SERE terms
     logged but out of the gradient of the relation heads."""
