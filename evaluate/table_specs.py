@@ -125,9 +125,15 @@ COLUMN_SOURCES: dict[str, dict[str, tuple[Source, ...]]] = {
         "in1k_ft_top1": _finetune("sere_vits"),
         "in1k_ft_top5": _finetune("sere_vits", "top5"),
     },
-    "sere.table4_relation_difference": {
-        "pixel_rel_diff": (Source("sere-relation", IMAGENET_S, "pixel_rel_diff"),),
-        "channel_rel_diff": (Source("sere-relation", IMAGENET_S, "channel_rel_diff"),),
+    "sere.table4_relation_difference": {  # the default tokens (final-norm patch tokens) first, then any record
+        "pixel_rel_diff": (
+            Source("sere-relation", IMAGENET_S, "pixel_rel_diff", (("tokens", "normed"),)),
+            Source("sere-relation", IMAGENET_S, "pixel_rel_diff"),
+        ),
+        "channel_rel_diff": (
+            Source("sere-relation", IMAGENET_S, "channel_rel_diff", (("tokens", "normed"),)),
+            Source("sere-relation", IMAGENET_S, "channel_rel_diff"),
+        ),
     },
     "bam.readme_checkpoints": {"linear_top1": LINEAR},
     "sere.readme_finetune": {"ft_top1": _finetune("sere_vits")},
