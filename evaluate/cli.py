@@ -24,7 +24,7 @@ from sslcore.errors import SSLBenchError
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "pretrain": ("pretrain.cli", "pretrain a ViT (BAM, ADCLR, DINO, iBOT) from a YAML recipe; resumable, torchrun-ready"),
+    "pretrain": ("pretrain.cli", "pretrain a ViT (BAM, ADCLR, SERE, DINO, iBOT) from a YAML recipe; resumable, torchrun-ready"),
     "tables": ("evaluate.tables", "regenerate the papers' tables and the full-protocol table from records"),
     "demo": ("evaluate.demo", "the end-to-end demo on ShapesWorld (data -> pretrain -> protocols -> reports)"),
 }
@@ -51,6 +51,7 @@ GROUPS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
             "logreg": ("evaluate.logreg", "L-BFGS logistic regression with a regularisation sweep (Kornblith)"),
             "finetune": ("evaluate.finetune.run", "end-to-end fine-tuning: DeiT, MAE/BEiT, semi-supervised, transfer"),
             "cluster": ("evaluate.cluster", "k-means on random class subsets: NMI, ARI, Hungarian accuracy"),
+            "sere-relation": ("evaluate.sere_relation", "SERE's difference of pixel/channel self-relations across views"),
             "davis": ("evaluate.davis.cli", "DAVIS-2017 video segmentation by label propagation (J&F)"),
             "davis-score": ("evaluate.davis.score_cli", "J&F of a folder of DAVIS masks (official metric)"),
             "coco": ("evaluate.dense.cli", "COCO detection + instance segmentation with mmdet (Cascade Mask R-CNN 1x)"),

@@ -261,6 +261,7 @@ def finish(
     seed: int | None = None,
     extra_settings: dict[str, Any] | None = None,
     details: dict[str, Any] | None = None,
+    unit: str = "%",
 ) -> list:
     """Write ``config.yaml`` + ``metrics.json`` into ``out``, then append the records of the result (last, so a
     failed write never leaves records of a run without its outputs).
@@ -273,7 +274,7 @@ def finish(
         return []
     settings = {**to_dict(cfg), **(extra_settings or {})}
     records = make_records(
-        protocol, dataset, split, metrics, checkpoint=info, settings=settings, seed=seed, started=started
+        protocol, dataset, split, metrics, checkpoint=info, settings=settings, seed=seed, started=started, unit=unit
     )
     save_config(cfg, out / "config.yaml")
     atomic_write_json(out / "metrics.json", {"metrics": metrics, "settings": settings, **(details or {})})

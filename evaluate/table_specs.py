@@ -37,6 +37,7 @@ IMAGENET = ("imagenet", "shapesworld")
 COCO = ("coco2017", "shapesworld-coco")
 ADE = ("ade20k", "shapesworld-ade20k")
 DAVIS = ("davis2017", "shapesworld-davis")
+IMAGENET_S = ("imagenet-s919", "imagenet-s", "imagenet", "shapesworld")  # SERE Table 4: ImageNet-S val images
 
 # The papers' linear probes follow DINO's recipe: prefer sslbench's "dino" variant when both variants were run.
 LINEAR = (Source("linear", IMAGENET, "top1", (("variant", "dino"),)), Source("linear", IMAGENET, "top1"))
@@ -123,6 +124,16 @@ COLUMN_SOURCES: dict[str, dict[str, tuple[Source, ...]]] = {
     "sere.table2_in1k_finetune_imagenets": {
         "in1k_ft_top1": _finetune("sere_vits"),
         "in1k_ft_top5": _finetune("sere_vits", "top5"),
+    },
+    "sere.table4_relation_difference": {  # the default tokens (final-norm patch tokens) first, then any record
+        "pixel_rel_diff": (
+            Source("sere-relation", IMAGENET_S, "pixel_rel_diff", (("tokens", "normed"),)),
+            Source("sere-relation", IMAGENET_S, "pixel_rel_diff"),
+        ),
+        "channel_rel_diff": (
+            Source("sere-relation", IMAGENET_S, "channel_rel_diff", (("tokens", "normed"),)),
+            Source("sere-relation", IMAGENET_S, "channel_rel_diff"),
+        ),
     },
     "bam.readme_checkpoints": {"linear_top1": LINEAR},
     "sere.readme_finetune": {"ft_top1": _finetune("sere_vits")},

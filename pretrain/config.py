@@ -4,8 +4,8 @@ Sections: ``model`` (backbone), ``data`` (source and multi-crop augmentation), `
 schedules), ``ema`` (teacher), ``train`` (loop, precision, checkpoints, logging), ``ccrop`` (ContrastiveCrop boxes),
 ``knn`` (online k-NN monitor), and one section per method component: ``bam``, ``dino`` (DINO head and CLS
 self-distillation, also the CLS part of iBOT and of the methods built on it), ``ibot`` (masked patch prediction, also
-ADCLR*'s MIM term) and ``adclr`` (query crops and their loss term). Load with
-``sslcore.config.load_config(PretrainConfig, path, overrides)``.
+ADCLR*'s MIM term), ``adclr`` (query crops and their loss term) and ``sere`` (pixel/channel self-relation losses).
+Load with ``sslcore.config.load_config(PretrainConfig, path, overrides)``.
 
 Defaults follow DINO/BAM conventions where one exists; the BAM recipes in ``pretrain/configs/`` set the paper's values.
 """
@@ -280,6 +280,39 @@ class ADCLRConfig:
 
 
 @dataclasses.dataclass
+class SEREConfig:
+    """SERE's pixel/channel self-relation losses on top of iBOT or DINO (official ``main_sere.py`` argparse defaults;
+    the recipes set the released alpha 0.2 / beta 0.5). Total: ``base * (4 - alpha - beta) / 2 + alpha * L_pix +
+    beta * L_ch``; alpha = beta = 1 gives the v1 paper's ``L_I + L_p + L_c``."""
+
+    base: Literal["ibot", "dino"] = "ibot"  # the released code is iBOT + SERE; the v1 paper builds on DINO
+    alpha: float = 1.0  # pixel relation weight (released ViT-S/B: 0.2)
+    beta: float = 1.0  # channel relation weight (released ViT-S/B: 0.5)
+    pixel_temp: float = 0.5  # teacher temperature t_p (student 1)
+    channel_temp: float = 0.1  # teacher temperature t_c (student 1)
+    global_grid: int = 13  # overlap grid S, global-global pairs
+    local_grid: int = 6  # overlap grid S, global-local pairs
+    relation_heads: int = 0  # M for the pixel relation; 0 = the backbone's number of attention heads
+
+    def __post_init__(self) -> None:
+        validate(
+            self,
+            {
+                "alpha": NON_NEGATIVE,
+                "beta": NON_NEGATIVE,
+                "pixel_temp": POSITIVE,
+                "channel_temp": POSITIVE,
+                "global_grid": (lambda v: v >= 2, "must be >= 2 (edge-inclusive grid)"),
+                "local_grid": (lambda v: v >= 2, "must be >= 2 (edge-inclusive grid)"),
+                "relation_heads": NON_NEGATIVE,
+            },
+        )
+        if self.alpha + self.beta > 4:
+            total = self.alpha + self.beta
+            raise ValueError(f"alpha + beta = {total}: must be <= 4 (the base loss weight is (4 - alpha - beta) / 2)")
+
+
+@dataclasses.dataclass
 class PretrainConfig:
     method: str = "bam"  # a key of pretrain.methods.METHODS, or "package.module:Class"
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
@@ -293,6 +326,7 @@ class PretrainConfig:
     dino: DINOConfig = dataclasses.field(default_factory=DINOConfig)
     ibot: IBOTConfig = dataclasses.field(default_factory=IBOTConfig)
     adclr: ADCLRConfig = dataclasses.field(default_factory=ADCLRConfig)
+    sere: SEREConfig = dataclasses.field(default_factory=SEREConfig)
 
     def __post_init__(self) -> None:
         if self.data.global_crops < 1:

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pretrain.syncbn import WorldBatchNorm2d
+
 LayerSpec = tuple[int, int, "nn.Module | None", "nn.Module | None"]
 
 
@@ -146,8 +148,36 @@ class DINOHead(nn.Module):
         return (self.last_layer2 or self.last_layer)(z)
 
 
+class SEREHead(nn.Module):
+    """SERE's relation head on a (N, C, h, w) feature map (official ``models/head.py`` PixelSERE/ChannelSERE).
+
+    ``projection`` = BatchNorm2d -> ReLU (no linear layer) gives Z; ``predictor`` = 1x1 conv (no bias) -> BatchNorm2d
+    -> ReLU on Z gives P. ``forward(x, predict)`` returns P when ``predict`` (the student) else Z (the teacher). The
+    BatchNorms are :class:`~pretrain.syncbn.WorldBatchNorm2d` (world-batch statistics, the official SyncBatchNorm); the
+    conv keeps PyTorch's default init and BN starts at (1, 0), as the release (its ``_init_weights`` is never
+    called). Keys: ``projection.0.*``, ``predictor.0.weight``, ``predictor.1.*``, the official names.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.projection = nn.Sequential(WorldBatchNorm2d(dim), nn.ReLU())
+        self.predictor = nn.Sequential(nn.Conv2d(dim, dim, 1, bias=False), WorldBatchNorm2d(dim), nn.ReLU())
+
+    def forward(self, x: Tensor, predict: bool = True) -> Tensor:
+        z = self.projection(x)
+        return self.predictor(z) if predict else z
+
+
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
-__all__ = ["BAMProjector", "DINOHead", "LayerSpec", "ProjectionHead", "WeightNormLinear", "count_parameters"]
+__all__ = [
+    "BAMProjector",
+    "DINOHead",
+    "LayerSpec",
+    "ProjectionHead",
+    "SEREHead",
+    "WeightNormLinear",
+    "count_parameters",
+]

@@ -73,6 +73,7 @@ def _cases() -> list[tuple[str, list[str], str]]:
     lin = ["eval", "linear", "{W}/good.pth", "--data", "{W}/data"]
     lr = ["eval", "logreg", "{W}/good.pth", "--data", "{W}/data"]
     cl = ["eval", "cluster", "{W}/good.pth", "--data", "{W}/data"]
+    rel = ["eval", "sere-relation", "{W}/good.pth", "--data", "{W}/data"]
     dv = ["eval", "davis", "--checkpoint", "{W}/good.pth", "--davis-root", "{W}/davis", "--out", "{W}/dv"]
     pt = ["pretrain", "--config", "{W}/pretrain.yaml", "--out", "{W}/pt"]
     return [
@@ -134,6 +135,10 @@ def _cases() -> list[tuple[str, list[str], str]]:
         ("cluster-instances-0", [*cl, "instances=0"], "instances=0"),
         ("cluster-classes-1", [*cl, "num_classes=[1]"], "num_classes=[1]"),
         ("cluster-n-init-0", [*cl, "n_init=0"], "n_init=0"),
+        ("sere-relation-grid-1", [*rel, "grid=1"], "grid=1"),
+        ("sere-relation-scale", [*rel, "scale=[0.9, 0.2]"], "scale"),
+        ("sere-relation-tokens", [*rel, "tokens=cls"], "tokens"),
+        ("sere-relation-missing-data", ["eval", "sere-relation", "{W}/good.pth", "--data", "{W}/nodata"], "nodata"),
         # ---- davis
         ("davis-no-checkpoint", ["eval", "davis", "--davis-root", "{W}/davis"], "checkpoint"),
         ("davis-missing-root", [*dv[:4], "--davis-root", "{W}/nodavis"], "nodavis"),
@@ -182,6 +187,9 @@ def _cases() -> list[tuple[str, list[str], str]]:
         ("shapes-workers", ["data", "shapes", "--out", "{W}/sw", "--workers", "0"], "--workers 0"),
         ("pretrain-missing-config", ["pretrain", "--config", "{W}/nope.yaml"], "config file not found"),
         ("pretrain-lr-neg", [*pt, "optim.lr=-1"], "optim.lr=-1"),
+        ("pretrain-sere-weights", [*pt, "method=sere", "sere.alpha=3", "sere.beta=2"], "alpha + beta = 5"),
+        ("pretrain-sere-grid", [*pt, "method=sere", "sere.global_grid=1"], "sere.global_grid=1"),
+        ("pretrain-sere-base", [*pt, "method=sere", "sere.base=moco"], "sere.base"),
         ("pretrain-global-size-0", [*pt, "data.global_size=0"], "data.global_size=0"),
         ("pretrain-global-scale", [*pt, "data.global_scale=[1.0, 0.4]"], "data.global_scale"),
         ("pretrain-epochs-0", [*pt, "train.epochs=0"], "train.epochs=0"),

@@ -192,6 +192,16 @@ DINO_OVER = {
     "optim.clip_mode": "per_param",
 }
 IBOT_OVER = {**DINO_OVER, "method": "ibot", "ibot.patch_out_dim": 64}
+# SERE's heads hold BatchNorms over the world batch (student and train-mode teacher): the gloo test covers SyncBN
+SERE_OVER = {
+    **IBOT_OVER,
+    "method": "sere",
+    "sere.alpha": 0.2,
+    "sere.beta": 0.5,
+    "sere.global_grid": 3,
+    "sere.local_grid": 2,
+}
+SERE_DINO_OVER = {**SERE_OVER, "sere.base": "dino", "sere.alpha": 1.0, "sere.beta": 1.0}
 # every registered method (and the engine's toy) through the engine's contract tests
 ADCLR_OVER = {**DINO_OVER, "method": "adclr", "adclr.query_crops": 3}
 ADCLR_STAR_OVER = {**ADCLR_OVER, "adclr.mim": True, "adclr.attention": "all", "ibot.patch_out_dim": 64}
@@ -202,6 +212,8 @@ METHOD_OVERRIDES = {
     "ibot": IBOT_OVER,
     "adclr": ADCLR_OVER,
     "adclr_star": ADCLR_STAR_OVER,
+    "sere": SERE_OVER,
+    "sere_dino": SERE_DINO_OVER,
 }
 
 
@@ -231,7 +243,7 @@ def test_two_gloo_processes_equal_one_process(tmp_path, name):
     after a step).
 
     BAM's columns are gathered over ranks and its Sinkhorn column sums all-reduced, so its target is global; DINO's
-    and iBOT's centers average the world batch.
+    and iBOT's centers average the world batch; SERE's BatchNorms (student and train-mode teacher) normalise over it.
     """
     over = METHOD_OVERRIDES[name]
     import torch.multiprocessing as mp

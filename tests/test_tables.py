@@ -148,11 +148,18 @@ def test_published_records():
         "published",
     )
     assert "Sherrylone" not in knn.settings["citation"] and knn.settings["citation"]
-    unmapped = next(r for r in records if r.settings["table"] == "sere.table4_relation_difference")
-    assert (unmapped.protocol, unmapped.metric, unmapped.unit) == (
-        "self_relation_view_difference",
+    mapped = next(r for r in records if r.settings["table"] == "sere.table4_relation_difference")
+    assert (mapped.protocol, mapped.dataset, mapped.metric, mapped.unit) == (
+        "sere-relation",  # sslbench eval sere-relation measures this column
+        "imagenet-s919",
         "pixel_rel_diff",
         "absolute",
+    )
+    unmapped = next(r for r in records if r.settings["table"] == "sere.table3_mocov3")
+    assert (unmapped.protocol, unmapped.dataset, unmapped.metric) == (
+        "voc_semantic_segmentation+imagenet_s_semisupervised_segmentation",  # no sslbench protocol: the table's own
+        "sere.table3_mocov3",
+        unmapped.settings["column"],
     )
 
 
@@ -211,8 +218,10 @@ def test_unmapped_columns_and_extra_columns(store):
     assert femto[4:16] == ["n/a"] * 12  # BAM's propagation parameter is unknown: no mapping
     assert femto[16:] == ["30.0", "n/m", "n/m"]  # sslbench's own J&F / J / F columns
     assert view.refs[0].run_id == "davis0000001"
-    none = regenerate(_table("sere.table4_relation_difference"), query(store))
+    none = regenerate(_table("sere.table3_mocov3"), query(store))
     assert len(none.rows) == 2 and "no protocol" in none.notes[0]
+    relation = regenerate(_table("sere.table4_relation_difference"), query(store))  # sslbench eval sere-relation
+    assert relation.rows[2][:2] == ["bam-femto", "ViT-p8 d32 L2 h2"] and relation.rows[2][4:] == ["n/m", "n/m"]
 
 
 def test_checkpoint_filter_and_uncertain_positions(store):

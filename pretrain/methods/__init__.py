@@ -21,6 +21,7 @@ METHODS: dict[str, str] = {
     "dino": "pretrain.methods.dino:DINO",
     "ibot": "pretrain.methods.ibot:IBOT",
     "adclr": "pretrain.methods.adclr:ADCLR",  # ADCLR and, with adclr.mim=true, ADCLR*
+    "sere": "pretrain.methods.sere:SERE",
 }
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -74,13 +75,28 @@ class DINO(SSLMethod):
         )
 
     def loss(self, student: nn.Module, batch: Batch, ctx: StepContext) -> tuple[Tensor, dict[str, Any]]:
-        d = self.cfg.dino
         views = batch.views
         s_out = student(views)["cls"]
         with torch.no_grad():
-            t_out = self.teacher(batch.globals)["cls"].float()
-        temp = float(self.temp_schedule[min(ctx.epoch, len(self.temp_schedule) - 1)])
-        loss = dino_loss(s_out, t_out, self.center, len(views), temp, d.student_temp)
-        diag = {"teacher_temp": temp, **teacher_diagnostics(t_out, self.center, temp)}
-        self.center.copy_(updated_center(self.center, t_out, d.center_momentum, ctx.all_reduce, ctx.world_size))
-        return loss, diag
+            t_out = self.teacher(batch.globals)["cls"]
+        return dino_objective(self.cfg, self.center, self.temp_schedule, s_out, t_out, len(views), ctx)
+
+
+def dino_objective(
+    cfg: PretrainConfig,
+    center: Tensor,
+    temp_schedule: np.ndarray,
+    s_cls: Tensor,
+    t_cls: Tensor,
+    num_views: int,
+    ctx: StepContext,
+) -> tuple[Tensor, dict[str, Any]]:
+    """DINO's loss of one step from the student's (V * B, K) and the teacher's (G * B, K) CLS logits; updates
+    ``center`` in place after the loss (the methods built on DINO call this too)."""
+    d = cfg.dino
+    t_cls = t_cls.float()
+    temp = float(temp_schedule[min(ctx.epoch, len(temp_schedule) - 1)])
+    loss = dino_loss(s_cls, t_cls, center, num_views, temp, d.student_temp)
+    diag = {"teacher_temp": temp, **teacher_diagnostics(t_cls, center, temp)}
+    center.copy_(updated_center(center, t_cls, d.center_momentum, ctx.all_reduce, ctx.world_size))
+    return loss, diag

@@ -95,41 +95,60 @@ class IBOT(SSLMethod):
         )
 
     def loss(self, student: nn.Module, batch: Batch, ctx: StepContext) -> tuple[Tensor, dict[str, Any]]:
-        d, i = self.cfg.dino, self.cfg.ibot
         if batch.masks is None:
             raise ValueError("iBOT needs masks in the batch (its view plan asks the data pipeline for them)")
         views = batch.views
-        masks = [*batch.masks, *([None] * len(batch.locals))]
-        s_out = student(views, masks)
+        s_out = student(views, [*batch.masks, *([None] * len(batch.locals))])
         with torch.no_grad():
             t_out = self.teacher(batch.globals)
-        t_cls, t_patch = t_out["cls"].float(), t_out["patch"].float()
-        flat_masks = torch.cat([m.flatten(1) for m in batch.masks])
-        temp = float(self.temp_schedule[min(ctx.epoch, len(self.temp_schedule) - 1)])
-        patch_temp = float(self.patch_temp_schedule[min(ctx.epoch, len(self.patch_temp_schedule) - 1)])
-        loss, l_cls, l_mim = ibot_loss(
-            s_out["cls"],
-            t_cls,
-            s_out["patch"],
-            t_patch,
-            flat_masks,
-            self.center,
-            self.center2,
-            num_student=len(views),
-            teacher_temp=temp,
-            teacher_patch_temp=patch_temp,
-            student_temp=d.student_temp,
-            lambda1=i.lambda1,
-            lambda2=i.lambda2,
+        schedules = (self.temp_schedule, self.patch_temp_schedule)
+        return ibot_objective(
+            self.cfg, self.center, self.center2, schedules, s_out, t_out, batch.masks, len(views), ctx
         )
-        diag = {
-            "loss_cls": float(l_cls.detach()),
-            "loss_mim": float(l_mim.detach()),
-            "mask_ratio": float(flat_masks.float().mean()),
-            "teacher_temp": temp,
-            "teacher_patch_temp": patch_temp,
-            **teacher_diagnostics(t_cls, self.center, temp),
-        }
-        self.center.copy_(updated_center(self.center, t_cls, d.center_momentum, ctx.all_reduce, ctx.world_size))
-        self.center2.copy_(updated_center(self.center2, t_patch, i.center_momentum2, ctx.all_reduce, ctx.world_size))
-        return loss, diag
+
+
+def ibot_objective(
+    cfg: PretrainConfig,
+    center: Tensor,
+    center2: Tensor,
+    schedules: tuple[np.ndarray, np.ndarray],
+    s_out: dict[str, Tensor],
+    t_out: dict[str, Tensor],
+    masks: list[Tensor],
+    num_views: int,
+    ctx: StepContext,
+) -> tuple[Tensor, dict[str, Any]]:
+    """iBOT's loss of one step from the student's and the teacher's ``{"cls", "patch"}`` outputs (:class:`IBOTNet`
+    layouts) and the G global masks (B, h, w); updates both centers in place after the loss (the methods built on
+    iBOT call this too). ``schedules``: the CLS and patch teacher temperatures per epoch."""
+    d, i = cfg.dino, cfg.ibot
+    t_cls, t_patch = t_out["cls"].float(), t_out["patch"].float()
+    flat_masks = torch.cat([m.flatten(1) for m in masks])
+    temp = float(schedules[0][min(ctx.epoch, len(schedules[0]) - 1)])
+    patch_temp = float(schedules[1][min(ctx.epoch, len(schedules[1]) - 1)])
+    loss, l_cls, l_mim = ibot_loss(
+        s_out["cls"],
+        t_cls,
+        s_out["patch"],
+        t_patch,
+        flat_masks,
+        center,
+        center2,
+        num_student=num_views,
+        teacher_temp=temp,
+        teacher_patch_temp=patch_temp,
+        student_temp=d.student_temp,
+        lambda1=i.lambda1,
+        lambda2=i.lambda2,
+    )
+    diag = {
+        "loss_cls": float(l_cls.detach()),
+        "loss_mim": float(l_mim.detach()),
+        "mask_ratio": float(flat_masks.float().mean()),
+        "teacher_temp": temp,
+        "teacher_patch_temp": patch_temp,
+        **teacher_diagnostics(t_cls, center, temp),
+    }
+    center.copy_(updated_center(center, t_cls, d.center_momentum, ctx.all_reduce, ctx.world_size))
+    center2.copy_(updated_center(center2, t_patch, i.center_momentum2, ctx.all_reduce, ctx.world_size))
+    return loss, diag
