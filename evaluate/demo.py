@@ -41,7 +41,7 @@ from sslcore.io import REPO_ROOT
 logger = logging.getLogger("sslbench")
 
 # the methods the demo pretrains, in report order; each trains pretrain/configs/<method>_shapes_tiny.yaml
-METHODS = ("bam", "dino", "ibot", "adclr")
+METHODS = ("bam", "dino", "ibot", "adclr", "sere")
 
 
 def recipe(method: str) -> Path:
@@ -93,6 +93,7 @@ PLANS = {
             "dino": ("dino.out_dim=128", "dino.hidden_dim=64", "dino.bottleneck_dim=32"),
             "ibot": ("dino.out_dim=128", "dino.hidden_dim=64", "dino.bottleneck_dim=32", "ibot.patch_out_dim=128"),
             "adclr": ("dino.out_dim=128", "dino.hidden_dim=64", "dino.bottleneck_dim=32", "adclr.query_crops=4"),
+            "sere": ("dino.out_dim=128", "dino.hidden_dim=64", "dino.bottleneck_dim=32", "ibot.patch_out_dim=128"),
         },
         linear_epochs=10,
         num_lambdas=5,

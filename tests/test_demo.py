@@ -1,4 +1,4 @@
-"""``sslbench demo --quick`` end to end: data -> BAM, DINO, iBOT, ADCLR -> their step-0 networks and raw pixels -> every
+"""``sslbench demo --quick`` end to end: data -> BAM, DINO, iBOT, ADCLR, SERE -> their step-0 networks and raw pixels -> every
 frozen-feature protocol -> tables, figures, the learning check, report."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def test_quick_demo_end_to_end_and_rerun_reuses(tmp_path):
 
     records = read_records(out / "records")
     names = {r["checkpoint"]["name"] for r in records}
-    assert {"bam", "dino", "ibot", "adclr", "bam-step0", "dino-step0", "raw-pixels-32px"} <= names
+    assert {"bam", "dino", "ibot", "adclr", "sere", "bam-step0", "dino-step0", "raw-pixels-32px"} <= names
     for name in names:
         done = {(r["protocol"], r["dataset"]) for r in records if r["checkpoint"]["name"] == name}
         want = PROTOCOL_DATASETS - ({("davis", "shapesworld-davis")} if name.startswith("raw-pixels") else set())
@@ -42,11 +42,12 @@ def test_quick_demo_end_to_end_and_rerun_reuses(tmp_path):
     text = (report / "README.md").read_text()
     assert "## Results: every protocol, every checkpoint" in text and "## Wall time of each stage" in text
     check = text.split("## Learning check")[1].split("\n## ")[0]
-    for method in ("bam", "dino", "ibot", "adclr"):  # one learning-check row per method, its k-NN and both baselines
+    for method in ("bam", "dino", "ibot", "adclr", "sere"):  # a learning-check row: k-NN, both baselines
         row = next(line for line in check.splitlines() if line.startswith(f"| {method} |"))
         assert len(re.findall(r"[-+]?\d+\.\d", row)) >= 5, row
+    results = text.split("## Results: every protocol, every checkpoint")[1]
     for name in names:  # one row per checkpoint with measured numbers in it
-        row = next(line for line in text.splitlines() if line.startswith(f"| {name} |"))
+        row = next(line for line in results.splitlines() if line.startswith(f"| {name} |"))
         assert len(re.findall(r"\d+\.\d", row)) >= 8, row
     assert "Online k-NN top-1" in text and "Loss " in text
 
