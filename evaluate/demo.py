@@ -65,7 +65,9 @@ class DemoPlan:
 PLANS = {
     "default": DemoPlan(
         preset="demo",
-        pretrain_overrides=(),
+        # five methods within the 15-minute budget on 2 CPU cores: 12 of the recipes' 20 epochs (180 steps) each,
+        # the k-NN monitor every 4 epochs for the curves
+        pretrain_overrides=("train.epochs=12", "knn.every_epochs=4"),
         method_overrides={},
         linear_epochs=100,
         num_lambdas=15,
@@ -397,7 +399,9 @@ def parse_methods(text: str) -> tuple[str, ...]:
         raise ConfigError("--methods: no method given")
     for method in methods:
         if not recipe(method).is_file():
-            known = sorted(p.name.removesuffix("_shapes_tiny.yaml") for p in recipe("x").parent.glob("*_shapes_tiny.yaml"))
+            known = sorted(
+                p.name.removesuffix("_shapes_tiny.yaml") for p in recipe("x").parent.glob("*_shapes_tiny.yaml")
+            )
             raise ConfigError(f"--methods: no ShapesWorld recipe for {method!r} (known: {', '.join(known)})")
     return methods
 

@@ -128,7 +128,9 @@ def learning_check(frame: Any, logs: dict[str, Path], step0_of: dict[str, str], 
         last = steps[-1] if steps else {}
         diag = []
         if "diag/source_entropy" in last and last.get("diag/uniform_entropy"):
-            diag.append(f"source entropy {100 * last['diag/source_entropy'] / last['diag/uniform_entropy']:.0f} % of uniform")
+            diag.append(
+                f"source entropy {100 * last['diag/source_entropy'] / last['diag/uniform_entropy']:.0f} % of uniform"
+            )
         if "positive_cosine" in last:
             diag.append(f"cosine pos {last['positive_cosine']:.2f} / neg {last['negative_cosine']:.2f}")
         rank = next((e["knn_eff_rank"] for e in reversed(epochs) if e.get("knn_eff_rank") is not None), None)

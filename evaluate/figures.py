@@ -202,7 +202,9 @@ def plot_collapse(
         if any(has(log[where], key) for log in logs)
     ]
     if not panels:
-        raise SSLBenchError(f"{log_paths[0]}: no collapse diagnostics logged (cosines, effective rank, teacher entropy)")
+        raise SSLBenchError(
+            f"{log_paths[0]}: no collapse diagnostics logged (cosines, effective rank, teacher entropy)"
+        )
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, ((_meta, steps, epochs), label) in enumerate(zip(logs, labels)):
@@ -211,13 +213,17 @@ def plot_collapse(
             if key == "positive_cosine" and has(steps, key):
                 data = steps.dropna(subset=["positive_cosine", "negative_cosine"])
                 ax.plot(data["epoch"], data["positive_cosine"], color=color, lw=1.0, label=f"{label}: positive")
-                ax.plot(data["epoch"], data["negative_cosine"], color=color, lw=1.0, ls="--", label=f"{label}: negative")
+                ax.plot(
+                    data["epoch"], data["negative_cosine"], color=color, lw=1.0, ls="--", label=f"{label}: negative"
+                )
             elif key == "knn_eff_rank" and has(epochs, key):
                 data = epochs.dropna(subset=[key])
                 ax.plot(data["epoch"] + 1.0, data[key], "o-", color=color, ms=3, label=label)
             elif key == "teacher_entropy" and has(steps, key):
                 data = steps.dropna(subset=[key, "teacher_num_outputs"])
-                ax.plot(data["epoch"], data[key] / np.log(data["teacher_num_outputs"]), color=color, lw=1.0, label=label)
+                ax.plot(
+                    data["epoch"], data[key] / np.log(data["teacher_num_outputs"]), color=color, lw=1.0, label=label
+                )
     titles = {
         "positive_cosine": "projector cosine: same image vs others",
         "knn_eff_rank": "effective rank of CLS features",
@@ -479,8 +485,19 @@ def _labels(args: argparse.Namespace) -> list[str] | None:
     return args.label
 
 
-def add_entropy_arguments(parser: argparse.ArgumentParser) -> None:
-    _add_logs(parser, "entropy")
+def _log_plot(name: str, plot: Any) -> tuple[Any, Any]:
+    """(add_arguments, run) of a ``sslbench plot <name> --log ...`` command drawing ``plot(logs, out, labels, name)``."""
+
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        _add_logs(parser, name)
+
+    def run(args: argparse.Namespace) -> int:
+        _check_inputs(args)
+        for path in plot(args.log, args.out, _labels(args), args.name):
+            print(path)
+        return 0
+
+    return add_arguments, run
 
 
 def _check_inputs(args: argparse.Namespace) -> None:
@@ -493,33 +510,9 @@ def _check_inputs(args: argparse.Namespace) -> None:
     check_writable(args.out, "--out")
 
 
-def run_entropy(args: argparse.Namespace) -> int:
-    _check_inputs(args)
-    for path in plot_entropy(args.log, args.out, _labels(args), args.name):
-        print(path)
-    return 0
-
-
-def add_curves_arguments(parser: argparse.ArgumentParser) -> None:
-    _add_logs(parser, "curves")
-
-
-def run_curves(args: argparse.Namespace) -> int:
-    _check_inputs(args)
-    for path in plot_curves(args.log, args.out, _labels(args), args.name):
-        print(path)
-    return 0
-
-
-def add_collapse_arguments(parser: argparse.ArgumentParser) -> None:
-    _add_logs(parser, "collapse")
-
-
-def run_collapse(args: argparse.Namespace) -> int:
-    _check_inputs(args)
-    for path in plot_collapse(args.log, args.out, _labels(args), args.name):
-        print(path)
-    return 0
+add_entropy_arguments, run_entropy = _log_plot("entropy", plot_entropy)
+add_curves_arguments, run_curves = _log_plot("curves", plot_curves)
+add_collapse_arguments, run_collapse = _log_plot("collapse", plot_collapse)
 
 
 def add_attention_arguments(parser: argparse.ArgumentParser) -> None:

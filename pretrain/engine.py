@@ -150,9 +150,7 @@ class Trainer:
         self.lr_schedule = cosine_schedule(scaled_lr(o.lr, self.global_batch), o.min_lr, ep, ipe, o.warmup_epochs)
         self.wd_schedule = cosine_schedule(o.weight_decay, o.weight_decay_end, ep, ipe)
         self.momentum_schedule = cosine_schedule(cfg.ema.momentum, cfg.ema.momentum_end, ep, ipe)
-        self.frozen_last = [
-            p for n, p in self.method.student.named_parameters() if o.last_layer and o.last_layer in n
-        ]
+        self.frozen_last = [p for n, p in self.method.student.named_parameters() if o.last_layer and o.last_layer in n]
         if o.freeze_last_layer_epochs > 0 and not self.frozen_last:
             raise SSLBenchError(f"optim.last_layer: no student parameter name contains {o.last_layer!r}")
         self.step = 0

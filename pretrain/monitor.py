@@ -76,7 +76,9 @@ def eval_transform(size: int, mean, std) -> T.Compose:
     )
 
 
-def knn_pass(backbone: nn.Module, cfg: KnnConfig, data: DataConfig, device: torch.device, knn_fn: KnnFn) -> dict[str, float]:
+def knn_pass(
+    backbone: nn.Module, cfg: KnnConfig, data: DataConfig, device: torch.device, knn_fn: KnnFn
+) -> dict[str, float]:
     """One monitor pass on ``cfg.train_root`` -> ``cfg.val_root`` (ImageFolder trees).
 
     Returns ``knn_top1`` (%) and ``knn_eff_rank``, the effective rank of the training-set CLS features

@@ -52,7 +52,13 @@ def test_quick_demo_end_to_end_and_rerun_reuses(tmp_path):
     assert "Online k-NN top-1" in text and "Loss " in text
 
     figures = {p.name for p in (report / "figures").glob("*.png")}
-    assert {"entropy.png", "curves.png", "collapse.png", "attention-bam.png", "attention-photo-bam-step0.png"} <= figures
+    assert {
+        "entropy.png",
+        "curves.png",
+        "collapse.png",
+        "attention-bam.png",
+        "attention-photo-bam-step0.png",
+    } <= figures
     assert {"attention-dino.png", "attention-ibot.png"} <= figures
     a = np.asarray(Image.open(report / "figures" / "attention-bam.png").convert("L"), np.float32)
     b = np.asarray(Image.open(report / "figures" / "attention-bam-step0.png").convert("L"), np.float32)

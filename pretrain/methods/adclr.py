@@ -42,7 +42,7 @@ from pretrain.losses.dino import entropy, teacher_probs, teacher_temperature_sch
 from pretrain.losses.ibot import masked_patch_loss
 from pretrain.methods.base import SSLMethod, StepContext, patch_size_of
 from pretrain.methods.dino import dino_head, teacher_diagnostics
-from pretrain.methods.ibot import patch_temperature_schedule
+from pretrain.methods.ibot import mask_plan, patch_temperature_schedule
 from pretrain.networks import MultiCropNet
 from pretrain.views import Batch, ViewPlan
 from pretrain.vit import ExtraAttn, SSLViT, TokenOutput
@@ -122,16 +122,7 @@ class ADCLR(SSLMethod):
     @classmethod
     def view_plan(cls, cfg: PretrainConfig) -> ViewPlan:
         a, i = cfg.adclr, cfg.ibot
-        masks = {}
-        if a.mim:
-            masks = dict(
-                masks=True,
-                mask_means=tuple(i.mask_ratio),
-                mask_spreads=tuple(i.mask_ratio_var),
-                mask_shape=i.mask_shape,
-                mask_aspect=tuple(i.mask_aspect),
-                mask_start_epoch=i.mask_start_epoch,
-            )
+        masks = mask_plan(i) if a.mim else {}
         return ViewPlan(
             cfg.data.global_crops,
             cfg.data.local_crops,

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from pretrain.backbones import backbone_from_config
-from pretrain.config import PretrainConfig
+from pretrain.config import IBOTConfig, PretrainConfig
 from pretrain.losses.dino import teacher_temperature_schedule, updated_center
 from pretrain.losses.ibot import ibot_loss
 from pretrain.methods.base import SSLMethod, StepContext, patch_size_of
@@ -59,6 +59,18 @@ def patch_temperature_schedule(cfg: PretrainConfig) -> np.ndarray:
     return np.concatenate([held, ramp])
 
 
+def mask_plan(i: IBOTConfig) -> dict[str, Any]:
+    """The :class:`~pretrain.views.ViewPlan` keywords of an ``ibot`` section: block masks on the global crops."""
+    return dict(
+        masks=True,
+        mask_means=tuple(i.mask_ratio),
+        mask_spreads=tuple(i.mask_ratio_var),
+        mask_shape=i.mask_shape,
+        mask_aspect=tuple(i.mask_aspect),
+        mask_start_epoch=i.mask_start_epoch,
+    )
+
+
 class IBOT(SSLMethod):
     def __init__(self, cfg: PretrainConfig) -> None:
         d, i = cfg.dino, cfg.ibot
@@ -86,12 +98,7 @@ class IBOT(SSLMethod):
             cfg.data.global_crops,
             cfg.data.local_crops,
             patch_size=patch_size_of(cfg),
-            masks=True,
-            mask_means=tuple(i.mask_ratio),
-            mask_spreads=tuple(i.mask_ratio_var),
-            mask_shape=i.mask_shape,
-            mask_aspect=tuple(i.mask_aspect),
-            mask_start_epoch=i.mask_start_epoch,
+            **mask_plan(i),
         )
 
     def loss(self, student: nn.Module, batch: Batch, ctx: StepContext) -> tuple[Tensor, dict[str, Any]]:
