@@ -168,9 +168,21 @@ def pretrain_config(out: Path, data: Path, plan: DemoPlan, seed: int, method: st
 def stage_pretrain(out: Path, data: Path, plan: DemoPlan, seed: int, method: str) -> Path:
     """Train (or resume, or reuse) ``method`` on ShapesWorld; returns the exported backbone."""
     from evaluate.knn import knn_accuracy
+    from pretrain.checkpoint import read_training_state
+    from pretrain.cli import check_resume_config
     from pretrain.engine import Trainer
+    from sslcore.config import to_dict
+    from sslcore.errors import ConfigError
 
-    return Trainer(pretrain_config(out, data, plan, seed, method, method), knn_fn=knn_accuracy).fit(resume=True)
+    cfg = pretrain_config(out, data, plan, seed, method, method)
+    ckpt = Path(cfg.train.out) / "checkpoint.pth"
+    if ckpt.is_file():  # a run of another recipe or plan (e.g. an older demo) is not resumed: it is redone
+        try:
+            check_resume_config(to_dict(cfg), read_training_state(ckpt).get("config", {}), ckpt)
+        except ConfigError as exc:
+            logger.warning("demo: %s; training %s again", exc, method)
+            shutil.rmtree(cfg.train.out)
+    return Trainer(cfg, knn_fn=knn_accuracy).fit(resume=True)
 
 
 def stage_step0(out: Path, data: Path, plan: DemoPlan, seed: int, method: str) -> Path:

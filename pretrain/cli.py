@@ -55,10 +55,14 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 
 
 def check_resume_config(cfg_dict: dict, saved: dict, path: Path) -> None:
-    """Raise ConfigError naming the first key whose value differs from the checkpoint's (free keys excepted)."""
+    """Raise ConfigError naming the first key whose value differs from the checkpoint's (free keys excepted).
+
+    A key the checkpoint's configuration does not have at all is a setting added to the schema after it was written
+    (e.g. the section of a method registered later); its default is what the older code did, so it does not count.
+    """
     now, before = _flatten(cfg_dict), _flatten(saved)
     for key in sorted(set(now) | set(before)):
-        if key.startswith(RESUME_FREE_KEYS) or now.get(key) == before.get(key):
+        if key.startswith(RESUME_FREE_KEYS) or now.get(key) == before.get(key) or key not in before:
             continue
         raise ConfigError(
             f"--resume: {key}={now.get(key)!r} differs from {before.get(key)!r} stored in {path}; "
