@@ -133,6 +133,10 @@ def learning_check(frame: Any, logs: dict[str, Path], step0_of: dict[str, str], 
             )
         if "positive_cosine" in last:
             diag.append(f"cosine pos {last['positive_cosine']:.2f} / neg {last['negative_cosine']:.2f}")
+        if last.get("teacher_num_outputs"):
+            diag.append(
+                f"teacher entropy {100 * last['teacher_entropy'] / math.log(last['teacher_num_outputs']):.0f} % of ln K"
+            )
         rank = next((e["knn_eff_rank"] for e in reversed(epochs) if e.get("knn_eff_rank") is not None), None)
         if rank is not None:
             diag.append(f"eff. rank {rank:.1f}")

@@ -31,7 +31,7 @@ def test_quick_demo_end_to_end_and_rerun_reuses(tmp_path):
 
     records = read_records(out / "records")
     names = {r["checkpoint"]["name"] for r in records}
-    assert {"bam", "dino", "ibot", "adclr", "sere", "bam-step0", "dino-step0", "raw-pixels-32px"} <= names
+    assert {"bam", "dino", "ibot", "adclr", "sere", "bam-step0", "dino-step0", "raw-pixels-16px"} <= names
     for name in names:
         done = {(r["protocol"], r["dataset"]) for r in records if r["checkpoint"]["name"] == name}
         want = PROTOCOL_DATASETS - ({("davis", "shapesworld-davis")} if name.startswith("raw-pixels") else set())
