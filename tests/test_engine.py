@@ -258,8 +258,8 @@ def test_two_gloo_processes_equal_one_process(tmp_path, name):
     assert torch.allclose(got["loss"], loss, atol=1e-6), (float(got["loss"]), float(loss))
     grads = {n: p.grad for n, p in trainer.method.student.named_parameters() if p.grad is not None}
     assert got["grads"].keys() == grads.keys() and len(grads) > 10
-    for name, g in grads.items():
-        assert torch.allclose(got["grads"][name], g, atol=1e-6, rtol=1e-4), name
+    for param, g in grads.items():
+        assert torch.allclose(got["grads"][param], g, atol=1e-6, rtol=1e-4), param
     trainer.train_step(views)
     for key, p in trainer.method.teacher.named_parameters():
         assert torch.allclose(got["teacher"][key], p, atol=1e-6), key
