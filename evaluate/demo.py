@@ -181,13 +181,16 @@ def stage_pretrain(out: Path, data: Path, plan: DemoPlan, seed: int, method: str
 
     cfg = pretrain_config(out, data, plan, seed, method, method)
     ckpt = Path(cfg.train.out) / "checkpoint.pth"
+    state = None
     if ckpt.is_file():  # a run of another recipe or plan (e.g. an older demo) is not resumed: it is redone
+        state = read_training_state(ckpt)  # read once: compared here, resumed from by fit
         try:
-            check_resume_config(to_dict(cfg), read_training_state(ckpt).get("config", {}), ckpt)
+            check_resume_config(to_dict(cfg), state.get("config", {}), ckpt)
         except ConfigError as exc:
             logger.warning("demo: %s; training %s again", exc, method)
             shutil.rmtree(cfg.train.out)
-    return Trainer(cfg, knn_fn=knn_accuracy).fit(resume=True)
+            state = None
+    return Trainer(cfg, knn_fn=knn_accuracy).fit(resume=True, state=state)
 
 
 def stage_step0(out: Path, data: Path, plan: DemoPlan, seed: int, method: str) -> Path:

@@ -6,7 +6,6 @@ page is regenerated on every run of the demo.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import platform
@@ -50,13 +49,16 @@ def headline_markdown(frame: Any, checkpoints: list[str]) -> str:
 
 
 def _read_jsonl(log: Path) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
-    steps, epochs, meta = [], [], {}
-    for line in log.read_text().splitlines():
-        row = json.loads(line)
-        {"step": steps, "epoch": epochs}.get(row.get("kind"), []).append(row)
-        if row.get("kind") == "meta":
-            meta = row
-    return meta, steps, epochs
+    """(meta, step records, epoch records) of a pretraining log through :func:`evaluate.figures.read_log` (lines a
+    resumed run logged twice count once); each record holds only the keys its line had."""
+    from evaluate.figures import read_log
+
+    meta, steps, epochs = read_log(log)
+
+    def records(frame: Any) -> list[dict[str, Any]]:
+        return [{k: v for k, v in row.items() if v == v} for row in frame.to_dict("records")]  # v != v: NaN
+
+    return meta, records(steps), records(epochs)
 
 
 def _pretrain_summary(method: str, log: Path) -> list[str]:
