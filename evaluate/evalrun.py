@@ -213,13 +213,14 @@ def output_dir(out: str | None, protocol: str, info: dict[str, Any], dataset: st
     return base / "eval" / protocol / f"{info.get('name', 'model')}-{dataset}-{stamp}"
 
 
-def check_outputs(cfg: Any) -> None:
+def check_outputs(cfg: Any, checkpoint: bool = True) -> None:
     """Before any work: the checkpoint file and the dataset root exist, and the results store, the feature cache
-    (when enabled) and ``cfg.out`` (when given) are writable (:func:`sslcore.io.check_writable`)."""
+    (when enabled) and ``cfg.out`` (when given) are writable (:func:`sslcore.io.check_writable`). ``checkpoint=False``:
+    the backbone is not a file (a baseline of ``sslbench eval full``, checked when its graph is planned)."""
     from evaluate.features import cache_root
     from evaluate.records import default_store
 
-    path = getattr(getattr(cfg, "backbone", None), "path", None)
+    path = getattr(getattr(cfg, "backbone", None), "path", None) if checkpoint else None
     if path is not None and not path:
         raise SSLBenchError("no checkpoint given (the CHECKPOINT argument)")
     if path and not Path(path).is_file():

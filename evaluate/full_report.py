@@ -5,15 +5,18 @@
   (``settings.job.key``; the latest run per job). Beneath them, the **published** rows: every paper row of
   ``results/reference`` (:func:`evaluate.reference.published_records`) with a number in one of these columns
   (same protocol, dataset and metric) and the architecture of one of the checkpoints (ViT-S/16, ViT-B/16, ...),
-  labelled ``<method> <arch> (<table>)``. ShapesWorld columns have no published row.
+  labelled ``<method> <arch> (<table>)``. ShapesWorld columns have no published row. A (baseline, entry) pair
+  without a job (``Graph.skipped``, e.g. DAVIS on raw pixels) reads ``n/a``; its reason is under **jobs**.
 * **cost** (``tables/cost.*``): per job, wall time, device-hours (wall x GPUs asked for; CPU-h on a CPU run), peak
   resident and CUDA memory of that run alone, images/s, from the records; feature jobs from their markers.
-* **jobs**: every job's outcome in this invocation, with the log path of each failed or blocked one.
+* **jobs**: every job's outcome in this invocation, with the log path of each failed or blocked one, and every
+  (checkpoint, entry) pair that has no job, with the reason.
 * **papers' tables** (``tables/papers/``): :func:`evaluate.tables.build_tables` over this run's records.
 * **figures**: last-block attention maps of each checkpoint on an image of the first classification dataset, the
   training curves of the fine-tunes (loss and top-1 per epoch, every checkpoint in one figure per suite entry), and
-  the entropy and training-curve figures of the pretraining logs given (``--pretrain-log``). A figure that cannot be
-  made is named in the README with the reason, never silently dropped.
+  the entropy, training-curve and collapse-diagnostic figures of the pretraining logs given (``--pretrain-log``;
+  entropy from the logs that have it). A figure that cannot be made is named in the README with the reason, never
+  silently dropped.
 """
 
 from __future__ import annotations
@@ -60,7 +63,8 @@ def paper_arch(arch: dict[str, Any] | None) -> str | None:
 
 def run_records(graph: Graph, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The measured records of this graph's protocol jobs, the latest run per job (all its run ids for jobs with
-    several, e.g. one per C of clustering)."""
+    several, e.g. one per C of clustering), each labelled with its job's checkpoint name (a record made under another
+    label for the same weights and settings is this run's result: copies carry this run's label)."""
     keys = {j.key: j for j in graph.jobs if j.kind != "features"}
     by_job: dict[str, list[dict[str, Any]]] = {}
     for rec in records:
@@ -73,8 +77,23 @@ def run_records(graph: Graph, records: list[dict[str, Any]]) -> list[dict[str, A
         for rec in recs:
             runs[rec.get("run_id", "")] = max(runs.get(rec.get("run_id", ""), ""), rec.get("created", ""))
         keep = set(sorted(runs, key=lambda r: runs[r])[-keys[key].expected_runs :])
-        out += [r for r in recs if r.get("run_id", "") in keep]
+        label = keys[key].checkpoint
+        for rec in recs:
+            if rec.get("run_id", "") in keep:
+                out.append({**rec, "checkpoint": {**(rec.get("checkpoint") or {}), "name": label}})
     return out
+
+
+def run_frame(graph: Graph, records: list[dict[str, Any]] | None = None) -> pd.DataFrame:
+    """:func:`run_records` as a de-duplicated :func:`evaluate.results.records_frame` (what the tables read);
+    ``records`` default to the results store's."""
+    from evaluate.records import default_store, read_records
+    from evaluate.results import deduplicate, records_frame
+
+    if records is None:
+        store = default_store()
+        records = read_records(store) if store.exists() else []
+    return deduplicate(records_frame(run_records(graph, records)))
 
 
 def _column(entry: str, rec: dict[str, Any], sweep: bool) -> str:
@@ -94,7 +113,7 @@ def comparison(graph: Graph, records: list[dict[str, Any]]) -> tuple[pd.DataFram
     entries = list(dict.fromkeys(j.entry for j in graph.jobs if j.entry))
     sweeps = {j.key for j in graph.jobs if j.expected_runs > 1}
     # the row is the job's checkpoint (a record made under another label for the same file and settings counts)
-    owners = {j.key: j.checkpoint for j in graph.jobs}
+    owners = {j.key: j.checkpoint for j in graph.jobs}  # (run_records labels them so; records given directly too)
     columns: dict[str, tuple[str, str, str]] = {}
     values: dict[tuple[str, str], float] = {}
     for rec in records:
@@ -148,14 +167,25 @@ def _fmt(value: Any, digits: int = 2) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float | int) else str(value)
 
 
-def comparison_view(table: pd.DataFrame, published: pd.DataFrame) -> TableView:
+def comparison_view(
+    table: pd.DataFrame, published: pd.DataFrame, not_applicable: set[tuple[str, str]] | None = None
+) -> TableView:
+    """``not_applicable``: (checkpoint, entry id) pairs without a job (``n/a`` instead of ``n/m``)."""
     headers = ["Checkpoint", *table.columns]
-    rows = [[name, *[_fmt(v) if not math.isnan(v) else "n/m" for v in values]] for name, values in table.iterrows()]
+    na = not_applicable or set()
+
+    def cell(name: str, col: str, value: float) -> str:
+        if not math.isnan(value):
+            return _fmt(value)
+        return "n/a" if (name, col.split(":")[0].split(" ")[0]) in na else "n/m"
+
+    rows = [[name, *[cell(name, c, v) for c, v in values.items()]] for name, values in table.iterrows()]
     for name, values in published.iterrows():
         rows.append([f"published: {name}", *[_fmt(values.get(c)) for c in table.columns]])
     notes = [
         "measured rows: the latest run of each job of this suite run; `n/m`: no record (the job failed, was blocked "
-        "or was not selected). Published rows: the papers' numbers for the same protocol, dataset and metric and "
+        "or was not selected); `n/a`: the protocol does not apply to that checkpoint (a baseline without patch "
+        "tokens; the reason is in the report's job list). Published rows: the papers' numbers for the same protocol, dataset and metric and "
         "the checkpoints' architecture (results/reference); blank: that paper row does not report the column."
     ]
     return TableView("comparison", "Every protocol, every checkpoint", headers, rows, [], {}, notes)
@@ -279,10 +309,14 @@ def _figures(graph: Graph, report: Path, pretrain_logs: list[str]) -> tuple[list
     if sample is None:
         missing.append("attention maps: no image found in a classification dataset of the suite")
     else:
+        from evaluate.baselines import is_baseline
         from evaluate.figures import plot_attention
         from evaluate.jobshell import load_checkpoint
 
         for ckpt in graph.checkpoints:
+            if is_baseline(ckpt.path):
+                missing.append(f"attention map of {ckpt.name}: a baseline, not a network (no attention)")
+                continue
             try:
                 loaded = load_checkpoint(vars(ckpt))
                 size = int(loaded.model.arch.img_size)
@@ -301,11 +335,26 @@ def _figures(graph: Graph, report: Path, pretrain_logs: list[str]) -> tuple[list
     if not curves and any(j.kind == "finetune" for j in graph.jobs):
         missing.append("fine-tuning curves: no fine-tuning log (log.jsonl) in the run directories")
     if pretrain_logs:
-        from evaluate.figures import plot_curves, plot_entropy
+        from evaluate.figures import ENTROPY_KEYS, plot_collapse, plot_curves, plot_entropy, read_log
 
-        for name, fn in (("entropy", plot_entropy), ("curves", plot_curves)):
+        logs = [Path(p) for p in pretrain_logs]
+        with_entropy = []
+        for log in logs:
             try:
-                made += fn([Path(p) for p in pretrain_logs], figures)
+                if ENTROPY_KEYS[0] in read_log(log)[1].columns:
+                    with_entropy.append(log)
+            except Exception:  # noqa: BLE001 - the curves below name the unreadable log
+                pass
+        for name, fn, paths in (
+            ("entropy", plot_entropy, with_entropy),
+            ("curves", plot_curves, logs),
+            ("collapse", plot_collapse, logs),
+        ):
+            if not paths:
+                missing.append(f"{name}: no pretraining log with {ENTROPY_KEYS[0]!r}")
+                continue
+            try:
+                made += fn(paths, figures)
             except Exception as exc:  # noqa: BLE001
                 missing.append(f"{name}: {type(exc).__name__}: {exc}".splitlines()[0])
     else:
@@ -333,13 +382,12 @@ def write_report(
     table, columns = comparison(graph, mine)
     published = published_rows(graph, columns)
     tables = report / "tables"
-    views = [comparison_view(table, published), cost_table(graph, mine)]
+    na = {(s["checkpoint"], s["entry"]) for s in graph.skipped}
+    views = [comparison_view(table, published, na), cost_table(graph, mine)]
     for view in views:
         write_view(view, tables)
     if mine:
-        from evaluate.results import deduplicate, records_frame
-
-        frame = deduplicate(records_frame(mine))  # this run's records only
+        frame = run_frame(graph, records)  # this run's records only
         build_tables(frame, tables / "papers", which="all")  # every checkpoint of this run's records
     made, missing = _figures(graph, report, pretrain_logs or []) if figures else ([], ["figures: disabled"])
     lines = [
@@ -362,6 +410,7 @@ def write_report(
     for job in graph.jobs:
         state = outcome.get(job.id, "not run")
         lines.append(f"| {job.id} | {state} | {job.log if state in ('failed', 'blocked') else ''} |")
+    lines += [f"| {s['checkpoint']}/{s['entry']} | not applicable: {s['reason']} | |" for s in graph.skipped]
     lines += ["", "## Figures", ""]
     lines += [f"![{p.stem}](figures/{p.name})" for p in made if p.suffix == ".png"]
     lines += [f"- not made: {m}" for m in missing]

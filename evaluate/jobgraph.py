@@ -7,6 +7,11 @@ extracts every image list those protocols read (the fit / train / val / test spl
 disk cache of :mod:`evaluate.features`; each protocol job depends on its feature job and reads the cache. Fine-tuning,
 DAVIS (its own per-sequence cache) and the dense tasks have no feature job.
 
+**Baselines.** A checkpoint may be a pseudo-checkpoint spec instead of a file (``baseline:raw-pixels:16@64``,
+:mod:`evaluate.baselines`): it gets the jobs of the protocols its one token supports (linear probing on
+``taps=cls n_last=1``); every other (checkpoint, entry) pair is listed in ``Graph.skipped`` with the reason, shown
+by the plan view and the report.
+
 **Keys and state.** Each job has a key: the sha256 of everything its result depends on (checkpoint sha256 and
 teacher/student, the resolved protocol config without output paths and progress bars, the dataset root). A protocol
 job is *done* when the results store holds ``expected_runs`` runs whose records carry ``settings.job.key`` equal to
@@ -84,6 +89,8 @@ class Graph:
     jobs: list[Job]
     env: dict[str, str]
     version: int = GRAPH_VERSION
+    # (checkpoint, entry) pairs without a job: {"checkpoint", "entry", "protocol", "reason"} (baselines)
+    skipped: list[dict[str, str]] = dataclasses.field(default_factory=list)
 
     def job(self, job_id: str) -> Job:
         for job in self.jobs:
@@ -104,7 +111,9 @@ class Graph:
 
 # --------------------------------------------------------------------------------------------- checkpoints
 def read_checkpoints(items: Iterable[str], which: str = "teacher", trust_pickle: bool = False) -> list[Checkpoint]:
-    """``PATH`` or ``NAME=PATH`` per checkpoint; each file is read once (sha256, architecture). Names are unique."""
+    """``PATH`` or ``NAME=PATH`` per checkpoint; each file is read once (sha256, architecture). Names are unique.
+    A ``baseline:...`` spec (:func:`evaluate.baselines.parse_baseline`) stands for a baseline instead of a file."""
+    from evaluate.baselines import is_baseline, load_baseline
     from evaluate.checkpoints import load_backbone
 
     out: list[Checkpoint] = []
@@ -112,9 +121,13 @@ def read_checkpoints(items: Iterable[str], which: str = "teacher", trust_pickle:
         name, sep, path = str(item).partition("=")
         if not sep or Path(item).is_file():
             name, path = "", str(item)
-        if not Path(path).is_file():
+        if is_baseline(path):
+            loaded = load_baseline(path, name=name or None)
+            path = loaded.info["path"]  # the canonical spec
+        elif not Path(path).is_file():
             raise ConfigError(f"{path}: checkpoint file not found")
-        loaded = load_backbone(path, which=which, trust_pickle=trust_pickle, name=name or None)
+        else:
+            loaded = load_backbone(path, which=which, trust_pickle=trust_pickle, name=name or None)
         info = loaded.info
         label = name or info.get("name") or Path(path).stem
         if any(c.name == label for c in out):
@@ -122,9 +135,8 @@ def read_checkpoints(items: Iterable[str], which: str = "teacher", trust_pickle:
         twin = next((c for c in out if c.sha256 == info["sha256"]), None)
         if twin is not None:
             raise ConfigError(f"{path}: the same weights as {twin.path} (sha256 {info['sha256'][:12]}), given twice")
-        out.append(
-            Checkpoint(label, str(Path(path).resolve()), info["sha256"], info.get("arch") or {}, which, trust_pickle)
-        )
+        where = path if is_baseline(path) else str(Path(path).resolve())
+        out.append(Checkpoint(label, where, info["sha256"], info.get("arch") or {}, which, trust_pickle))
     if not out:
         raise ConfigError("no checkpoint given")
     return out
@@ -257,17 +269,27 @@ def build_graph(
     out: str | Path,
 ) -> Graph:
     """Every job of ``entries`` x ``checkpoints`` (see the module docstring); configs are checked here."""
+    from evaluate.baselines import adapt_config, is_baseline
     from evaluate.evalrun import check_outputs
 
     out = Path(out).resolve()
     jobs: list[Job] = []
+    skipped: list[dict[str, str]] = []
     for ckpt in checkpoints:
         features: dict[str, Job] = {}
         mine: list[Job] = []
+        baseline = is_baseline(ckpt.path)
         for entry in entries:
             root = roots[entry.dataset]
             run_dir = out / "runs" / ckpt.name / entry.id
             cfg = protocol_config(entry, suite, root, ckpt, run_dir)
+            reason = adapt_config(entry.protocol, cfg) if baseline else None
+            if reason:
+                skipped.append(
+                    {"checkpoint": ckpt.name, "entry": entry.id, "protocol": entry.protocol, "reason": reason}
+                )
+                logger.info("%s/%s: not applicable (%s)", ckpt.name, entry.id, reason)
+                continue
             if entry.protocol == "finetune":
                 from evaluate.datasets import resolve_subset
                 from evaluate.finetune.run import check_dataset_label
@@ -276,7 +298,7 @@ def build_graph(
                 if cfg.data.subset:
                     resolve_subset(cfg.data.root, cfg.data.subset)
             elif entry.protocol in FROZEN:
-                check_outputs(cfg)
+                check_outputs(cfg, checkpoint=not baseline)
             if isinstance(cfg, dict):
                 spec = {"protocol": entry.protocol, "dense": cfg}
                 material = {k: v for k, v in cfg.items() if k not in ("out", "name", "checkpoint")}
@@ -340,7 +362,7 @@ def build_graph(
     for job in jobs:
         job.log = str(out / "logs" / (job.id.replace("/", "__") + ".log"))
     env = {k: os.environ[k] for k in ("SSLBENCH_RESULTS", "SSLBENCH_CACHE") if os.environ.get(k)}
-    return Graph(suite.name, suite.path, suite.machine, str(out), checkpoints, jobs, env)
+    return Graph(suite.name, suite.path, suite.machine, str(out), checkpoints, jobs, env, skipped=skipped)
 
 
 def _insert_features(jobs: list[Job], features: list[Job]) -> list[Job]:
@@ -428,6 +450,7 @@ def plan_text(graph: Graph, states: dict[str, str], force: bool = False) -> str:
         rows.append((job.id, state, str(job.gpus), hours, ", ".join(d.split("/", 1)[1] for d in job.deps) or "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines += [f"{s['checkpoint']}/{s['entry']}: not applicable ({s['reason']})" for s in graph.skipped]
     n_todo = sum(1 for j in graph.jobs if states.get(j.id) != "done" or (force and j.kind != "features"))
     lines.append(
         f"{len(graph.jobs)} jobs ({n_todo} to run) for {len(graph.checkpoints)} checkpoint(s) of suite "

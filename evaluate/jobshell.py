@@ -62,9 +62,13 @@ def job_log(path: str | Path) -> Iterator[None]:
 
 
 def load_checkpoint(ckpt: dict[str, Any], **kwargs: Any) -> Any:
-    """The job's one load of its checkpoint (:func:`evaluate.checkpoints.load_backbone`)."""
+    """The job's one load of its checkpoint (:func:`evaluate.checkpoints.load_backbone`), or the baseline its
+    ``baseline:...`` spec names (:func:`evaluate.baselines.load_baseline`; ``kwargs`` do not apply to it)."""
+    from evaluate.baselines import is_baseline, load_baseline
     from evaluate.checkpoints import load_backbone
 
+    if is_baseline(ckpt["path"]):
+        return load_baseline(ckpt["path"], name=ckpt["name"])
     return load_backbone(
         ckpt["path"], which=ckpt["which"], trust_pickle=ckpt["trust_pickle"], name=ckpt["name"], **kwargs
     )

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from evaluate.baselines import RawPixels, raw_pixels
+from evaluate.baselines import RawPixels, adapt_config, load_baseline, parse_baseline, raw_pixels
 from evaluate.checkpoints import is_sincos, load_backbone
 from evaluate.demo import PLANS, parse_methods, pretrain_config, stage_step0
 from evaluate.features import tap_features
@@ -45,6 +45,37 @@ def test_raw_pixels_feed_the_protocols_the_image() -> None:
     assert loaded.info["sha256"] != raw_pixels(64, 16).info["sha256"]  # the records of each size stay apart
     with pytest.raises(ValueError):
         RawPixels(4, size=8)
+
+
+def test_raw_pixel_spec_names_the_same_baseline_and_fits_the_protocols() -> None:
+    from evaluate.cluster import ClusterConfig
+    from evaluate.davis.run import DavisConfig
+    from evaluate.knn import KNNConfig
+    from evaluate.linear import LinearConfig
+
+    spec = parse_baseline("baseline:raw-pixels:16@64")
+    assert (spec.side, spec.input_size, spec.name) == (16, 64, "raw-pixels-16px")
+    assert spec.spec == "baseline:raw-pixels:16@64"
+    assert parse_baseline("baseline:raw-pixels:16").spec == "baseline:raw-pixels:16@224"  # the default input
+    full = parse_baseline("baseline:raw-pixels@32")
+    assert full.side is None and full.name == "raw-pixels-32px"
+    loaded = load_baseline("baseline:raw-pixels:16@64", name="px")
+    assert loaded.info["sha256"] == raw_pixels(64, 16).info["sha256"]  # the demo's baseline, by spec
+    assert loaded.info["name"] == "px" and loaded.info["path"] == "baseline:raw-pixels:16@64"
+    assert loaded.model.embed_dim == 3 * 16 * 16 and loaded.model.arch.img_size == 64
+
+    linear = LinearConfig()
+    assert adapt_config("linear", linear) is None and (linear.taps, linear.n_last) == ("cls", 1)
+    assert "averages patch tokens" in adapt_config("linear", LinearConfig(variant="grid"))
+    assert adapt_config("knn", KNNConfig()) is None and adapt_config("cluster", ClusterConfig()) is None
+    knn = KNNConfig()
+    knn.features.taps = "cls+mean_patch"
+    assert "one token of one block" in adapt_config("knn", knn)
+    assert "patch tokens" in adapt_config("davis", DavisConfig())
+    assert "patch tokens" in adapt_config("coco", {}) and "network with weights" in adapt_config("finetune", None)
+    for bad in ("baseline:pixels", "baseline:raw-pixels:0", "baseline:raw-pixels:8@4", "baseline:raw-pixels:a"):
+        with pytest.raises(ConfigError, match="baseline:"):
+            parse_baseline(bad)
 
 
 def test_demo_methods_are_checked_before_any_work() -> None:

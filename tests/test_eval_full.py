@@ -627,3 +627,71 @@ def test_one_run_at_a_time_per_working_directory(tmp_path):
             pass
     with open(tmp_path / ".lock") as handle:  # released afterwards
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+# ------------------------------------------------------------------------------------------------- baselines
+@pytest.mark.slow
+def test_raw_pixel_pseudo_checkpoint_runs_its_protocols_and_skips_patch_ones(tmp_path, shapes_root, capsys):
+    from evaluate import knn
+    from evaluate.baselines import raw_pixels
+    from sslcore.config import load_config
+
+    suite = tmp_path / "tiny.yaml"
+    suite.write_text(TINY_SUITE)
+    net = _checkpoints(tmp_path)["a"]
+    args = ["eval", "full", f"a={net}", "px=baseline:raw-pixels:8@32", "--suite", str(suite)]
+    args += ["--data-root", str(shapes_root)]
+    args += ["--out", str(tmp_path / "out"), "--report", str(tmp_path / "report"), "--only", "knn,linear,davis"]
+    assert main([*args, "--dry-run"]) == 0
+    plan = capsys.readouterr().out
+    assert "px/knn" in plan and "px/davis" not in plan.splitlines()[0]
+    assert "px/davis: not applicable (label propagation needs patch tokens" in plan
+    assert main([*args, "--no-figures"]) == 0
+    records = read_records(tmp_path / "records")
+    net_records = [r for r in records if r["checkpoint"]["name"] == "a"]
+    assert {r["protocol"] for r in net_records} == {"knn", "linear", "davis"}
+    records = [r for r in records if r not in net_records]
+    assert {(r["protocol"], r["dataset"]) for r in records} == {("knn", "shapesworld"), ("linear", "shapesworld")}
+    loaded = raw_pixels(32, 8)
+    for r in records:
+        assert r["checkpoint"]["name"] == "px" and r["checkpoint"]["sha256"] == loaded.info["sha256"]
+        assert r["checkpoint"]["format"] == "raw-pixels"
+    linear = next(r for r in records if r["protocol"] == "linear")
+    assert linear["settings"]["taps"] == {"taps": "cls", "n_last": 1, "interleave": False}
+    # the graph's k-NN equals k-NN run directly on the in-memory baseline (the same 8 x 8 pooled pixels)
+    direct = load_config(knn.KNNConfig, None, [f"data.root={shapes_root / 'classification'}", "features.cache=false"])
+    with _env(SSLBENCH_RESULTS=str(tmp_path / "direct")):
+        want = knn.run(direct, backbone=loaded)
+    got = {r["metric"]: r["value"] for r in records if r["protocol"] == "knn"}
+    assert got["top1@k20"] == pytest.approx(want["top1@k20"]) and 10.0 < got["top1@k20"] <= 100.0
+    text = (tmp_path / "report" / "README.md").read_text()
+    assert "| px/davis | not applicable: label propagation needs patch tokens" in text
+    table = (tmp_path / "report" / "tables" / "comparison.md").read_text().splitlines()
+    header = next(line for line in table if line.startswith("| Checkpoint |")).split("|")
+    row = next(line for line in table if line.startswith("| px |")).split("|")
+    cells = {h.strip(): c.strip() for h, c in zip(header, row)}
+    assert cells["davis: J&F-Mean"] == "n/a" and float(cells["knn: top1@k20"]) == pytest.approx(got["top1@k20"], 0.01)
+    assert "n/m" not in cells.values()
+    total = len(read_records(tmp_path / "records"))
+    assert main([*args, "--no-figures"]) == 0  # the rerun runs nothing
+    assert "0 ran, " in capsys.readouterr().out and len(read_records(tmp_path / "records")) == total
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("baseline:nope", "baseline:nope: unknown baseline 'nope' (known: raw-pixels"),
+        ("baseline:raw-pixels:0", "SIDE '0' must be a positive integer"),
+        ("baseline:raw-pixels:16@x", "INPUT 'x' must be a positive integer"),
+        ("baseline:raw-pixels:64@32", "SIDE 64 must not exceed the input size 32"),
+    ],
+)
+def test_unknown_pseudo_checkpoint_is_one_line_exit_2_before_any_work(tmp_path, capsys, shapes_root, spec, message):
+    suite = tmp_path / "tiny.yaml"
+    suite.write_text(TINY_SUITE)
+    out = tmp_path / "out"
+    args = ["eval", "full", spec, "--suite", str(suite), "--data-root", str(shapes_root), "--out", str(out)]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+    assert not out.exists() and not (tmp_path / "records").exists()
