@@ -7,20 +7,22 @@ Stages (each reuses its previous output unless ``--fresh``):
    ``pretrain/configs/<method>_shapes_tiny.yaml`` recipe (resumed if interrupted), and two baselines for them:
    each method's own initialisation (``<method>-step0``: the same recipe's network at step 0, same architecture,
    initialisation, seed and build, exported without training; identical step-0 networks are evaluated once) and the
-   raw pixels of the image (``raw-pixels``, :mod:`evaluate.baselines`).
-3. **protocols** — for each checkpoint: k-NN, linear probing (DINO v1 protocol on cached features), logistic
-   regression on the transfer domain and on the 1 %/10 % label subsets (semi-supervised), k-means clustering, DAVIS
-   label propagation (not for raw pixels: it needs patch tokens). A protocol already recorded for a checkpoint's
-   sha256 is not run again.
-4. **reports** — the papers' tables with the measured rows, the full-protocol table, the methods side by side with
-   the learning check (each method against raw pixels and its own step 0, with its collapse diagnostics), the
-   entropy / k-NN-curve / collapse / attention figures, and a one-page ``README.md`` with the numbers and the wall
-   time of each stage.
+   raw pixels of the image (the pseudo-checkpoint ``baseline:raw-pixels:16@<input>``, :mod:`evaluate.baselines`).
+3. **eval** — one call of ``sslbench eval full`` (:func:`evaluate.full.run_full`) with the shipped ``shapesworld``
+   suite on all of them: k-NN, linear probing (DINO v1 protocol on cached features), logistic regression on the
+   transfer domain and on the 1 %/10 % label subsets, k-means clustering, DAVIS label propagation (not applicable to
+   raw pixels: no patch tokens). ``--quick`` shortens the suite's schedules through its settings. A job whose records
+   with identical settings exist is skipped. The graph lives in ``<out>/eval``, its report (comparison and cost
+   tables, the papers' tables, attention maps, the pretraining figures) in ``<report>/full``.
+4. **reports** — ``<report>/README.md`` (:mod:`evaluate.demo_report`), from the eval-full records and the
+   pretraining logs: the learning check (each method against raw pixels and its own step 0, with its collapse
+   diagnostics), every protocol of every checkpoint, the pretraining summaries, the figures, the papers' tables with
+   measured rows, and the wall time of each stage.
 
-Everything the demo writes lives under ``--out`` (data, runs, records, caches) and ``--report`` (tables, figures,
-README). ``--quick`` shrinks data and schedules to about two minutes (the CI smoke test). The dense protocols (COCO,
-ADE20K) need the ``dense`` extra and minutes of CPU per model, so they are not part of the demo; run them with
-``sslbench eval coco|ade20k``.
+Everything the demo writes lives under ``--out`` (data, runs, records, caches, the eval graph) and ``--report``.
+``--quick`` shrinks data and schedules to a few minutes (the CI smoke test). The dense protocols (COCO, ADE20K) and
+fine-tuning are opt-ins of the suite (the ``dense`` extra, minutes of CPU per model); run them with
+``sslbench eval full ... --suite shapesworld --only coco,ade20k,finetune``.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,7 @@ METHODS = ("bam", "dino", "ibot", "adclr", "sere")
 # the raw-pixel baseline's images are area-downsampled to this side (768 values): logistic regression on the full
 # 64 x 64 x 3 = 12288 values costs minutes per sweep on 2 cores, and the k-NN of both differs by about 2 points
 PIXEL_SIDE = 16
+SUITE = "shapesworld"  # evaluate/suites/shapesworld.yaml
 
 
 def recipe(method: str) -> Path:
@@ -60,11 +63,8 @@ class DemoPlan:
     preset: str
     pretrain_overrides: tuple[str, ...]
     method_overrides: dict[str, tuple[str, ...]]
-    linear_epochs: int
-    num_lambdas: int
-    cluster_classes: tuple[int, ...]
-    cluster_instances: int
-    davis_short_side: int
+    # changes to the shapesworld suite's entries ({id or protocol: {key: value}}, evaluate.suite.apply_settings)
+    suite_settings: dict[str, dict[str, Any]]
 
 
 PLANS = {
@@ -74,11 +74,7 @@ PLANS = {
         # the k-NN monitor every 4 epochs for the curves
         pretrain_overrides=("train.epochs=12", "knn.every_epochs=4"),
         method_overrides={},
-        linear_epochs=100,
-        num_lambdas=15,
-        cluster_classes=(10,),
-        cluster_instances=10,
-        davis_short_side=96,
+        suite_settings={},  # the suite as shipped
     ),
     "quick": DemoPlan(
         preset="tiny",
@@ -102,13 +98,20 @@ PLANS = {
             "adclr": ("dino.out_dim=128", "dino.hidden_dim=64", "dino.bottleneck_dim=32", "adclr.query_crops=4"),
             "sere": ("dino.out_dim=128", "dino.hidden_dim=64", "dino.bottleneck_dim=32", "ibot.patch_out_dim=128"),
         },
-        linear_epochs=10,
-        num_lambdas=5,
-        cluster_classes=(10,),
-        cluster_instances=3,
-        davis_short_side=48,
+        suite_settings={
+            "linear": {"epochs": 10},
+            "logreg": {"num_lambdas": 5},
+            "cluster": {"instances": 3},
+            "davis": {"short_side": 48},
+        },
     ),
 }
+
+
+@dataclasses.dataclass
+class DemoResult:
+    readme: Path
+    failed: list[str]  # "<outcome>: <job id> (log: <path>)" of each eval job that failed or was blocked
 
 
 class StageTimer:
@@ -209,14 +212,15 @@ def stage_step0(out: Path, data: Path, plan: DemoPlan, seed: int, method: str) -
 
 def stage_checkpoints(
     out: Path, data: Path, plan: DemoPlan, seed: int, methods: tuple[str, ...], timer: StageTimer
-) -> tuple[dict[str, Any], dict[str, str]]:
-    """({name: backbone file, or a loaded baseline}, {method: name of its step-0 checkpoint}): each method, each
-    distinct step-0 network, raw pixels."""
-    from evaluate.baselines import raw_pixels
+) -> tuple[dict[str, Path | str], dict[str, str]]:
+    """({name: backbone file, or the raw-pixel baseline's spec}, {method: name of its step-0 checkpoint}): each
+    method, each distinct step-0 network, raw pixels (at the pretraining's input size, downsampled to
+    :data:`PIXEL_SIDE`)."""
+    from evaluate.baselines import parse_baseline
     from evaluate.checkpoints import load_backbone
     from evaluate.features import model_sha256
 
-    checkpoints: dict[str, Any] = {}
+    checkpoints: dict[str, Path | str] = {}
     for method in methods:
         with timer(f"pretrain {method}"):
             checkpoints[method] = stage_pretrain(out, data, plan, seed, method)
@@ -232,175 +236,61 @@ def stage_checkpoints(
             checkpoints[f"{method}-step0"] = path
         step0_of[method] = seen[digest]
     size = pretrain_config(out, data, plan, seed, methods[0], methods[0]).data.global_size
-    pixels = raw_pixels(size, PIXEL_SIDE)
-    checkpoints[pixels.info["name"]] = pixels
+    pixels = parse_baseline(f"baseline:raw-pixels:{PIXEL_SIDE}@{size}")
+    checkpoints[pixels.name] = pixels.spec
     return checkpoints, step0_of
 
 
-def _recorded(store: Path, sha256: str, protocol: str, dataset: str) -> bool:
-    from evaluate.records import read_records
+def stage_eval(
+    checkpoints: dict[str, Path | str], data: Path, plan: DemoPlan, out: Path, report: Path, logs: dict[str, Path]
+) -> Any:
+    """``sslbench eval full`` with the ShapesWorld suite (:func:`evaluate.full.run_full`) on every checkpoint: the
+    job graph in ``<out>/eval``, its report in ``<report>/full``. A job whose records with identical settings exist
+    is skipped, so a rerun runs nothing; a failed job does not stop the others (see ``FullResult.failed``)."""
+    from evaluate.full import run_full
 
-    if not store.exists():
-        return False
-    return any(
-        r.get("checkpoint", {}).get("sha256") == sha256 and r["protocol"] == protocol and r["dataset"] == dataset
-        for r in read_records(store)
+    return run_full(
+        {name: str(path) for name, path in checkpoints.items()},
+        SUITE,
+        out / "eval",
+        report=report / "full",
+        data_root=data,
+        settings=plan.suite_settings,
+        pretrain_logs=[str(log) for log in logs.values() if log.is_file()],
     )
 
 
-def protocol_jobs(
-    data: Path, plan: DemoPlan, run_dir: Path, pixels: bool = False
-) -> list[tuple[str, str, Callable[[Any], Any]]]:
-    """(protocol, record dataset, callable(loaded backbone)) for every frozen-feature protocol of the demo.
+def stage_reports(result: Any, logs: dict[str, Path], report: Path) -> dict[str, Any]:
+    """The eval-full run's records as a table frame, and the figures of the page: the pretraining figures and
+    attention maps of the eval-full report, plus the attention of the trained networks (and the first step 0) on a
+    photograph."""
+    from evaluate.baselines import is_baseline
+    from evaluate.figures import plot_attention
+    from evaluate.full_report import run_frame
+    from evaluate.jobshell import load_checkpoint
 
-    ``pixels``: the jobs for the raw-pixel baseline (one token, no patches: the linear bank is its CLS tap, no DAVIS).
-    """
-    from evaluate import cluster, knn, linear, logreg
-    from evaluate.davis.run import DavisConfig
-    from evaluate.davis.run import run as run_davis
-    from evaluate.features import CLASSIFICATION_RATIO
-    from sslcore.config import load_config
-
-    cls_root, transfer_root = data / "classification", data / "transfer"
-
-    def frozen(module: Any, schema: Any, name: str, *overrides: str) -> Callable[[Any], Any]:
-        def call(loaded: Any) -> Any:
-            out = run_dir / loaded.info["name"] / name
-            cfg = load_config(schema, None, [f"out={out}", "features.progress=false", *overrides])
-            return module.run(cfg, backbone=loaded)
-
-        return call
-
-    def davis(loaded: Any) -> Any:
-        cfg = DavisConfig(
-            davis_root=str(data / "davis"),
-            out=str(run_dir / loaded.info["name"] / "davis"),
-            short_side=plan.davis_short_side,
-            pos_interp=loaded.info.get("pos_interp") or "dino",
-        )
-        return run_davis(cfg, model=loaded.model, checkpoint_info=loaded.info)
-
-    lambdas = f"num_lambdas={plan.num_lambdas}"
-    return [
-        ("knn", "shapesworld", frozen(knn, knn.KNNConfig, "knn", f"data.root={cls_root}")),
-        (
-            "linear",
-            "shapesworld",
-            frozen(
-                linear,
-                linear.LinearConfig,
-                "linear",
-                f"data.root={cls_root}",
-                f"epochs={plan.linear_epochs}",
-                "mode=cached",  # the quick variant, by name: the demo's budget
-                *(("taps=cls", "n_last=1") if pixels else ()),
-            ),
-        ),
-        (
-            "logreg",
-            "shapesworld-transfer",
-            frozen(
-                logreg,
-                logreg.LogRegConfig,
-                "logreg-transfer",
-                f"data.root={transfer_root}",
-                "data.name=shapesworld-transfer",
-                lambdas,
-            ),
-        ),
-        *[
-            (
-                "logreg",
-                f"shapesworld-{tag}",
-                frozen(
-                    logreg,
-                    logreg.LogRegConfig,
-                    f"logreg-{tag}",
-                    f"data.root={cls_root}",
-                    f"data.subset={subset}",
-                    f"features.resize_ratio={CLASSIFICATION_RATIO}",
-                    "l2_normalize=true",
-                    lambdas,
-                ),
-            )
-            for subset, tag in (("1percent", "1pct"), ("10percent", "10pct"))
-        ],
-        (
-            "cluster",
-            "shapesworld",
-            frozen(
-                cluster,
-                cluster.ClusterConfig,
-                "cluster",
-                f"data.root={cls_root}",
-                f"num_classes={list(plan.cluster_classes)}",
-                f"instances={plan.cluster_instances}",
-            ),
-        ),
-        *([] if pixels else [("davis", "shapesworld-davis", davis)]),
-    ]
-
-
-def stage_protocols(
-    checkpoints: dict[str, Any], data: Path, plan: DemoPlan, out: Path, store: Path, timer: StageTimer
-) -> set[str]:
-    """Run (or reuse) every protocol on every checkpoint; returns the checkpoints' sha256 (what the report shows:
-    records of earlier demo runs under the same names stay in the store but not in the report)."""
-    from evaluate.checkpoints import load_backbone
-
-    shas = set()
-    for name, path in checkpoints.items():
-        loaded = load_backbone(path, name=name) if isinstance(path, Path) else path
-        shas.add(loaded.info["sha256"])
-        pixels = loaded.info.get("format") == "raw-pixels"
-        for protocol, dataset, call in protocol_jobs(data, plan, out / "eval", pixels):
-            label = f"{protocol} ({dataset}) — {name}"
-            if _recorded(store, loaded.info["sha256"], protocol, dataset):
-                timer.notes[label] = "reused"
-                continue
-            with timer(label):
-                call(loaded)
-    return shas
-
-
-def stage_reports(
-    checkpoints: dict[str, Any], data: Path, logs: dict[str, Path], store: Path, report: Path, shas: set[str]
-) -> dict[str, Any]:
-    """Tables from the records; figures from the pretraining logs ``{method: log.jsonl}`` and the networks."""
-    from evaluate.checkpoints import load_backbone
-    from evaluate.figures import ENTROPY_KEYS, plot_attention, plot_collapse, plot_curves, plot_entropy, read_log
-    from evaluate.results import query
-    from evaluate.tables import build_tables
-
-    frame = query(store)
-    frame = frame[(frame["source"] != "measured") | frame["checkpoint_sha256"].isin(shas)]  # this run's networks
-    tables = build_tables(frame, report / "tables", which="all", checkpoints=list(checkpoints))
-    figures = report / "figures"
-    paths, labels = list(logs.values()), [f"{m} (ShapesWorld)" for m in logs]
-    made: dict[str, list[Path]] = {}
-    with_entropy = [m for m, log in logs.items() if ENTROPY_KEYS[0] in read_log(log)[1].columns]
-    if with_entropy:
-        made["entropy"] = plot_entropy([logs[m] for m in with_entropy], figures, labels=with_entropy)
-    made["curves"] = plot_curves(paths, figures, labels=labels)
-    made["collapse"] = plot_collapse(paths, figures, labels=labels)
-    sample = next(iter(sorted((data / "classification" / "val").rglob("*.png"))))
-    networks = {n: p for n, p in checkpoints.items() if isinstance(p, Path)}
-    shown = [n for n in networks if n in logs] + [n for n in networks if n not in logs][:1]
-    for name in shown:
-        loaded = load_backbone(networks[name], name=name)
+    graph = result.graph
+    full_figures = report / "full" / "figures"
+    networks = [c for c in graph.checkpoints if not is_baseline(c.path)]
+    shown = [c for c in networks if c.name in logs] + [c for c in networks if c.name not in logs][:1]
+    figures: dict[str, Path] = {}
+    for key in ("entropy", "curves", "collapse", *[f"attention-{c.name}" for c in networks]):
+        if (full_figures / f"{key}.png").is_file():
+            figures[key] = full_figures / f"{key}.png"
+    for ckpt in shown:
+        loaded = load_checkpoint(vars(ckpt))
         size = loaded.model.arch.img_size
-        made[f"attention-{name}"] = plot_attention(
-            loaded, sample, figures, image_size=size, name=f"attention-{name}", title=f"{name}: ShapesWorld val"
-        )
-        made[f"attention-photo-{name}"] = plot_attention(
+        key = f"attention-photo-{ckpt.name}"
+        made = plot_attention(
             loaded,
             "sklearn:china.jpg",
-            figures,
+            report / "figures",
             image_size=4 * size,
-            name=f"attention-photo-{name}",
-            title=f"{name}: a photograph (scikit-learn sample)",
+            name=key,
+            title=f"{ckpt.name}: a photograph (scikit-learn sample)",
         )
-    return {"frame": frame, "tables": tables, "figures": made}
+        figures[key] = next(p for p in made if p.suffix == ".png")
+    return {"frame": run_frame(graph), "figures": figures}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -439,8 +329,8 @@ def run_demo(
     fresh: bool = False,
     seed: int = 0,
     methods: tuple[str, ...] = METHODS,
-) -> Path:
-    """Run every stage; returns the path of the report's README.md."""
+) -> DemoResult:
+    """Run every stage; returns the report's README.md and the eval jobs that failed."""
     from evaluate.demo_report import write_report
 
     plan = PLANS["quick" if quick else "default"]
@@ -448,34 +338,43 @@ def run_demo(
         shutil.rmtree(out, ignore_errors=True)
         shutil.rmtree(report, ignore_errors=True)
     store, cache = out / "records", out / "cache"
-    os.environ["SSLBENCH_RESULTS"] = str(store)  # protocols append here; tables read from here
+    os.environ["SSLBENCH_RESULTS"] = str(store)  # the eval jobs append here; the reports read from here
     os.environ.setdefault("SSLBENCH_CACHE", str(cache))
     timer = StageTimer()
     started = time.time()
     with timer("data"):
         data = stage_data(out, plan, seed)
     checkpoints, step0_of = stage_checkpoints(out, data, plan, seed, methods, timer)
-    shas = stage_protocols(checkpoints, data, plan, out, store, timer)
     logs = {m: out / "pretrain" / m / "log.jsonl" for m in methods}
+    with timer(f"eval (sslbench eval full, suite {SUITE})"):
+        result = stage_eval(checkpoints, data, plan, out, report, logs)
+    counts = {k: sum(1 for v in result.outcome.values() if v == k) for k in ("ran", "skipped", "failed", "blocked")}
+    timer.notes["eval jobs"] = (
+        f"{counts['ran']} ran, {counts['skipped']} reused, {counts['failed'] + counts['blocked']} failed or blocked "
+        "(each job's wall time, memory and images/s: [full/tables/cost.md](full/tables/cost.md))"
+    )
     with timer("reports"):
-        made = stage_reports(checkpoints, data, logs, store, report, shas)
-    return write_report(
+        made = stage_reports(result, logs, report)
+    readme = write_report(
         report,
         made,
         timer,
-        checkpoints,
+        result,
         logs,
         step0_of,
         plan_name="quick" if quick else "default",
         total=time.time() - started,
         out=out,
     )
+    return DemoResult(readme, [f"{result.outcome[j.id]}: {j.id} (log: {j.log})" for j in result.failed])
 
 
 def run_cli(args: argparse.Namespace) -> int:
     methods = parse_methods(args.methods)
-    path = run_demo(
+    result = run_demo(
         Path(args.out), Path(args.report), quick=args.quick, fresh=args.fresh, seed=args.seed, methods=methods
     )
-    print(f"report: {path}")
-    return 0
+    print(f"report: {result.readme}")
+    for line in result.failed:
+        print(line)
+    return 1 if result.failed else 0

@@ -1,7 +1,8 @@
 """The demo's one-page report, ``<report>/README.md``: what ran, the numbers, the figures, the time of each stage.
 
-Every number in it comes from the result records (through :mod:`evaluate.tables`) or from the pretraining log; the
-page is regenerated on every run of the demo.
+Every number in it comes from the records of the demo's ``sslbench eval full`` run (through :mod:`evaluate.tables`)
+or from the pretraining logs; the page is regenerated on every run of the demo and links the eval-full report
+(``<report>/full``) for the comparison and cost tables and the papers' tables.
 """
 
 from __future__ import annotations
@@ -37,13 +38,18 @@ HEADLINE = (
 )
 
 
-def headline_markdown(frame: Any, checkpoints: list[str]) -> str:
-    """The key metric of each protocol, one row per checkpoint (all values from the records)."""
+def headline_markdown(frame: Any, checkpoints: list[str], not_applicable: set[tuple[str, str]] | None = None) -> str:
+    """The key metric of each protocol, one row per checkpoint (all values from the records); ``not_applicable``:
+    (checkpoint, protocol) pairs without a job, shown as ``n/a`` (no record otherwise: ``n/m``)."""
     table = full_protocol_table(frame, checkpoints)
     columns = [(c, h) for c, h in HEADLINE if c in table.columns]
+    na = not_applicable or set()
     lines = ["| checkpoint | " + " | ".join(h for _, h in columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for name, row in table.iterrows():
-        cells = ["n/m" if row[c] != row[c] else f"{row[c]:.1f}" for c, _ in columns]
+        cells = [
+            f"{row[c]:.1f}" if row[c] == row[c] else "n/a" if (name, c.split("/")[0]) in na else "n/m"
+            for c, _ in columns
+        ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -174,7 +180,7 @@ def write_report(
     report: Path,
     made: dict[str, Any],
     timer: Any,
-    checkpoints: dict[str, Any],
+    result: Any,
     logs: dict[str, Path],
     step0_of: dict[str, str],
     *,
@@ -182,8 +188,14 @@ def write_report(
     total: float,
     out: Path,
 ) -> Path:
+    """``made``: ``frame`` (the eval-full run's records) and ``figures`` ({title: png}); ``result``: the
+    :class:`evaluate.full.FullResult` of the demo's eval stage."""
+    from evaluate.baselines import is_baseline
+
     frame = made["frame"]
-    names = list(checkpoints)
+    names = [c.name for c in result.graph.checkpoints]
+    pixels = next(c.name for c in result.graph.checkpoints if is_baseline(c.path))
+    suite = Path(result.graph.suite_path)
     lines = [
         "# sslbench demo report",
         "",
@@ -195,20 +207,33 @@ def write_report(
         "",
         "What ran: ShapesWorld data → pretraining of a tiny ViT on ShapesWorld classification/train with "
         + ", ".join(f"`{m}`" for m in logs)
-        + " → two baselines: each method's own network at step 0 (untrained) and the raw pixels → every "
-        "frozen-feature protocol on all of them → tables "
-        f"and figures. Working files: `{out}`. All numbers below are read from the result records "
+        + " → two baselines: each method's own network at step 0 (untrained) and the raw pixels → "
+        f"`sslbench eval full` with the `{suite.stem}` suite on all of them "
+        f"([its report](full/README.md): comparison, cost per job, the papers' tables) → this page. Working files: "
+        f"`{out}`. All numbers below are read from the result records "
         f"(`sslbench results ls --store {out / 'records'}`).",
         "",
+    ]
+    if result.failed:
+        lines += ["## Failed evaluation jobs", ""]
+        lines += [f"- {result.outcome[j.id]}: `{j.id}` (log: `{j.log}`)" for j in result.failed]
+        lines.append("")
+    lines += [
         "## Learning check: each method against its baselines",
         "",
-        *learning_check(frame, logs, step0_of, next(n for n in names if n.startswith("raw-pixels"))),
+        *learning_check(frame, logs, step0_of, pixels),
         "",
         "## Results: every protocol, every checkpoint",
         "",
-        "Accuracies, NMI and J&F in %. ShapesWorld has 10 classes (chance 10 %); the transfer domain 8 (12.5 %).",
+        "Accuracies, NMI and J&F in %. ShapesWorld has 10 classes (chance 10 %); the transfer domain 8 (12.5 %). "
+        "`n/a`: not applicable to raw pixels: "
+        + (
+            "; ".join(f"{s['entry']} ({s['reason']})" for s in result.graph.skipped if s["checkpoint"] == pixels)
+            or "nothing"
+        )
+        + ".",
         "",
-        headline_markdown(frame, names),
+        headline_markdown(frame, names, {(s["checkpoint"], s["protocol"]) for s in result.graph.skipped}),
         "",
         "<details><summary>Every measured metric (full-protocol table)</summary>",
         "",
@@ -225,14 +250,13 @@ def write_report(
         "## Figures",
         "",
     ]
-    for key, paths in made["figures"].items():
-        png = next(p for p in paths if p.suffix == ".png")
+    for key, png in made["figures"].items():
         rel = os.path.relpath(png, report)
         lines += [f"### {key}", "", f"![{key}]({rel}) ([PDF]({os.path.relpath(png.with_suffix('.pdf'), report)}))", ""]
     lines += [
         "## Paper tables with measured rows",
         "",
-        "All regenerated tables: [tables/README.md](tables/README.md).",
+        "All regenerated tables: [full/tables/papers/README.md](full/tables/papers/README.md).",
         "",
     ]
     lines += _measured_tables(frame, names)

@@ -1,5 +1,5 @@
-"""``sslbench demo --quick`` end to end: data -> BAM, DINO, iBOT, ADCLR, SERE -> their step-0 networks and raw pixels -> every
-frozen-feature protocol -> tables, figures, the learning check, report."""
+"""``sslbench demo --quick`` end to end: data -> BAM, DINO, iBOT, ADCLR, SERE -> their step-0 networks and raw pixels ->
+``sslbench eval full`` with the shapesworld suite -> its report, and the demo's page (learning check, figures)."""
 
 from __future__ import annotations
 
@@ -51,22 +51,44 @@ def test_quick_demo_end_to_end_and_rerun_reuses(tmp_path):
         assert len(re.findall(r"\d+\.\d", row)) >= 8, row
     assert "Online k-NN top-1" in text and "Loss " in text
 
-    figures = {p.name for p in (report / "figures").glob("*.png")}
+    # the evaluation is one `sslbench eval full` run: its graph, its report, the pixel baseline's DAVIS not applicable
+    full = report / "full"
+    assert (out / "eval" / "graph.json").is_file() and (full / "README.md").is_file()
+    assert (
+        "| raw-pixels-16px/davis | not applicable: label propagation needs patch tokens"
+        in (full / "README.md").read_text()
+    )
+    comparison = (full / "tables" / "comparison.md").read_text().splitlines()
+    assert {line.split("|")[1].strip() for line in comparison if line.startswith("| ")} >= names
+    assert (
+        "davis (label propagation needs patch tokens" in text.split("not applicable to raw pixels:")[1].split("\n")[0]
+    )
+    pixels_row = next(line for line in results.splitlines() if line.startswith("| raw-pixels-16px |"))
+    assert pixels_row.count("n/a") == 1 and "n/m" not in pixels_row  # DAVIS
+
+    figures = {p.name for p in (full / "figures").glob("*.png")} | {p.name for p in (report / "figures").glob("*.png")}
     assert {
         "entropy.png",
         "curves.png",
         "collapse.png",
         "attention-bam.png",
+        "attention-photo-bam.png",
         "attention-photo-bam-step0.png",
     } <= figures
     assert {"attention-dino.png", "attention-ibot.png"} <= figures
-    a = np.asarray(Image.open(report / "figures" / "attention-bam.png").convert("L"), np.float32)
-    b = np.asarray(Image.open(report / "figures" / "attention-bam-step0.png").convert("L"), np.float32)
+    for name in ("entropy", "collapse", "attention-bam", "attention-photo-bam"):  # the page shows every figure
+        assert f"![{name}](" in text
+    a = np.asarray(Image.open(full / "figures" / "attention-bam.png").convert("L"), np.float32)
+    b = np.asarray(Image.open(full / "figures" / "attention-bam-step0.png").convert("L"), np.float32)
     assert a.std() > 1.0 and (a.shape != b.shape or np.abs(a - b).mean() > 0.1)
-    assert (report / "tables" / "README.md").is_file() and (report / "tables" / "full_protocol.md").is_file()
-    assert len(list((report / "tables").glob("*.tex"))) > 20
+    papers = full / "tables" / "papers"
+    assert (papers / "README.md").is_file() and (papers / "full_protocol.md").is_file()
+    assert len(list(papers.glob("*.tex"))) > 20
+    first = re.search(r"\| eval jobs \| (\d+) ran, 0 reused, 0 failed", text)
+    assert first and int(first[1]) > 0, text.split("## Wall time")[1]
 
-    # a second run reuses data, checkpoint, records: no protocol runs again
+    # a second run reuses data, checkpoints, records: no job runs again
     assert cli_main(args) == 0
     assert len(read_records(out / "records")) == len(records)
-    assert "| reused |" in (report / "README.md").read_text()
+    again = (report / "README.md").read_text()
+    assert re.search(rf"\| eval jobs \| 0 ran, {first[1]} reused, 0 failed", again), again.split("## Wall time")[1]
