@@ -7,6 +7,7 @@ Examples::
     sslbench eval full bam.pth --suite frozen --data-root /datasets --root imagenet=/fast/imagenet --jobs 8
     sslbench eval full bam.pth --suite papers --data-root /datasets --executor slurm --slurm slurm_partition=gpu
     sslbench eval full a.pth b.pth --suite shapesworld --data-root runs/demo/data/shapesworld --dry-run
+    sslbench eval full a.pth baseline:raw-pixels:16@64 --suite shapesworld --data-root runs/demo/data/shapesworld
 
 Stages: the suite is read and checked (:mod:`evaluate.suite`), the checkpoints are read once (sha256, architecture),
 the graph is planned (:mod:`evaluate.jobgraph`) and every protocol config and dataset root checked — a bad input
@@ -15,7 +16,9 @@ Otherwise the executor runs the jobs that are not done (:mod:`evaluate.executors
 (:mod:`evaluate.full_report`): ``<report>/README.md`` and ``tables/`` (default ``reports/<suite name>``). A job that
 fails is reported with its log path; the jobs that do not depend on it still run; the exit status is then 1.
 
-From Python (the demo): :func:`run_full`.
+A checkpoint may be a baseline's spec instead of a file (``baseline:raw-pixels:16@64``, :mod:`evaluate.baselines`):
+the protocols that need patch tokens are listed as not applicable for it, with the reason. From Python (the demo):
+:func:`run_full`.
 """
 
 from __future__ import annotations
@@ -183,7 +186,12 @@ def _pairs(items: list[str] | None, flag: str) -> dict[str, Any]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.usage = "%(prog)s CKPT [CKPT ...] --suite SUITE [--data-root DIR] [--only/--skip P,...] [options]"
-    parser.add_argument("checkpoints", nargs="+", metavar="CKPT", help="checkpoint files (NAME=PATH to label one)")
+    parser.add_argument(
+        "checkpoints",
+        nargs="+",
+        metavar="CKPT",
+        help="checkpoint files (NAME=PATH to label one), or baselines: baseline:raw-pixels[:SIDE][@INPUT]",
+    )
     parser.add_argument("--suite", required=True, help="suite YAML, or a shipped one: papers, frozen, shapesworld")
     parser.add_argument("--data-root", help="directory the suite's relative dataset roots are under")
     parser.add_argument("--root", action="append", metavar="KEY=PATH", help="the root of one dataset of the suite")
