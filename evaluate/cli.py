@@ -26,7 +26,7 @@ from sslcore.errors import SSLBenchError
 COMMANDS: dict[str, tuple[str, str]] = {
     "pretrain": ("pretrain.cli", "pretrain a ViT (BAM, ADCLR, SERE, DINO, iBOT) from a YAML recipe; resumable, torchrun-ready"),
     "tables": ("evaluate.tables", "regenerate the papers' tables and the full-protocol table from records"),
-    "demo": ("evaluate.demo", "the end-to-end demo on ShapesWorld (data -> pretrain -> protocols -> reports)"),
+    "demo": ("evaluate.demo", "the end-to-end demo on ShapesWorld (data -> pretrain -> eval full -> reports)"),
 }
 
 # group -> (group help, {name -> (module, one-line help)})

@@ -294,8 +294,14 @@ def stage_reports(result: Any, logs: dict[str, Path], report: Path) -> dict[str,
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="runs/demo", help="working directory: data, runs, records, caches")
-    parser.add_argument("--report", default="reports/demo", help="where the tables, figures and README.md go")
+    parser.add_argument(
+        "--out", default="runs/demo", help="working directory: data, runs, records, caches, the eval graph"
+    )
+    parser.add_argument(
+        "--report",
+        default="reports/demo",
+        help="the demo's README.md and figures (the eval-full report: <report>/full)",
+    )
     parser.add_argument("--quick", action="store_true", help="tiny data and short runs (about 2 minutes; for tests)")
     parser.add_argument("--fresh", action="store_true", help="redo every stage instead of reusing earlier output")
     parser.add_argument("--seed", type=int, default=0)
