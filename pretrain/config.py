@@ -22,7 +22,7 @@ from sslcore.config import NON_NEGATIVE, POSITIVE, PROBABILITY, SCALE_RANGE, val
 class ModelConfig:
     """Backbone (``pretrain.backbones.build_backbone``)."""
 
-    arch: str = "vit_small"  # a name in pretrain.vit.ARCHS
+    arch: str = "vit_small"  # a name in pretrain.vit.ARCHS or pretrain.pooled.POOLED_ARCHS (resnet50, caformer_m36)
     pos_embed: Literal["learned", "sincos"] = "learned"
     freeze_patch_embed: bool = False  # MoCo v3 "random patch projection"
     init: Literal["timm", "moco", "dino"] = "timm"
@@ -190,6 +190,7 @@ class BAMConfig:
     proj_out: int = 4096
     proj_layers: int = 3
     proj_bn: bool = False  # BN variant (paper: for teacher-free ViT runs)
+    proj_act: Literal["gelu", "relu"] = "gelu"  # paper App. 0.C: GELU for ViTs, ReLU for ResNet
 
 
 @dataclasses.dataclass

@@ -80,4 +80,4 @@ class SSLMethod(nn.Module):
 def patch_size_of(cfg: PretrainConfig) -> int:
     """Patch size of ``model.arch`` (16 for an unknown name, which the backbone builder then rejects)."""
     arch = ARCHS.get(cfg.model.arch)
-    return arch.patch_size if arch is not None else 16
+    return arch.patch_size if arch is not None else 16  # pooled (CNN) backbones: no patch grid, never used
