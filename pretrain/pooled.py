@@ -56,8 +56,8 @@ class PooledArch:
     """A ResNet (``family="resnet"``) or MetaFormer (``family="metaformer"``) with a pooled output.
 
     ``depths``: blocks per stage; ``widths``: ResNet planes per stage (``channels`` of timm's ResNet; the output width
-    is ``widths[-1] * 4`` for Bottleneck blocks) or MetaFormer dims. ResNet only: ``stem_width``, ``block``
-    (``"bottleneck"`` or ``"basic"``). MetaFormer only: ``mixers`` per stage, ``act`` (MLP and SepConv activation),
+    is ``widths[-1] * 4`` for Bottleneck blocks) or MetaFormer dims. ResNet only: ``block`` (``"bottleneck"`` or
+    ``"basic"``; the stem is timm's plain 7x7 convolution of width 64). MetaFormer only: ``mixers`` per stage, ``act`` (MLP and SepConv activation),
     ``res_scale`` per stage (None: no residual scale). ``img_size`` is the training resolution (the default crop of
     the frozen-feature protocols).
     """
@@ -65,7 +65,6 @@ class PooledArch:
     family: Literal["resnet", "metaformer"]
     depths: tuple[int, ...]
     widths: tuple[int, ...]
-    stem_width: int = 64
     block: Literal["bottleneck", "basic"] = "bottleneck"
     mixers: tuple[str, ...] = ()
     act: Literal["gelu", "starrelu"] = "gelu"
@@ -113,7 +112,7 @@ class PooledArch:
 
 POOLED_ARCHS: dict[str, PooledArch] = {
     "resnet50": PooledArch("resnet", (3, 4, 6, 3), (64, 128, 256, 512)),
-    "resnet_tiny": PooledArch("resnet", (1, 1, 1, 1), (8, 16, 32, 64), stem_width=8, img_size=64),
+    "resnet_tiny": PooledArch("resnet", (1, 1, 1, 1), (8, 16, 32, 64), img_size=64),
     "caformer_m36": PooledArch(
         "metaformer",
         (3, 12, 18, 3),
@@ -238,7 +237,6 @@ def build_pooled(arch: str | PooledArch | dict[str, Any], drop_path: float = 0.0
             block=Bottleneck if arch.block == "bottleneck" else BasicBlock,
             layers=arch.depths,
             channels=arch.widths,
-            stem_width=arch.stem_width,
             num_classes=0,
             drop_path_rate=drop_path,
         )
