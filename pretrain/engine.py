@@ -10,8 +10,9 @@ else:
 * per-iteration schedules (``pretrain.schedules``): LR = linear warm-up from 0 to ``lr * global_batch / 256`` then
   cosine to ``min_lr``; weight decay cosine ``weight_decay -> weight_decay_end``; teacher momentum cosine
   ``momentum -> momentum_end``;
-* AdamW with two groups: decay on parameters with ndim > 1, none on biases and other 1-D parameters (norms); frozen
-  parameters (``requires_grad=False``, e.g. BAM's patch projection) are not in the optimizer;
+* AdamW (``optim.name=lars``: LARS, BAM's ResNet-50 recipe, :mod:`pretrain.optim`) with two groups: decay on
+  parameters with ndim > 1, none on biases and other 1-D parameters (norms); frozen parameters
+  (``requires_grad=False``, e.g. BAM's patch projection) are not in the optimizer;
 * gradient clipping by global norm (``clip_mode="global"``) or DINO's per-parameter rule, optional freezing of a
   last layer for the first epochs;
 * precision: ``fp32``, ``bf16`` autocast, or ``fp16`` autocast with a GradScaler; methods compute the loss in fp32;
@@ -54,6 +55,7 @@ from pretrain.dist import Distributed
 from pretrain.ema import ema_update
 from pretrain.methods import build_method, method_class
 from pretrain.methods.base import StepContext
+from pretrain.optim import build_optimizer
 from pretrain.pooled import export_pooled, is_pooled
 from pretrain.schedules import cosine_schedule, scaled_lr
 from pretrain.syncbn import WorldBatchNorm2d
@@ -165,7 +167,8 @@ class Trainer:
                 self.method.student, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
         self.params = [p for p in self.method.student.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(param_groups(self.method.student), lr=0.0, betas=cfg.optim.betas)
+        o = cfg.optim
+        self.optimizer = build_optimizer(o.name, param_groups(self.method.student), o.betas, o.momentum, o.lars_eta)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.train.precision == "fp16")
         self.global_batch = cfg.train.batch_size * self.dist.world_size
         self.data = None

@@ -205,9 +205,10 @@ SERE_DINO_OVER = {**SERE_OVER, "sere.base": "dino", "sere.alpha": 1.0, "sere.bet
 # every registered method (and the engine's toy) through the engine's contract tests
 ADCLR_OVER = {**DINO_OVER, "method": "adclr", "adclr.query_crops": 3}
 ADCLR_STAR_OVER = {**ADCLR_OVER, "adclr.mim": True, "adclr.attention": "all", "ibot.patch_out_dim": 64}
-# BAM with the pooled-feature backbones (ResNet: BatchNorm over the world batch, ContrastiveCrop from activations)
-BAM_RESNET_OVER = {"method": "bam", "model.arch": "resnet_tiny", "bam.proj_hidden": 64, "bam.proj_out": 64, "bam.top_k": 8}
-BAM_CAFORMER_OVER = {**BAM_RESNET_OVER, "model.arch": "caformer_tiny"}
+# BAM with the pooled-feature backbones (ResNet: BatchNorm over the world batch, LARS and a ReLU projector as the
+# ResNet-50 recipe; both: ContrastiveCrop from activation maps)
+BAM_CAFORMER_OVER = {"method": "bam", "model.arch": "caformer_tiny", "bam.proj_hidden": 64, "bam.proj_out": 64, "bam.top_k": 8}
+BAM_RESNET_OVER = {**BAM_CAFORMER_OVER, "model.arch": "resnet_tiny", "optim.name": "lars", "optim.lr": 0.3, "bam.proj_act": "relu"}
 METHOD_OVERRIDES = {
     "toy": {},
     "bam": BAM_OVER,

@@ -275,7 +275,8 @@ def test_cli_pretrain_resnet_tiny_then_knn(tmp_path, shapes_root):
         "model.arch=resnet_tiny", "model.pos_embed=learned", "model.freeze_patch_embed=false", "model.init=timm",
         f"data.root={train}", "data.global_size=32", "data.local_size=16", "data.local_crops=2", "data.num_workers=0",
         "train.epochs=1", "train.batch_size=32", "train.threads=1", "train.log_every=1", "ccrop.enabled=false",
-        "knn.every_epochs=0", "bam.proj_hidden=64", "bam.proj_out=64", "bam.proj_act=relu",
+        "knn.every_epochs=0", "bam.proj_hidden=64", "bam.proj_out=64", "bam.proj_act=relu", "optim.name=lars",
+        "optim.lr=0.3", "optim.weight_decay=1e-6", "optim.weight_decay_end=1e-6",
     ]
     config = REPO / "pretrain" / "configs" / "bam_shapes_tiny.yaml"
     assert cli_main(["pretrain", "--config", str(config), "--out", str(out), *over]) == 0
