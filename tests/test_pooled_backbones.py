@@ -320,3 +320,35 @@ def test_every_frozen_protocol_runs_on_pooled_features(tmp_path, shapes_root, ar
         assert -100.0 <= r["value"] <= 100.0, r
     lin_record = next(r for r in records if r["protocol"] == "linear")
     assert dim == POOLED_ARCHS[arch].embed_dim and lin_record["settings"]["taps"]["taps"] == "cls"
+
+
+def test_bam_table8_and_table5_resnet_rows_fill_from_pooled_records(tmp_path):
+    """Linear records of a ResNet-50 and a CAFormer-M36 checkpoint fill BAM Table 8 as rows labelled with the
+    paper's architecture names; logistic-regression transfer records of the ResNet-50 fill Table 5 (linear)."""
+    from evaluate.records import Record, append_records
+    from evaluate.reference import load_reference
+    from evaluate.results import query
+    from evaluate.tables import regenerate
+
+    store = tmp_path / "store"
+    archs = {"bam-r50": POOLED_ARCHS["resnet50"], "bam-m36": POOLED_ARCHS["caformer_m36"]}
+    records = [
+        Record(protocol="linear", dataset="imagenet", split="val", metric="top1", value=value,
+               checkpoint={"name": name, "sha256": name[-3:] * 21 + "x", "format": "sslbench", "arch": archs[name].to_dict()},
+               settings={"variant": "dino"}, run_id=f"lin{name}")
+        for name, value in (("bam-r50", 71.5), ("bam-m36", 76.3))
+    ]
+    records += [
+        Record(protocol="logreg", dataset=ds, split="test", metric=metric, value=value,
+               checkpoint={"name": "bam-r50", "sha256": "r50" * 21 + "x", "format": "sslbench",
+                           "arch": archs["bam-r50"].to_dict()}, settings={}, run_id=f"lr{ds}")
+        for ds, metric, value in (("food101", "top1", 70.0), ("pets", "mean_per_class", 80.5))
+    ]
+    append_records(records, store)
+    tables = {t.id: t for p in load_reference().values() for t in p.tables}
+    t8 = regenerate(tables["bam.table8_architectures"], query(store))
+    measured = {tuple(row[:2]): row[-1] for row in t8.rows if row[0] in ("bam-r50", "bam-m36")}
+    assert measured == {("bam-r50", "ResNet-50"): "71.5", ("bam-m36", "CAFormer-M36"): "76.3"}, t8.rows
+    t5 = regenerate(tables["bam.table5_transfer_linear"], query(store))
+    row = next(r for r in t5.rows if "bam-r50" in r)
+    assert "ResNet-50" in row and "70.0" in row and "80.5" in row, row
