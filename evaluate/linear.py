@@ -10,8 +10,8 @@ slice of it (:class:`HeadGrid`), so any number of heads trains on the same forwa
   bias 0, cross-entropy. Training crops: RandomResizedCrop (bilinear, DINO v1) + flip; evaluation: Resize + CenterCrop.
   CNN/MetaFormer backbones (ResNet-50, CAFormer-M36) follow the same ``eval_linear.py`` with its torchvision path:
   one head on the pooled feature (ResNet-50: 2048-d average pool, ``fc`` removed; CAFormer: the pooled, normed 576-d
-  output, as BAM's ``eval_linear.py``); the papers' ResNet-50 linear lr differs (BAM Table 9(b): SGD lr 0.3 at batch
-  1024, 100 epochs: ``lr=0.075`` here, per 256 images), the recipes set it.
+  output, as BAM's ``eval_linear.py``); BAM Table 9(b) gives SGD, lr 0.3, batch 1024, 100 epochs for ResNet-50 (not
+  said whether per 256 images): ``lr=0.3`` (per 256) or ``lr=0.075`` (absolute) with ``batch_size=1024``.
 * ``variant="grid"`` (DINOv2 ``eval/linear.py``): the bank is cat(CLS_{L-3..L}, mean patch_L); heads for every
   lr in ``lrs`` (13 values, 1e-5 .. 0.1, each x batch / 256) x blocks in {1, 4} x {without, with} the mean patch
   (52 heads). The loss is the sum of the heads' cross-entropies; cosine stepped per iteration; RandomResizedCrop is
