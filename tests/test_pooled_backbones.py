@@ -158,6 +158,11 @@ def test_official_layouts_load_strictly_with_equal_features(tmp_path, arch):
         torch.testing.assert_close(_features(loaded.model, x), ref, rtol=0, atol=0, msg=name)
         if name in ("bam", "dino", "moco", "torchvision", "timm_classifier"):
             assert loaded.report.dropped, name  # heads, projectors, the other network, classifiers
+    # ckpt inspect reads them too (one report, exit 0), ckpt convert --to timm writes plain timm keys
+    assert cli_main(["ckpt", "inspect", str(tmp_path / f"{arch}_bam.pth")]) == 0
+    conv = tmp_path / f"{arch}_timm.pth"
+    assert cli_main(["ckpt", "convert", str(tmp_path / f"{arch}_bam.pth"), "--to", "timm", str(conv)]) == 0
+    torch.testing.assert_close(_features(load_backbone(conv).model, x), ref, rtol=0, atol=0)
     # the student of a BAM / DINO file is the other network
     student = load_backbone(tmp_path / f"{arch}_bam.pth", which="student")
     assert not torch.equal(_features(student.model, x), ref)
@@ -209,6 +214,9 @@ def test_strict_errors_are_one_line(tmp_path):
     torch.save(sd, tmp_path / "ok.pth")
     with pytest.raises(SSLBenchError, match="num_heads / pos_interp apply to ViTs"):
         load_backbone(tmp_path / "ok.pth", num_heads=6)
+    assert cli_main(["ckpt", "inspect", str(tmp_path / "missing.pth")]) == 2
+    assert cli_main(["ckpt", "convert", str(tmp_path / "ok.pth"), "--to", "mmdet", str(tmp_path / "mm.pth")]) == 2
+    assert not (tmp_path / "mm.pth").exists()
 
 
 def test_vit_only_taps_on_a_cnn_fail_in_one_line(tmp_path):
