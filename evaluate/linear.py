@@ -293,7 +293,9 @@ def bank_taps(cfg: LinearConfig, dim: int, depth: int, pooled: bool = False) -> 
     ``pooled``: a CNN/MetaFormer backbone, whose bank is its pooled feature (``taps=auto`` -> ``cls``, one block)."""
     if pooled:
         if cfg.variant == "grid":
-            raise SSLBenchError("variant=grid taps ViT blocks and patch tokens; a CNN/MetaFormer backbone needs variant=dino")
+            raise SSLBenchError(
+                "variant=grid taps ViT blocks and patch tokens; a CNN/MetaFormer backbone needs variant=dino"
+            )
         return ("cls", 1) if cfg.taps == "auto" else (cfg.taps, cfg.n_last or 1)
     if cfg.variant == "grid":
         return "cls+mean_patch", min(max(cfg.grid_blocks), depth)

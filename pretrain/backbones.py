@@ -118,7 +118,9 @@ def backbone_from_config(m: ModelConfig, mask_token: bool = False) -> SSLViT:
             raise ValueError(f"model.arch={m.arch}: masked image modelling needs a ViT (patch tokens)")
         for key, default in VIT_ONLY_DEFAULTS.items():
             if getattr(m, key) != default:
-                raise ValueError(f"model.{key}={getattr(m, key)!r} applies to ViTs only; model.arch={m.arch} needs {default!r}")
+                raise ValueError(
+                    f"model.{key}={getattr(m, key)!r} applies to ViTs only; model.arch={m.arch} needs {default!r}"
+                )
         return build_pooled(m.arch, drop_path=m.drop_path)
     return build_backbone(
         m.arch,

@@ -109,7 +109,9 @@ def world_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
         return module
     for name, child in list(module.named_children()):
         if type(child) is nn.BatchNorm2d:
-            world = WorldBatchNorm2d(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)
+            world = WorldBatchNorm2d(
+                child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats
+            )
             world.load_state_dict(child.state_dict())
             world.train(child.training)
             for p_old, p_new in zip(child.parameters(), world.parameters()):

@@ -21,8 +21,9 @@ OPTIMIZERS = ("adamw", "lars")
 class LARS(torch.optim.Optimizer):
     """LARS with momentum (module docstring). ``weight_decay`` comes from the parameter group."""
 
-    def __init__(self, params: Any, lr: float = 0.0, weight_decay: float = 0.0, momentum: float = 0.9,
-                 eta: float = 0.001) -> None:
+    def __init__(
+        self, params: Any, lr: float = 0.0, weight_decay: float = 0.0, momentum: float = 0.9, eta: float = 0.001
+    ) -> None:
         super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum, eta=eta))
 
     @torch.no_grad()
@@ -55,8 +56,9 @@ class LARS(torch.optim.Optimizer):
         return loss
 
 
-def build_optimizer(name: str, groups: list[dict[str, Any]], betas: tuple[float, float], momentum: float,
-                    eta: float) -> torch.optim.Optimizer:
+def build_optimizer(
+    name: str, groups: list[dict[str, Any]], betas: tuple[float, float], momentum: float, eta: float
+) -> torch.optim.Optimizer:
     """AdamW(groups, betas) or LARS(groups, momentum, eta); learning rate and weight decay are set per step."""
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=0.0, betas=betas)

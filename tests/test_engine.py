@@ -207,8 +207,20 @@ ADCLR_OVER = {**DINO_OVER, "method": "adclr", "adclr.query_crops": 3}
 ADCLR_STAR_OVER = {**ADCLR_OVER, "adclr.mim": True, "adclr.attention": "all", "ibot.patch_out_dim": 64}
 # BAM with the pooled-feature backbones (ResNet: BatchNorm over the world batch, LARS and a ReLU projector as the
 # ResNet-50 recipe; both: ContrastiveCrop from activation maps)
-BAM_CAFORMER_OVER = {"method": "bam", "model.arch": "caformer_tiny", "bam.proj_hidden": 64, "bam.proj_out": 64, "bam.top_k": 8}
-BAM_RESNET_OVER = {**BAM_CAFORMER_OVER, "model.arch": "resnet_tiny", "optim.name": "lars", "optim.lr": 0.3, "bam.proj_act": "relu"}
+BAM_CAFORMER_OVER = {
+    "method": "bam",
+    "model.arch": "caformer_tiny",
+    "bam.proj_hidden": 64,
+    "bam.proj_out": 64,
+    "bam.top_k": 8,
+}
+BAM_RESNET_OVER = {
+    **BAM_CAFORMER_OVER,
+    "model.arch": "resnet_tiny",
+    "optim.name": "lars",
+    "optim.lr": 0.3,
+    "bam.proj_act": "relu",
+}
 METHOD_OVERRIDES = {
     "toy": {},
     "bam": BAM_OVER,
@@ -272,7 +284,9 @@ def test_two_gloo_processes_equal_one_process(tmp_path, name):
     for key, p in trainer.method.teacher.named_parameters():
         assert torch.allclose(got["teacher"][key], p, atol=1e-6), key
     state = trainer.method.method_state()
-    assert got["state"].keys() == state.keys() and (name in ("toy", "bam", "bam_resnet", "bam_caformer") or "center" in state)
+    assert got["state"].keys() == state.keys() and (
+        name in ("toy", "bam", "bam_resnet", "bam_caformer") or "center" in state
+    )
     for key, value in state.items():
         assert torch.allclose(got["state"][key], value, atol=1e-6), key
 

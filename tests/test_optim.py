@@ -10,12 +10,12 @@ from pretrain.optim import LARS, build_optimizer
 def test_lars_matches_the_formula_and_sgd_on_1d_parameters():
     torch.manual_seed(0)
     w, b = torch.randn(4, 3, requires_grad=True), torch.randn(4, requires_grad=True)
-    w_ref, b_ref = w.detach().clone(), b.detach().clone()
+    w_ref = w.detach().clone()
     b_sgd = b.detach().clone().requires_grad_(True)
     opt = LARS([{"params": [w], "weight_decay": 0.1}, {"params": [b], "weight_decay": 0.0}], lr=0.5, momentum=0.9)
     sgd = torch.optim.SGD([b_sgd], lr=0.5, momentum=0.9)
     mu_w = torch.zeros_like(w_ref)
-    for step in range(3):
+    for _ in range(3):
         gw, gb = torch.randn(4, 3), torch.randn(4)
         w.grad, b.grad, b_sgd.grad = gw.clone(), gb.clone(), gb.clone()
         opt.step()

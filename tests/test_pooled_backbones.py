@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_engine import BAM_CAFORMER_OVER, BAM_RESNET_OVER, random_views, toy_cfg
 from torch import nn
 
 from evaluate.checkpoints import load_backbone
@@ -29,7 +30,6 @@ from pretrain.contrastive_crop import boxes_for_images
 from pretrain.engine import Trainer
 from pretrain.pooled import POOLED_ARCHS, PooledArch, build_pooled, export_pooled
 from sslcore.errors import SSLBenchError
-from test_engine import BAM_CAFORMER_OVER, BAM_RESNET_OVER, random_views, toy_cfg
 
 REPO = Path(__file__).resolve().parent.parent
 OVERS = {"resnet_tiny": BAM_RESNET_OVER, "caformer_tiny": BAM_CAFORMER_OVER}
@@ -71,6 +71,24 @@ def test_bam_steps_with_each_backbone(tmp_path, arch):
     }
     outs = student.backbone.forward_crops([torch.randn(2, 3, 32, 32)] * 2 + [torch.randn(2, 3, 16, 16)] * 2)
     assert [tuple(o.cls.shape) for o in outs] == [(2, POOLED_ARCHS[arch].embed_dim)] * 4
+
+
+def test_methods_that_need_patch_tokens_refuse_a_cnn_when_built(tmp_path):
+    """DINO trains on the pooled feature (its official code supports convnets); iBOT, ADCLR and SERE read patch
+    tokens, masks or queries: one ConfigError line when the method is built."""
+    from test_engine import METHOD_OVERRIDES
+
+    from pretrain.methods import build_method
+    from sslcore.errors import ConfigError
+
+    cfg = toy_cfg(tmp_path, **{**METHOD_OVERRIDES["dino"], "model.arch": "resnet_tiny", "train.batch_size": 8})
+    trainer = Trainer(cfg, iters_per_epoch=2)
+    assert torch.isfinite(torch.tensor(trainer.train_step(random_views(8, 0, cfg))[0]))
+    for name in ("ibot", "adclr", "adclr_star", "sere", "sere_dino"):
+        cfg = toy_cfg(tmp_path, **{**METHOD_OVERRIDES[name], "model.arch": "caformer_tiny"})
+        with pytest.raises(ConfigError, match="needs a ViT") as err:
+            build_method(cfg)
+        assert "\n" not in str(err.value)
 
 
 @pytest.mark.parametrize("arch", list(OVERS))
@@ -120,7 +138,10 @@ def _official_files(tmp: Path, arch: str, model: nn.Module) -> dict[str, Path]:
         head = {"head.mlp.0.weight": torch.randn(8, model.embed_dim), "head.last_layer.weight_g": torch.ones(8, 1)}
         files["dino"] = {  # DINO main_dino.py --arch resnet50: teacher plain, student DDP-wrapped
             "teacher": {**{f"backbone.{k}": v for k, v in sd.items()}, **head},
-            "student": {**{f"module.backbone.{k}": v for k, v in other.items()}, **{f"module.{k}": v for k, v in head.items()}},
+            "student": {
+                **{f"module.backbone.{k}": v for k, v in other.items()},
+                **{f"module.{k}": v for k, v in head.items()},
+            },
             "epoch": 3,
         }
         files["dino_release"] = dict(sd)  # dino_resnet50_pretrain.pth: torchvision keys, fc removed
@@ -136,7 +157,11 @@ def _official_files(tmp: Path, arch: str, model: nn.Module) -> dict[str, Path]:
         }
         files["torchvision"] = {**sd, **fc}  # torchvision / timm resnet50 state dict with its classifier
     else:
-        files["timm_classifier"] = {**sd, "head.fc.weight": torch.randn(10, model.embed_dim), "head.fc.bias": torch.zeros(10)}
+        files["timm_classifier"] = {
+            **sd,
+            "head.fc.weight": torch.randn(10, model.embed_dim),
+            "head.fc.bias": torch.zeros(10),
+        }
     paths = {}
     for name, payload in files.items():
         paths[name] = tmp / f"{arch}_{name}.pth"
@@ -149,12 +174,20 @@ def test_official_layouts_load_strictly_with_equal_features(tmp_path, arch):
     model = _randomised(arch)
     x = torch.randn(2, 3, 64, 64)
     ref = _features(model, x)
-    expected_format = {"bam": "bam", "dino": "dino", "dino_release": "timm", "moco": "moco", "torchvision": "timm",
-                       "timm_classifier": "timm"}
+    expected_format = {
+        "bam": "bam",
+        "dino": "dino",
+        "dino_release": "timm",
+        "moco": "moco",
+        "torchvision": "timm",
+        "timm_classifier": "timm",
+    }
     for name, path in _official_files(tmp_path, arch, model).items():
         loaded = load_backbone(path, trust_pickle=False)
         assert loaded.info["format"] == expected_format[name], name
-        assert PooledArch.from_dict(loaded.info["arch"]) == PooledArch.from_dict({**model.arch.to_dict(), "img_size": 224})
+        assert PooledArch.from_dict(loaded.info["arch"]) == PooledArch.from_dict(
+            {**model.arch.to_dict(), "img_size": 224}
+        )
         torch.testing.assert_close(_features(loaded.model, x), ref, rtol=0, atol=0, msg=name)
         if name in ("bam", "dino", "moco", "torchvision", "timm_classifier"):
             assert loaded.report.dropped, name  # heads, projectors, the other network, classifiers
@@ -171,8 +204,14 @@ def test_official_layouts_load_strictly_with_equal_features(tmp_path, arch):
 def test_timm_caformer_starrelu_with_residual_scales_is_inferred(tmp_path):
     """timm's own CAFormer (StarReLU, residual scales in stages 3-4) is a different architecture from BAM's; the
     adapter reads which one a file holds off its keys."""
-    arch = PooledArch("metaformer", (1, 1, 1, 1), (16, 32, 64, 96), mixers=("sepconv", "sepconv", "attention",
-                      "attention"), act="starrelu", res_scale=(None, None, 1.0, 1.0))
+    arch = PooledArch(
+        "metaformer",
+        (1, 1, 1, 1),
+        (16, 32, 64, 96),
+        mixers=("sepconv", "sepconv", "attention", "attention"),
+        act="starrelu",
+        res_scale=(None, None, 1.0, 1.0),
+    )
     torch.manual_seed(1)
     model = build_pooled(arch).eval()
     path = tmp_path / "caformer_timm.pth"
@@ -280,11 +319,28 @@ def test_cli_pretrain_resnet_tiny_then_knn(tmp_path, shapes_root):
     train = shapes_root / "classification" / "train"
     out = tmp_path / "run"
     over = [
-        "model.arch=resnet_tiny", "model.pos_embed=learned", "model.freeze_patch_embed=false", "model.init=timm",
-        f"data.root={train}", "data.global_size=32", "data.local_size=16", "data.local_crops=2", "data.num_workers=0",
-        "train.epochs=1", "train.batch_size=32", "train.threads=1", "train.log_every=1", "ccrop.enabled=false",
-        "knn.every_epochs=0", "bam.proj_hidden=64", "bam.proj_out=64", "bam.proj_act=relu", "optim.name=lars",
-        "optim.lr=0.3", "optim.weight_decay=1e-6", "optim.weight_decay_end=1e-6",
+        "model.arch=resnet_tiny",
+        "model.pos_embed=learned",
+        "model.freeze_patch_embed=false",
+        "model.init=timm",
+        f"data.root={train}",
+        "data.global_size=32",
+        "data.local_size=16",
+        "data.local_crops=2",
+        "data.num_workers=0",
+        "train.epochs=1",
+        "train.batch_size=32",
+        "train.threads=1",
+        "train.log_every=1",
+        "ccrop.enabled=false",
+        "knn.every_epochs=0",
+        "bam.proj_hidden=64",
+        "bam.proj_out=64",
+        "bam.proj_act=relu",
+        "optim.name=lars",
+        "optim.lr=0.3",
+        "optim.weight_decay=1e-6",
+        "optim.weight_decay_end=1e-6",
     ]
     config = REPO / "pretrain" / "configs" / "bam_shapes_tiny.yaml"
     assert cli_main(["pretrain", "--config", str(config), "--out", str(out), *over]) == 0
@@ -294,8 +350,16 @@ def test_cli_pretrain_resnet_tiny_then_knn(tmp_path, shapes_root):
     assert exported["arch"]["family"] == "resnet" and "layer4.0.conv3.weight" in exported["state_dict"]
     knn_out = tmp_path / "knn"
     code = cli_main(
-        ["eval", "knn", str(out / "backbone.pth"), "--data", str(shapes_root / "classification"),
-         "features.crop=32", "features.batch_size=64", f"out={knn_out}"]
+        [
+            "eval",
+            "knn",
+            str(out / "backbone.pth"),
+            "--data",
+            str(shapes_root / "classification"),
+            "features.crop=32",
+            "features.batch_size=64",
+            f"out={knn_out}",
+        ]
     )
     assert code == 0
     metrics = json.loads((knn_out / "metrics.json").read_text())["metrics"]
@@ -341,15 +405,39 @@ def test_bam_table8_and_table5_resnet_rows_fill_from_pooled_records(tmp_path):
     store = tmp_path / "store"
     archs = {"bam-r50": POOLED_ARCHS["resnet50"], "bam-m36": POOLED_ARCHS["caformer_m36"]}
     records = [
-        Record(protocol="linear", dataset="imagenet", split="val", metric="top1", value=value,
-               checkpoint={"name": name, "sha256": name[-3:] * 21 + "x", "format": "sslbench", "arch": archs[name].to_dict()},
-               settings={"variant": "dino"}, run_id=f"lin{name}")
+        Record(
+            protocol="linear",
+            dataset="imagenet",
+            split="val",
+            metric="top1",
+            value=value,
+            checkpoint={
+                "name": name,
+                "sha256": name[-3:] * 21 + "x",
+                "format": "sslbench",
+                "arch": archs[name].to_dict(),
+            },
+            settings={"variant": "dino"},
+            run_id=f"lin{name}",
+        )
         for name, value in (("bam-r50", 71.5), ("bam-m36", 76.3))
     ]
     records += [
-        Record(protocol="logreg", dataset=ds, split="test", metric=metric, value=value,
-               checkpoint={"name": "bam-r50", "sha256": "r50" * 21 + "x", "format": "sslbench",
-                           "arch": archs["bam-r50"].to_dict()}, settings={}, run_id=f"lr{ds}")
+        Record(
+            protocol="logreg",
+            dataset=ds,
+            split="test",
+            metric=metric,
+            value=value,
+            checkpoint={
+                "name": "bam-r50",
+                "sha256": "r50" * 21 + "x",
+                "format": "sslbench",
+                "arch": archs["bam-r50"].to_dict(),
+            },
+            settings={},
+            run_id=f"lr{ds}",
+        )
         for ds, metric, value in (("food101", "top1", 70.0), ("pets", "mean_per_class", 80.5))
     ]
     append_records(records, store)

@@ -29,8 +29,8 @@ from evaluate.checkpoints.formats import (
     detect_format,
 )
 from evaluate.checkpoints.heads import HEAD_LAYER_KEYS, HeadLayer, head_layer_from, load_head_layer
-from evaluate.checkpoints.pooled import infer_pooled_arch, is_pooled_checkpoint, require_vit
 from evaluate.checkpoints.loader import KeyReport, LoadedBackbone, infer_arch, is_sincos, load_backbone, resolve
+from evaluate.checkpoints.pooled import infer_pooled_arch, is_pooled_checkpoint, require_vit
 from evaluate.checkpoints.reading import PICKLE_ALLOW_LIST, read_checkpoint, sha256_cached
 
 __all__ = [

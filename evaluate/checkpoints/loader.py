@@ -342,8 +342,15 @@ def load_backbone(
     checkpoint, pickled = read_checkpoint(path, trust_pickle=trust_pickle)
     if is_pooled_checkpoint(checkpoint):  # ResNet / CAFormer: evaluate.checkpoints.pooled
         model, info, dropped = load_pooled(
-            checkpoint, path, format=format, which=which, num_heads=num_heads, img_size=img_size,
-            pos_interp=pos_interp, name=name, sha256=sha256_cached(path),
+            checkpoint,
+            path,
+            format=format,
+            which=which,
+            num_heads=num_heads,
+            img_size=img_size,
+            pos_interp=pos_interp,
+            name=name,
+            sha256=sha256_cached(path),
         )
         if pickled:
             info["unpickled"] = pickled

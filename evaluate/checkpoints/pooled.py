@@ -161,7 +161,12 @@ def infer_pooled_arch(family: str, state: Mapping[str, Tensor], img_size: int = 
     act = "starrelu" if any(k.endswith("mlp.act.scale") for k in state) else "gelu"
     try:
         return PooledArch(
-            "metaformer", tuple(depths), tuple(dims), mixers=tuple(mixers), act=act, res_scale=tuple(res_scale),
+            "metaformer",
+            tuple(depths),
+            tuple(dims),
+            mixers=tuple(mixers),
+            act=act,
+            res_scale=tuple(res_scale),
             img_size=img_size,
         )
     except ValueError as exc:
@@ -215,7 +220,11 @@ def load_pooled(
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     missing = sorted(k for k in expected if k not in backbone)
     unexpected = sorted(k for k in backbone if k not in expected)
-    mismatched = [f"{k} {tuple(v.shape)} vs model {expected[k]}" for k, v in backbone.items() if k in expected and tuple(v.shape) != expected[k]]
+    mismatched = [
+        f"{k} {tuple(v.shape)} vs model {expected[k]}"
+        for k, v in backbone.items()
+        if k in expected and tuple(v.shape) != expected[k]
+    ]
     nonfinite = sorted(k for k, v in backbone.items() if v.is_floating_point() and not bool(torch.isfinite(v).all()))
     problems = [
         _listing(label, keys)
