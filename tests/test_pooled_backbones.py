@@ -310,12 +310,18 @@ def test_davis_and_dense_refuse_a_cnn_in_one_line(tmp_path, shapes_root, capsys)
     code = cli_main(["eval", "ade20k", str(path), "--data-root", str(data_root), "--out", str(tmp_path / "det")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "dense evaluation" in err[0] and "needs a ViT" in err[0]
+    root = str(shapes_root / "classification")
+    code = cli_main(["eval", "finetune", str(path), "--data", root, "--out", str(tmp_path / "ft"), "aug.input_size=32"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "fine-tuning" in err[0] and "needs a ViT" in err[0]
+    assert not (tmp_path / "ft" / "checkpoint.pth").exists()
     assert not (tmp_path / "det" / "backbone.pth").exists()
 
 
 def test_cli_pretrain_resnet_tiny_then_knn(tmp_path, shapes_root):
     """``sslbench pretrain`` BAM with resnet_tiny, one epoch on the tiny ShapesWorld, then ``sslbench eval knn`` of
-    the export (the recipe's ViT-only model keys reset to their defaults)."""
+    the export (the recipe's ViT-only model keys reset to their defaults; LARS and the ReLU projector as the ResNet-50
+    recipe; the online k-NN monitor on)."""
     train = shapes_root / "classification" / "train"
     out = tmp_path / "run"
     over = [
@@ -333,7 +339,10 @@ def test_cli_pretrain_resnet_tiny_then_knn(tmp_path, shapes_root):
         "train.threads=1",
         "train.log_every=1",
         "ccrop.enabled=false",
-        "knn.every_epochs=0",
+        "knn.every_epochs=1",  # the online k-NN monitor reads the pooled feature too
+        f"knn.train_root={train}",
+        f"knn.val_root={shapes_root / 'classification' / 'val'}",
+        "knn.size=32",
         "bam.proj_hidden=64",
         "bam.proj_out=64",
         "bam.proj_act=relu",
@@ -345,7 +354,8 @@ def test_cli_pretrain_resnet_tiny_then_knn(tmp_path, shapes_root):
     config = REPO / "pretrain" / "configs" / "bam_shapes_tiny.yaml"
     assert cli_main(["pretrain", "--config", str(config), "--out", str(out), *over]) == 0
     steps = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
-    assert any(r["kind"] == "epoch" and r["epoch"] == 0 for r in steps)
+    epoch = next(r for r in steps if r["kind"] == "epoch" and r["epoch"] == 0)
+    assert 0.0 <= epoch["knn_top1"] <= 100.0 and epoch["knn_eff_rank"] >= 1.0
     exported = torch.load(out / "backbone.pth", weights_only=True)
     assert exported["arch"]["family"] == "resnet" and "layer4.0.conv3.weight" in exported["state_dict"]
     knn_out = tmp_path / "knn"
