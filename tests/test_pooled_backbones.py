@@ -458,3 +458,14 @@ def test_bam_table8_and_table5_resnet_rows_fill_from_pooled_records(tmp_path):
     t5 = regenerate(tables["bam.table5_transfer_linear"], query(store))
     row = next(r for r in t5.rows if "bam-r50" in r)
     assert "ResNet-50" in row and "70.0" in row and "80.5" in row, row
+
+
+def test_detection_needs_a_first_block_right_under_a_network_prefix():
+    from evaluate.checkpoints import is_pooled_checkpoint
+
+    one = torch.ones(1)
+    assert is_pooled_checkpoint({"model": {"teacher.module.backbone.layer1.0.conv1.weight": one}})
+    assert is_pooled_checkpoint({"state_dict": {"module.base_encoder.layer1.0.conv1.weight": one}})
+    assert is_pooled_checkpoint({"student": {"module.backbone.stages.0.blocks.0.norm1.weight": one}})
+    # a hybrid ViT's CNN stem is not a pooled backbone: it stays with the ViT loader
+    assert not is_pooled_checkpoint({"patch_embed.backbone.stages.0.blocks.0.norm1.weight": one, "cls_token": one})

@@ -52,12 +52,18 @@ _LAYER = re.compile(r"layer(\d+)\.(\d+)\.")
 _STAGE = re.compile(r"stages\.(\d+)\.blocks\.(\d+)\.")
 
 
+_DETECT = re.compile(
+    r"((teacher|student)\.)?(module\.)?(backbone\.|base_encoder\.|encoder_q\.)?"
+    r"(layer1\.0\.conv1\.weight|stages\.0\.blocks\.0\.norm1\.weight)"
+)
+
+
 def is_pooled_checkpoint(checkpoint: Any) -> bool:
-    """True when a checkpoint object holds a ResNet or MetaFormer backbone (any layout above)."""
+    """True when a checkpoint object holds a ResNet or MetaFormer backbone (any layout above): a first-block key right
+    under a network / backbone prefix (a hybrid ViT's ``patch_embed.backbone.stages...`` is not one)."""
     if not isinstance(checkpoint, Mapping):
         return False
-    keys = [_clean(k) for k in _keys(checkpoint)]
-    return any(k.endswith(mark) for k in keys for mark in MARKS.values())
+    return any(_DETECT.fullmatch(_clean(str(k))) for k in _keys(checkpoint))
 
 
 def _network(checkpoint: Mapping[str, Any], which: str) -> tuple[str, str | None, dict[str, Tensor]]:
