@@ -6,6 +6,10 @@ DINOv2 do):
 * ``cls``: the CLS tokens of the last ``n_last`` blocks concatenated, oldest first -> (B, n_last * D);
 * ``mean_patch``: the mean of the last block's patch tokens -> (B, D);
 * ``cls+mean_patch``: ``cat(CLS_{L-n+1}, ..., CLS_L, mean_patch_L)`` -> (B, (n_last + 1) * D), the iBOT/DINOv2 order.
+
+CNN/MetaFormer backbones (:mod:`pretrain.pooled`: ResNet, CAFormer) have one feature, the pooled output (ResNet-50:
+the 2048-d global average pool; CAFormer: pool + LayerNorm), which they give as the CLS tap of their only "block":
+``taps=cls n_last=1`` is the only valid setting for them.
   ``interleave=True`` gives DINO v1's order instead (it stacks [CLS, mean] on a new last axis and flattens:
   c0, a0, c1, a1, ...); only defined for ``n_last=1`` and only needed to load DINO's released ViT-B linear heads.
 
@@ -115,7 +119,14 @@ def eval_transform(resize: int, crop: int, interpolation: str = "bicubic") -> An
     )
 
 
-def check_taps(taps: str, n_last: int, interleave: bool, depth: int | None = None) -> None:
+def check_taps(taps: str, n_last: int, interleave: bool, depth: int | None = None, pooled: bool = False) -> None:
+    """Valid taps for a model of ``depth`` blocks; ``pooled``: a CNN/MetaFormer (:mod:`pretrain.pooled`), whose one
+    feature is its pooled output (the CLS tap of one block)."""
+    if pooled and (taps != "cls" or n_last != 1 or interleave):
+        raise SSLBenchError(
+            f"features.taps={taps} n_last={n_last}: a CNN/MetaFormer backbone has one pooled feature "
+            "(features.taps=cls features.n_last=1)"
+        )
     if taps not in TAPS:
         raise SSLBenchError(f"features.taps={taps!r}: expected one of {', '.join(TAPS)}")
     if n_last < 1 or (depth is not None and n_last > depth):
@@ -173,7 +184,8 @@ def extract_features(model: Any, images: LabeledImages, transform: Any, cfg: Fea
     from torch.utils.data import DataLoader, Subset
     from tqdm.auto import tqdm
 
-    check_taps(cfg.taps, cfg.n_last, cfg.interleave, len(getattr(model, "blocks", [])) or None)
+    pooled = bool(getattr(model, "pooled_features", False))
+    check_taps(cfg.taps, cfg.n_last, cfg.interleave, len(getattr(model, "blocks", [])) or None, pooled)
     device = resolve_device(cfg.device)
     rank, world = _world()
     indices = list(range(rank, len(images), world))

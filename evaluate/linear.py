@@ -8,6 +8,10 @@ slice of it (:class:`HeadGrid`), so any number of heads trains on the same forwa
   (concatenated; ``features.interleave`` gives DINO's interleaved order). SGD momentum 0.9, weight decay 0,
   lr = ``lr`` x batch / 256 (DINO default base 0.001), cosine to 0 stepped per epoch, 100 epochs, heads ~ N(0, 0.01^2),
   bias 0, cross-entropy. Training crops: RandomResizedCrop (bilinear, DINO v1) + flip; evaluation: Resize + CenterCrop.
+  CNN/MetaFormer backbones (ResNet-50, CAFormer-M36) follow the same ``eval_linear.py`` with its torchvision path:
+  one head on the pooled feature (ResNet-50: 2048-d average pool, ``fc`` removed; CAFormer: the pooled, normed 576-d
+  output, as BAM's ``eval_linear.py``); BAM Table 9(b) gives SGD, lr 0.3, batch 1024, 100 epochs for ResNet-50 (not
+  said whether per 256 images): ``lr=0.3`` (per 256) or ``lr=0.075`` (absolute) with ``batch_size=1024``.
 * ``variant="grid"`` (DINOv2 ``eval/linear.py``): the bank is cat(CLS_{L-3..L}, mean patch_L); heads for every
   lr in ``lrs`` (13 values, 1e-5 .. 0.1, each x batch / 256) x blocks in {1, 4} x {without, with} the mean patch
   (52 heads). The loss is the sum of the heads' cross-entropies; cosine stepped per iteration; RandomResizedCrop is
@@ -284,8 +288,15 @@ class LinearConfig:
         )
 
 
-def bank_taps(cfg: LinearConfig, dim: int, depth: int) -> tuple[str, int]:
-    """(taps, n_last) of the feature bank. Block counts above the model's depth are clamped to it (tiny models)."""
+def bank_taps(cfg: LinearConfig, dim: int, depth: int, pooled: bool = False) -> tuple[str, int]:
+    """(taps, n_last) of the feature bank. Block counts above the model's depth are clamped to it (tiny models).
+    ``pooled``: a CNN/MetaFormer backbone, whose bank is its pooled feature (``taps=auto`` -> ``cls``, one block)."""
+    if pooled:
+        if cfg.variant == "grid":
+            raise SSLBenchError(
+                "variant=grid taps ViT blocks and patch tokens; a CNN/MetaFormer backbone needs variant=dino"
+            )
+        return ("cls", 1) if cfg.taps == "auto" else (cfg.taps, cfg.n_last or 1)
     if cfg.variant == "grid":
         return "cls+mean_patch", min(max(cfg.grid_blocks), depth)
     if cfg.taps == "auto":
@@ -401,8 +412,9 @@ def run(cfg: LinearConfig, backbone: Any = None) -> dict[str, float]:
     model, info = evalrun.load_model(cfg.backbone, backbone)
     plan, train_all, _, test = evalrun.load_splits(cfg.data)
     dim = int(model.embed_dim)
-    depth = len(model.blocks)
-    taps, n_last = bank_taps(cfg, dim, depth)
+    pooled = bool(getattr(model, "pooled_features", False))
+    depth = 1 if pooled else len(model.blocks)
+    taps, n_last = bank_taps(cfg, dim, depth, pooled)
     fcfg = dataclasses.replace(cfg.features, taps=taps, n_last=n_last)
     device = resolve_device(fcfg.device)
     _, held_idx = heldout_split(len(train_all), cfg.heldout_fraction, cfg.seed)

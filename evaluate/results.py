@@ -63,10 +63,34 @@ KEY_SETTINGS: dict[str, tuple[str, ...]] = {
 }
 
 
+# Named pooled (CNN/MetaFormer) architectures as the papers print them: (family, depths, widths, extra) -> label
+_POOLED_NAMES = {
+    ("resnet", (3, 4, 6, 3), (64, 128, 256, 512), "bottleneck"): "ResNet-50",
+    ("metaformer", (3, 12, 18, 3), (96, 192, 384, 576), "gelu"): "CAFormer-M36",
+    ("metaformer", (3, 12, 18, 3), (96, 192, 384, 576), "starrelu"): "CAFormer-M36 (StarReLU)",
+}
+
+
+def _pooled_label(arch: dict[str, Any]) -> str:
+    """``ResNet-50`` / ``CAFormer-M36`` for the published shapes, else e.g. ``ResNet L4 d256`` (blocks, output width)
+    or ``MetaFormer L4 d96``."""
+    family = arch["family"]
+    depths, widths = tuple(arch.get("depths", ())), tuple(arch.get("widths", ()))
+    extra = arch.get("block", "bottleneck") if family == "resnet" else arch.get("act", "gelu")
+    named = _POOLED_NAMES.get((family, depths, widths, extra))
+    if named:
+        return named
+    out = widths[-1] * (4 if extra == "bottleneck" else 1) if family == "resnet" and widths else (widths or (0,))[-1]
+    return f"{'ResNet' if family == 'resnet' else 'MetaFormer'} L{sum(depths)} d{out}"
+
+
 def arch_label(arch: Any) -> str:
-    """A short label of a ``ViTArch`` dict: ``"ViT-p8 d32 L2 h2"`` (patch, width, depth, heads)."""
+    """A short label of a ``ViTArch`` dict: ``"ViT-p8 d32 L2 h2"`` (patch, width, depth, heads); of a pooled
+    (ResNet/MetaFormer) arch dict: ``"ResNet-50"``, ``"CAFormer-M36"`` or ``"ResNet L4 d256"`` (blocks, width)."""
     if not isinstance(arch, dict):
         return "" if arch is None else str(arch)
+    if arch.get("family") in ("resnet", "metaformer"):
+        return _pooled_label(arch)
     try:
         return f"ViT-p{arch['patch_size']} d{arch['embed_dim']} L{arch['depth']} h{arch['num_heads']}"
     except KeyError:

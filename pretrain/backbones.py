@@ -14,6 +14,10 @@ BAM's ViT (paper App. 0.C; official ``models/vit.py``, a timm ``VisionTransforme
   timm and BAM do not).
 * drop path (0 in the official scripts), fused ``scaled_dot_product_attention`` (timm's default), dynamic image size.
 
+ResNet and CAFormer (``resnet50``, ``caformer_m36`` and their tiny test variants) are :mod:`pretrain.pooled`
+backbones: :func:`backbone_from_config` builds them when ``model.arch`` names one; the ViT-only options
+(``pos_embed``, ``freeze_patch_embed``, ``init``, ``pos_interp``) must then keep their defaults.
+
 The DINO baseline is ``build_backbone("vit_small")``: learned positional embedding, timm init (``init="dino"`` also
 draws the CLS token and positional table from N(0, 0.02) truncated, as DINO's ``vision_transformer.py``).
 """
@@ -27,6 +31,7 @@ import torch
 from torch import Tensor
 
 from pretrain.config import ModelConfig
+from pretrain.pooled import POOLED_ARCHS, build_pooled
 from pretrain.vit import ARCHS, PosInterp, SSLViT, ViTArch
 
 Init = Literal["timm", "moco", "dino"]
@@ -78,7 +83,7 @@ def build_backbone(
     """
     if isinstance(arch, str):
         if arch not in ARCHS:
-            raise ValueError(f"unknown architecture {arch!r} (valid: {', '.join(ARCHS)})")
+            raise ValueError(f"unknown architecture {arch!r} (valid: {', '.join([*ARCHS, *POOLED_ARCHS])})")
         arch = ARCHS[arch]
     if pos_embed is not None:
         if pos_embed not in POS_EMBEDS:
@@ -102,8 +107,21 @@ def build_backbone(
     return model
 
 
+VIT_ONLY_DEFAULTS = {"pos_embed": "learned", "freeze_patch_embed": False, "init": "timm", "pos_interp": "dino"}
+
+
 def backbone_from_config(m: ModelConfig, mask_token: bool = False) -> SSLViT:
-    """:func:`build_backbone` from a ``model`` config section."""
+    """:func:`build_backbone` from a ``model`` config section (a :mod:`pretrain.pooled` backbone for a ResNet or
+    CAFormer name)."""
+    if m.arch in POOLED_ARCHS:
+        if mask_token:
+            raise ValueError(f"model.arch={m.arch}: masked image modelling needs a ViT (patch tokens)")
+        for key, default in VIT_ONLY_DEFAULTS.items():
+            if getattr(m, key) != default:
+                raise ValueError(
+                    f"model.{key}={getattr(m, key)!r} applies to ViTs only; model.arch={m.arch} needs {default!r}"
+                )
+        return build_pooled(m.arch, drop_path=m.drop_path)
     return build_backbone(
         m.arch,
         pos_embed=m.pos_embed,

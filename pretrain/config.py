@@ -15,14 +15,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from sslcore.config import NON_NEGATIVE, POSITIVE, PROBABILITY, SCALE_RANGE, validate
+from sslcore.config import FRACTION, NON_NEGATIVE, POSITIVE, PROBABILITY, SCALE_RANGE, validate
 
 
 @dataclasses.dataclass
 class ModelConfig:
     """Backbone (``pretrain.backbones.build_backbone``)."""
 
-    arch: str = "vit_small"  # a name in pretrain.vit.ARCHS
+    arch: str = "vit_small"  # a name in pretrain.vit.ARCHS or pretrain.pooled.POOLED_ARCHS (resnet50, caformer_m36)
     pos_embed: Literal["learned", "sincos"] = "learned"
     freeze_patch_embed: bool = False  # MoCo v3 "random patch projection"
     init: Literal["timm", "moco", "dino"] = "timm"
@@ -78,14 +78,17 @@ class DataConfig:
 
 @dataclasses.dataclass
 class OptimConfig:
-    """AdamW and the per-iteration LR / weight-decay schedules (linear warm-up, then cosine)."""
+    """AdamW (or LARS) and the per-iteration LR / weight-decay schedules (linear warm-up, then cosine)."""
 
+    name: Literal["adamw", "lars"] = "adamw"  # lars: BAM's ResNet-50 recipe (pretrain.optim.LARS)
     lr: float = 5e-4  # per 256 images: peak lr = lr * global_batch / 256
     min_lr: float = 1e-6  # absolute (not scaled)
     warmup_epochs: float = 10.0
     weight_decay: float = 0.04
     weight_decay_end: float = 0.4
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW
+    momentum: float = 0.9  # LARS
+    lars_eta: float = 0.001  # LARS trust coefficient
     clip_grad: float = 3.0  # 0 disables clipping
     clip_mode: Literal["global", "per_param"] = "global"  # per_param = DINO's utils.clip_gradients
     freeze_last_layer_epochs: int = 0
@@ -102,6 +105,8 @@ class OptimConfig:
                 "weight_decay_end": NON_NEGATIVE,
                 "clip_grad": NON_NEGATIVE,
                 "freeze_last_layer_epochs": NON_NEGATIVE,
+                "momentum": FRACTION,
+                "lars_eta": POSITIVE,
             },
         )
 
@@ -190,6 +195,7 @@ class BAMConfig:
     proj_out: int = 4096
     proj_layers: int = 3
     proj_bn: bool = False  # BN variant (paper: for teacher-free ViT runs)
+    proj_act: Literal["gelu", "relu"] = "gelu"  # paper App. 0.C: GELU for ViTs, ReLU for ResNet
 
 
 @dataclasses.dataclass

@@ -1,5 +1,9 @@
 """ContrastiveCrop for ViTs (BAM paper App. 0.G; Peng et al., CVPR 2022): attention boxes and box-guided crops.
 
+For CNN/MetaFormer backbones (:mod:`pretrain.pooled`) step 1 uses the ContrastiveCrop paper's own map for CNNs
+instead of attention: the last feature map averaged over channels (class-agnostic activation), then the same min-max
+normalisation, upsampling and threshold.
+
 1. **Boxes.** For each training image (resized to a square without keeping the aspect ratio, no augmentation) the
    teacher's last-block attention from the CLS token to the patches is summed over heads, min-max normalised to
    [0, 1] (``+1e-5`` in the denominator), upsampled bilinearly to the input resolution, and thresholded (0.1). The box
@@ -63,7 +67,9 @@ def boxes_from_attention(
         (B, 4) float boxes ``[h_min, w_min, h_max, w_max]`` as fractions of the image height/width.
     """
     gh, gw = grid
-    if cls_attn.ndim == 3 and cls_attn.shape[-1] == gh * gw:
+    if cls_attn.ndim == 3 and cls_attn.shape[-2:] == (gh, gw) and gh == 1:
+        maps = cls_attn  # a (B, 1, w) map is a summed map, not (B, heads, h*w)
+    elif cls_attn.ndim == 3 and cls_attn.shape[-1] == gh * gw:
         maps = cls_attn.sum(1).reshape(-1, gh, gw)
     elif cls_attn.ndim == 4 and cls_attn.shape[-2:] == (gh, gw):
         maps = cls_attn.sum(1)
@@ -96,13 +102,18 @@ def _extent(flags: Tensor) -> tuple[Tensor, Tensor]:
 
 @torch.no_grad()
 def boxes_for_images(model: Any, images: Tensor, threshold: float = 0.1) -> Tensor:
-    """Boxes for a batch of (B, 3, H, W) images from ``model.forward_tokens(x, attn=True)`` (an :class:`SSLViT`), eval mode.
+    """Boxes for a batch of (B, 3, H, W) images, eval mode: from ``model.forward_tokens(x, attn=True)`` (an
+    :class:`SSLViT`: CLS attention), or from ``model.activation_map(x)`` (a CNN/MetaFormer of
+    :mod:`pretrain.pooled`: the last feature map averaged over channels, the ContrastiveCrop paper's map for CNNs).
 
     The map is upsampled to (H, W) before thresholding, as the official code does.
     """
     was_training = model.training
     model.eval()
     try:
+        if hasattr(model, "activation_map"):
+            heat = model.activation_map(images)  # (B, h, w)
+            return boxes_from_attention(heat, tuple(heat.shape[-2:]), threshold, heatmap_size=tuple(images.shape[-2:]))
         attn = model.forward_tokens(images, attn=True).attn  # (B, heads, 1 + h*w, 1 + h*w)
     finally:
         model.train(was_training)

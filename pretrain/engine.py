@@ -10,8 +10,9 @@ else:
 * per-iteration schedules (``pretrain.schedules``): LR = linear warm-up from 0 to ``lr * global_batch / 256`` then
   cosine to ``min_lr``; weight decay cosine ``weight_decay -> weight_decay_end``; teacher momentum cosine
   ``momentum -> momentum_end``;
-* AdamW with two groups: decay on parameters with ndim > 1, none on biases and other 1-D parameters (norms); frozen
-  parameters (``requires_grad=False``, e.g. BAM's patch projection) are not in the optimizer;
+* AdamW (``optim.name=lars``: LARS, BAM's ResNet-50 recipe, :mod:`pretrain.optim`) with two groups: decay on
+  parameters with ndim > 1, none on biases and other 1-D parameters (norms); frozen parameters
+  (``requires_grad=False``, e.g. BAM's patch projection) are not in the optimizer;
 * gradient clipping by global norm (``clip_mode="global"``) or DINO's per-parameter rule, optional freezing of a
   last layer for the first epochs;
 * precision: ``fp32``, ``bf16`` autocast, or ``fp16`` autocast with a GradScaler; methods compute the loss in fp32;
@@ -21,7 +22,8 @@ else:
   state included), the JSONL log of ``docs/records.md``, the exported backbone ``<out>/backbone.pth``;
 * a non-finite loss raises :class:`NonFiniteLossError` before the backward pass: no weight is touched and the last
   checkpoint on disk stays the last good one;
-* ContrastiveCrop boxes from the teacher's attention (``ccrop``) and an online k-NN monitor (``knn``), which needs
+* ContrastiveCrop boxes from the teacher's attention, or its class-agnostic activation map for CNN/MetaFormer
+  backbones (``ccrop``) and an online k-NN monitor (``knn``), which needs
   a k-NN scoring function handed in (``knn_fn``): training never imports the evaluation harness;
 * collapse diagnostics (:mod:`pretrain.diagnostics`): each monitor pass adds the effective rank of the CLS features,
   and every epoch record is checked with the method's last step diagnostics; symptoms are logged as warnings and
@@ -53,7 +55,10 @@ from pretrain.dist import Distributed
 from pretrain.ema import ema_update
 from pretrain.methods import build_method, method_class
 from pretrain.methods.base import StepContext
+from pretrain.optim import build_optimizer
+from pretrain.pooled import export_pooled, is_pooled
 from pretrain.schedules import cosine_schedule, scaled_lr
+from pretrain.syncbn import WorldBatchNorm2d
 from pretrain.views import Batch
 from pretrain.vit import export_backbone
 from sslcore.config import save_config, to_dict
@@ -94,6 +99,29 @@ def clip_gradients(params: list[nn.Parameter], clip: float, mode: str) -> float:
     return float(torch.stack(norms).norm(2))
 
 
+def world_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
+    """BatchNorm layers of ``module`` with world-batch statistics: ``SyncBatchNorm`` on CUDA; on other devices the
+    ``BatchNorm2d`` layers become :class:`pretrain.syncbn.WorldBatchNorm2d` (same parameters and buffers), so a gloo
+    run of a ResNet equals one process. Modules without BatchNorm (ViTs) come back unchanged."""
+    if device.type == "cuda":
+        if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules()):
+            return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+        return module
+    for name, child in list(module.named_children()):
+        if type(child) is nn.BatchNorm2d:
+            world = WorldBatchNorm2d(
+                child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats
+            )
+            world.load_state_dict(child.state_dict())
+            world.train(child.training)
+            for p_old, p_new in zip(child.parameters(), world.parameters()):
+                p_new.requires_grad_(p_old.requires_grad)
+            setattr(module, name, world.to(next(child.buffers(), torch.empty(0, device=device)).device))
+        else:
+            world_batchnorm(child, device)
+    return module
+
+
 def resolve_device(name: str, local_rank: int) -> torch.device:
     if name == "auto":
         return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
@@ -132,13 +160,17 @@ class Trainer:
         ckpt.seed_everything(cfg.train.seed + self.dist.rank)
         self.student: nn.Module = self.method.student
         if self.dist.enabled:
-            if self.device.type == "cuda":  # BN projectors (teacher-free BAM) normalise over the world batch
-                self.method.student = nn.SyncBatchNorm.convert_sync_batchnorm(self.method.student)
+            # BatchNorm over the world batch: BN projectors (teacher-free BAM) and CNN backbones (ResNet), student and
+            # teacher (the official BAM code converts both); gloo runs use WorldBatchNorm2d for the 2-D layers
+            self.method.student = world_batchnorm(self.method.student, self.device)
+            if self.method.teacher is not None:
+                self.method.teacher = world_batchnorm(self.method.teacher, self.device)
             self.student = nn.parallel.DistributedDataParallel(
                 self.method.student, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
         self.params = [p for p in self.method.student.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(param_groups(self.method.student), lr=0.0, betas=cfg.optim.betas)
+        o = cfg.optim
+        self.optimizer = build_optimizer(o.name, param_groups(self.method.student), o.betas, o.momentum, o.lars_eta)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.train.precision == "fp16")
         self.global_batch = cfg.train.batch_size * self.dist.world_size
         self.data = None
@@ -428,5 +460,7 @@ class Trainer:
                 "git": git_sha(),
                 "config": to_dict(self.cfg),
             }
-            atomic_torch_save(export_backbone(self.eval_backbone(), meta), path)
+            backbone = self.eval_backbone()
+            export = export_pooled if is_pooled(backbone) else export_backbone
+            atomic_torch_save(export(backbone, meta), path)
         return path

@@ -54,7 +54,8 @@ def _init_linear(module: nn.Module) -> None:
 
 
 class BAMProjector(ProjectionHead):
-    """BAM's projector: ``num_layers`` Linear layers with GELU between them (no activation after the last).
+    """BAM's projector: ``num_layers`` Linear layers with GELU between them (no activation after the last);
+    ``act="relu"`` is the paper's ResNet projector (App. 0.C: ReLU for ResNet, GELU for ViTs).
 
     ``batch_norm=True`` puts a BatchNorm1d after every layer (hidden ones affine, the last one with
     ``last_bn_affine``), for teacher-free runs.
@@ -68,15 +69,18 @@ class BAMProjector(ProjectionHead):
         num_layers: int = 3,
         batch_norm: bool = False,
         last_bn_affine: bool = False,
+        act: str = "gelu",
     ) -> None:
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        if act not in ("gelu", "relu"):
+            raise ValueError(f"projector activation must be 'gelu' or 'relu', got {act!r}")
         dims = [in_dim] + [hidden_dim] * (num_layers - 1) + [out_dim]
         specs: list[LayerSpec] = []
         for i in range(num_layers):
             last = i == num_layers - 1
             norm = nn.BatchNorm1d(dims[i + 1], affine=not last or last_bn_affine) if batch_norm else None
-            specs.append((dims[i], dims[i + 1], norm, None if last else nn.GELU()))
+            specs.append((dims[i], dims[i + 1], norm, None if last else (nn.GELU() if act == "gelu" else nn.ReLU())))
         super().__init__(specs)
 
 

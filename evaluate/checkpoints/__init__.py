@@ -1,4 +1,5 @@
-"""The checkpoint adapter: load any supported ViT checkpoint strictly into :class:`pretrain.vit.SSLViT`.
+"""The checkpoint adapter: load any supported ViT checkpoint strictly into :class:`pretrain.vit.SSLViT`, and ResNet /
+CAFormer checkpoints (sslbench, BAM, DINO, MoCo, torchvision/timm layouts) into :mod:`pretrain.pooled` (:mod:`.pooled`).
 
 Public API (other parts depend on it)::
 
@@ -29,6 +30,7 @@ from evaluate.checkpoints.formats import (
 )
 from evaluate.checkpoints.heads import HEAD_LAYER_KEYS, HeadLayer, head_layer_from, load_head_layer
 from evaluate.checkpoints.loader import KeyReport, LoadedBackbone, infer_arch, is_sincos, load_backbone, resolve
+from evaluate.checkpoints.pooled import infer_pooled_arch, is_pooled_checkpoint, require_vit
 from evaluate.checkpoints.reading import PICKLE_ALLOW_LIST, read_checkpoint, sha256_cached
 
 __all__ = [
@@ -49,6 +51,9 @@ __all__ = [
     "detect_format",
     "head_layer_from",
     "infer_arch",
+    "infer_pooled_arch",
+    "is_pooled_checkpoint",
+    "require_vit",
     "is_sincos",
     "load_backbone",
     "load_head_layer",

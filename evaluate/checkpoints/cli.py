@@ -60,12 +60,16 @@ def add_inspect_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def inspect_lines(args: argparse.Namespace) -> tuple[list[str], Any]:
-    """The report lines of ``ckpt inspect`` and the resolved checkpoint (see :func:`loader.resolve`)."""
+    """The report lines of ``ckpt inspect`` and the resolved checkpoint (see :func:`loader.resolve`; None for a
+    ResNet / MetaFormer checkpoint, which :mod:`.pooled` reads)."""
     from evaluate.checkpoints.loader import resolve
+    from evaluate.checkpoints.pooled import is_pooled_checkpoint
     from evaluate.checkpoints.reading import read_checkpoint, sha256_cached
 
     path = Path(args.path)
     checkpoint, pickled = read_checkpoint(path, trust_pickle=args.trust_pickle)
+    if is_pooled_checkpoint(checkpoint):
+        return _pooled_lines(path, checkpoint, pickled, args), None
     try:
         res = resolve(checkpoint, **_load_kwargs(args))
     except SSLBenchError as exc:
@@ -102,12 +106,35 @@ def inspect_lines(args: argparse.Namespace) -> tuple[list[str], Any]:
     return lines, res
 
 
+def _pooled_lines(path: Path, checkpoint: Any, pickled: list[str], args: argparse.Namespace) -> list[str]:
+    """``ckpt inspect`` of a ResNet / MetaFormer checkpoint (:mod:`.pooled`); raises one line when it does not load
+    strictly."""
+    from evaluate.checkpoints.pooled import load_pooled
+    from evaluate.checkpoints.reading import sha256_cached
+
+    kwargs = _load_kwargs(args)
+    model, info, dropped = load_pooled(checkpoint, path, sha256=sha256_cached(path), **kwargs)
+    params = sum(v.numel() for v in model.state_dict().values())
+    return [
+        f"file:        {path} ({path.stat().st_size / 2**20:.1f} MiB, sha256 {info['sha256'][:16]}...)",
+        f"format:      {info['format']} ({'forced' if args.format else 'detected'}): {info['arch']['family']} backbone",
+        f"network:     {info['which'] or 'single network'}",
+        f"unpickled:   {', '.join(pickled) if pickled else 'nothing (tensor-only file)'}",
+        "architecture:",
+        *(f"  {k:<11} {v!s}" for k, v in info["arch"].items()),
+        f"keys:        {len(model.state_dict())} backbone tensors ({params / 1e6:.2f}M values), {len(dropped)} dropped",
+        f"dropped:     {_short(dropped)}",
+        "status:      loads strictly",
+    ]
+
+
 def run_inspect(args: argparse.Namespace) -> int:
     from evaluate.checkpoints.loader import check
 
     lines, res = inspect_lines(args)
     print("\n".join(lines))
-    check(res, args.path)
+    if res is not None:
+        check(res, args.path)
     return 0
 
 
@@ -139,6 +166,10 @@ def run_convert(args: argparse.Namespace) -> int:
         raise SSLBenchError(f"{out}: {args.to} loads torch files; use a .pth name")
     check_writable(out.absolute().parent, "output")
     loaded = load_backbone(args.path, trust_pickle=args.trust_pickle, **_load_kwargs(args))
+    if args.to != "timm":
+        from evaluate.checkpoints.pooled import require_vit
+
+        require_vit(loaded.model, f"--to {args.to} (the dense-task ViT backbone)", args.path)
     state, meta = converted_payload(loaded)
     if out.suffix == ".safetensors":
         from safetensors.torch import save

@@ -1,4 +1,5 @@
-"""Load any supported ViT checkpoint strictly into :class:`pretrain.vit.SSLViT`.
+"""Load any supported ViT checkpoint strictly into :class:`pretrain.vit.SSLViT` (ResNet / CAFormer checkpoints go to
+:mod:`.pooled`, which builds the timm models of :mod:`pretrain.pooled`).
 
 Steps: read the file safely (:mod:`.reading`), detect or take the format (:mod:`.formats`), convert the selected
 network to timm keys, infer the architecture from the weights, resample the positional table if another input size
@@ -38,6 +39,7 @@ from timm.layers import resample_abs_pos_embed
 from torch import Tensor
 
 from evaluate.checkpoints.formats import detect_format, disallowed, get_format, holds_networks
+from evaluate.checkpoints.pooled import is_pooled_checkpoint, load_pooled
 from evaluate.checkpoints.reading import read_checkpoint, sha256_cached
 from pretrain.vit import SSLViT, ViTArch, dino_resample
 from sslcore.errors import SSLBenchError
@@ -316,7 +318,8 @@ def load_backbone(
     trust_pickle: bool = False,
     name: str | None = None,
 ) -> LoadedBackbone:
-    """Load the backbone of a checkpoint file strictly into an :class:`SSLViT` (eval mode, CPU).
+    """Load the backbone of a checkpoint file strictly into an :class:`SSLViT` (eval mode, CPU), or into a
+    :mod:`pretrain.pooled` ResNet / MetaFormer when the file holds one (:func:`.pooled.load_pooled`).
 
     Args:
         path: checkpoint file (``.pth``/``.pt``/``.ckpt`` via ``torch.load``, or ``.safetensors``).
@@ -337,6 +340,21 @@ def load_backbone(
     """
     path = Path(path)
     checkpoint, pickled = read_checkpoint(path, trust_pickle=trust_pickle)
+    if is_pooled_checkpoint(checkpoint):  # ResNet / CAFormer: evaluate.checkpoints.pooled
+        model, info, dropped = load_pooled(
+            checkpoint,
+            path,
+            format=format,
+            which=which,
+            num_heads=num_heads,
+            img_size=img_size,
+            pos_interp=pos_interp,
+            name=name,
+            sha256=sha256_cached(path),
+        )
+        if pickled:
+            info["unpickled"] = pickled
+        return LoadedBackbone(model=model, info=info, report=KeyReport(dropped=dropped))
     try:
         resolved = resolve(
             checkpoint, format=format, which=which, num_heads=num_heads, img_size=img_size, pos_interp=pos_interp

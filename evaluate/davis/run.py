@@ -175,6 +175,9 @@ def run(
     if features_fn is None:
         if model is None:
             model, info = load_model(cfg)
+        from evaluate.checkpoints import require_vit
+
+        require_vit(model, "DAVIS label propagation", cfg.checkpoint)
         model = model.eval().to(device)
         features_fn = model_features(model, cfg, device, info)
     palette = davis_palette()

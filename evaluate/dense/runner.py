@@ -99,10 +99,11 @@ def convert_checkpoint(path: str | Path, out: str | Path, which: str | None = No
             out.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, out)
     else:
-        from evaluate.checkpoints import load_backbone
+        from evaluate.checkpoints import load_backbone, require_vit
         from evaluate.checkpoints.cli import converted_payload
 
         loaded = load_backbone(path, **({"which": which} if which else {}))
+        require_vit(loaded.model, "dense evaluation (detection/segmentation)", path)
         info = dict(loaded.info)
         state, meta = converted_payload(loaded)
         atomic_torch_save({"state_dict": state, "meta": meta}, out)

@@ -106,6 +106,9 @@ def run(cfg: FinetuneConfig, backbone: Any = None) -> dict[str, float]:
     train, test = build_datasets(cfg.data, train_tf, test_tf)  # data errors before the model is loaded
     extra = subset_info(cfg)
     model, info = evalrun.load_model(bcfg, backbone)
+    from evaluate.checkpoints import require_vit
+
+    require_vit(model, "fine-tuning (ViT layer-wise decay)", bcfg.path)
     head_layer = None
     if cfg.model.head == "proj_layer":
         head_layer = _head_layer(cfg, info)

@@ -92,6 +92,8 @@ def query_temperature_schedule(cfg: PretrainConfig) -> np.ndarray:
 
 
 class ADCLR(SSLMethod):
+    needs_patch_tokens = True
+
     def __init__(self, cfg: PretrainConfig) -> None:
         d, i, a = cfg.dino, cfg.ibot, cfg.adclr
         if not cfg.ema.enabled:

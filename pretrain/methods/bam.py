@@ -2,9 +2,13 @@
 
 * Backbone: ``pretrain.backbones.build_backbone`` from the ``model`` section (the BAM recipes use ``vit_small_12h`` /
   ``vit_base``, fixed sin-cos positions, a frozen random patch projection and the MoCo init).
-* Projector: :class:`pretrain.heads.BAMProjector` (3 Linear layers, GELU, 4096 hidden/out; BN as an option for
-  teacher-free runs), head ``"proj"`` of a :class:`~pretrain.networks.CLSProjectionNet`, run once on the CLS tokens
-  of all crops. Student and EMA teacher are backbone + projector (``ema.enabled=false``: teacher-free, the
+* Backbones beyond ViT (paper Table 8): ``model.arch=resnet50`` / ``caformer_m36`` (:mod:`pretrain.pooled`) give
+  one pooled feature per crop in the place of the CLS token (``TokenOutput.cls``), so the projector and the loss are
+  unchanged; crops of different sizes run as separate batches (BatchNorm statistics per size group, as the official
+  ``MultiCropWrapper``).
+* Projector: :class:`pretrain.heads.BAMProjector` (3 Linear layers, GELU (``bam.proj_act=relu``: the paper's ResNet
+  projector), 4096 hidden/out; BN as an option for teacher-free runs), head ``"proj"`` of a
+  :class:`~pretrain.networks.CLSProjectionNet`, run once on the CLS tokens (pooled features) of all crops. Student and EMA teacher are backbone + projector (``ema.enabled=false``: teacher-free, the
   student's own detached similarities give the Sinkhorn target and its global crops the columns).
 * Loss per step: the student runs on all V crops; the teacher (no gradient) on all V crops (``bam.teacher_rows=all``,
   the official code: local-crop rows only help balance the columns) or on the G global crops; the columns are the
@@ -45,6 +49,7 @@ class BAM(SSLMethod):
             out_dim=b.proj_out,
             num_layers=b.proj_layers,
             batch_norm=b.proj_bn,
+            act=b.proj_act,
         )
         super().__init__(cfg, CLSProjectionNet(backbone, {"proj": head}))
         self.eps_schedule = linear_then_constant(b.eps, b.eps_final, cfg.train.epochs, b.eps_warmup_epochs)

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from pretrain.config import PretrainConfig
 from pretrain.ema import make_teacher
 from pretrain.networks import MultiCropNet
+from pretrain.pooled import is_pooled
 from pretrain.views import Batch, ViewPlan
 from pretrain.vit import ARCHS
 from sslcore.errors import SSLBenchError
@@ -49,9 +50,16 @@ class StepContext:
 
 
 class SSLMethod(nn.Module):
-    """``student`` (trained), ``teacher`` (EMA copy or None), method state, ``view_plan`` and ``loss``."""
+    """``student`` (trained), ``teacher`` (EMA copy or None), method state, ``view_plan`` and ``loss``.
+
+    ``needs_patch_tokens``: the method reads ViT patch tokens, masks or appended queries, so a pooled CNN/MetaFormer
+    backbone (:mod:`pretrain.pooled`) is refused when the method is built (a ValueError, a one-line ConfigError)."""
+
+    needs_patch_tokens = False
 
     def __init__(self, cfg: PretrainConfig, student: MultiCropNet) -> None:
+        if self.needs_patch_tokens and is_pooled(student.backbone):
+            raise ValueError(f"model.arch={cfg.model.arch}: {cfg.method} needs a ViT (patch tokens)")
         super().__init__()
         self.cfg = cfg
         self.student = student
@@ -80,4 +88,4 @@ class SSLMethod(nn.Module):
 def patch_size_of(cfg: PretrainConfig) -> int:
     """Patch size of ``model.arch`` (16 for an unknown name, which the backbone builder then rejects)."""
     arch = ARCHS.get(cfg.model.arch)
-    return arch.patch_size if arch is not None else 16
+    return arch.patch_size if arch is not None else 16  # pooled (CNN) backbones: no patch grid, never used

@@ -72,6 +72,8 @@ def mask_plan(i: IBOTConfig) -> dict[str, Any]:
 
 
 class IBOT(SSLMethod):
+    needs_patch_tokens = True
+
     def __init__(self, cfg: PretrainConfig) -> None:
         d, i = cfg.dino, cfg.ibot
         if i.shared_head and i.patch_out_dim != d.out_dim:

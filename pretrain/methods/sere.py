@@ -50,6 +50,7 @@ from pretrain.methods.base import SSLMethod, StepContext, patch_size_of
 from pretrain.methods.dino import dino_head, dino_objective
 from pretrain.methods.ibot import IBOT, ibot_objective, patch_temperature_schedule
 from pretrain.networks import MultiCropNet
+from pretrain.pooled import is_pooled
 from pretrain.views import Batch, ViewPlan
 from pretrain.vit import SSLViT, TokenOutput
 
@@ -91,6 +92,8 @@ class SERENet(MultiCropNet):
 
 
 class SERE(SSLMethod):
+    needs_patch_tokens = True
+
     def __init__(self, cfg: PretrainConfig) -> None:
         d, i, s = cfg.dino, cfg.ibot, cfg.sere
         if not cfg.ema.enabled:
@@ -102,6 +105,8 @@ class SERE(SSLMethod):
                 f"the same value (got {i.patch_out_dim}) or ibot.shared_head=false"
             )
         backbone = backbone_from_config(cfg.model, mask_token=ibot)
+        if is_pooled(backbone):
+            raise ValueError(f"model.arch={cfg.model.arch}: sere needs a ViT (patch tokens)")
         dim = backbone.embed_dim
         heads_m = s.relation_heads or backbone.blocks[-1].attn.num_heads
         if dim % heads_m:
