@@ -149,20 +149,26 @@ def load_baseline(text: str, name: str | None = None) -> Any:
     return loaded
 
 
-def adapt_config(protocol: str, cfg: Any) -> str | None:
+def adapt_config(protocol: str, cfg: Any, subject: str | None = None) -> str | None:
     """Fit a protocol config to a baseline's one token, in place, or say why the protocol does not apply.
 
     Returns None when ``cfg`` runs (linear probing: its bank is set to ``taps=cls n_last=1``), else the reason
-    (patch tokens, a network to train, feature taps other than the one token).
+    (patch tokens, a network to train, feature taps other than the one token). ``subject`` says why there is only one
+    feature when it is not a raw-pixel baseline (a CNN / MetaFormer checkpoint's pooled feature); every protocol
+    beyond the frozen-feature ones is then ViT-only.
     """
+    no_patches = subject or NO_PATCHES
     if protocol not in FEATURE_PROTOCOLS:
+        if subject:
+            return f"{protocol} needs a ViT (patch tokens); {subject}"
         return NOT_APPLICABLE.get(protocol, f"dense tasks need patch tokens; {NO_PATCHES}")
     if protocol == "linear":
         if cfg.variant != "dino":
-            return f"linear variant {cfg.variant!r} averages patch tokens; {NO_PATCHES}"
+            return f"linear variant {cfg.variant!r} averages patch tokens; {no_patches}"
         cfg.taps, cfg.n_last = "cls", 1
         return None
     taps, n_last = cfg.features.taps, cfg.features.n_last
     if taps != "cls" or n_last != 1:
-        return f"features.taps={taps} n_last={n_last}: raw pixels are one token of one block (taps=cls, n_last=1)"
+        why = subject or "raw pixels are one token of one block"
+        return f"features.taps={taps} n_last={n_last}: {why} (taps=cls, n_last=1)"
     return None

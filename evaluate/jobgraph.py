@@ -10,7 +10,8 @@ DAVIS (its own per-sequence cache) and the dense tasks have no feature job.
 **Baselines.** A checkpoint may be a pseudo-checkpoint spec instead of a file (``baseline:raw-pixels:16@64``,
 :mod:`evaluate.baselines`): it gets the jobs of the protocols its one token supports (linear probing on
 ``taps=cls n_last=1``); every other (checkpoint, entry) pair is listed in ``Graph.skipped`` with the reason, shown
-by the plan view and the report.
+by the plan view and the report. A CNN / MetaFormer checkpoint (ResNet, CAFormer) is treated the same way: the
+frozen-feature protocols run on its pooled feature, DAVIS, the dense tasks and fine-tuning are skipped (ViT-only).
 
 **Keys and state.** Each job has a key: the sha256 of everything its result depends on (checkpoint sha256 and
 teacher/student, the resolved protocol config without output paths and progress bars, the dataset root). A protocol
@@ -48,6 +49,8 @@ GRAPH_VERSION = 1
 # (its sha256 is in the key instead) at the top (DAVIS) or in the backbone section
 VOLATILE = ("out", "progress", "resume", "num_workers")
 CHECKPOINT_KEYS = ("path", "name", "trust_pickle", "checkpoint")
+# architectures with one pooled feature and no patch tokens (``arch["family"]`` of evaluate.checkpoints.pooled)
+POOLED_FAMILIES = ("resnet", "metaformer")
 
 
 @dataclasses.dataclass
@@ -89,7 +92,7 @@ class Graph:
     jobs: list[Job]
     env: dict[str, str]
     version: int = GRAPH_VERSION
-    # (checkpoint, entry) pairs without a job: {"checkpoint", "entry", "protocol", "reason"} (baselines)
+    # (checkpoint, entry) pairs without a job: {"checkpoint", "entry", "protocol", "reason"} (baselines, CNNs)
     skipped: list[dict[str, str]] = dataclasses.field(default_factory=list)
 
     def job(self, job_id: str) -> Job:
@@ -279,11 +282,14 @@ def build_graph(
         features: dict[str, Job] = {}
         mine: list[Job] = []
         baseline = is_baseline(ckpt.path)
+        family = (ckpt.arch or {}).get("family")  # CNN / MetaFormer checkpoints (evaluate.checkpoints.pooled)
         for entry in entries:
             root = roots[entry.dataset]
             run_dir = out / "runs" / ckpt.name / entry.id
             cfg = protocol_config(entry, suite, root, ckpt, run_dir)
             reason = adapt_config(entry.protocol, cfg) if baseline else None
+            if family in POOLED_FAMILIES:
+                reason = adapt_config(entry.protocol, cfg, f"a {family} checkpoint has one pooled feature")
             if reason:
                 skipped.append(
                     {"checkpoint": ckpt.name, "entry": entry.id, "protocol": entry.protocol, "reason": reason}

@@ -677,6 +677,30 @@ def test_raw_pixel_pseudo_checkpoint_runs_its_protocols_and_skips_patch_ones(tmp
     assert "0 ran, " in capsys.readouterr().out and len(read_records(tmp_path / "records")) == total
 
 
+def test_a_cnn_checkpoint_gets_the_frozen_protocols_and_skips_the_vit_only_ones(tmp_path, shapes_root, capsys):
+    import torch
+
+    from pretrain.pooled import build_pooled, export_pooled
+
+    cnn = tmp_path / "resnet_tiny.pth"
+    torch.manual_seed(0)
+    torch.save(export_pooled(build_pooled("resnet_tiny"), {"method": "bam"}), cnn)
+    suite = tmp_path / "tiny.yaml"
+    suite.write_text(TINY_SUITE)
+    args = ["eval", "full", f"cnn={cnn}", "--suite", str(suite), "--data-root", str(shapes_root)]
+    args += ["--out", str(tmp_path / "out"), "--report", str(tmp_path / "report"), "--dry-run"]
+    assert main(args) == 0
+    plan = capsys.readouterr().out
+    assert "cnn/davis: not applicable (davis needs a ViT (patch tokens); a resnet checkpoint has one pooled" in plan
+    jobs = [line for line in plan.splitlines() if line.startswith("cnn/") and "not applicable" not in line]
+    assert any("knn" in line for line in jobs) and not any("davis" in line for line in jobs), plan
+    assert main([*args[:-1], "--only", "knn,linear,davis", "--no-figures"]) == 0  # linear runs on the pooled feature
+    records = read_records(tmp_path / "records")
+    assert {r["protocol"] for r in records} == {"knn", "linear"}
+    linear = next(r for r in records if r["protocol"] == "linear")
+    assert linear["settings"]["taps"] == {"taps": "cls", "n_last": 1, "interleave": False}
+
+
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
