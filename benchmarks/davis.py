@@ -1,6 +1,6 @@
 """DAVIS speed: sslbench's label propagation against DINO's, feature cost vs propagation cost, J&F scoring.
 
-1. One sequence's propagation from precomputed (cached) features: :func:`evaluate.davis.propagation.propagate`
+1. One sequence's propagation from precomputed (cached) features: :func:`evaluate.protocols.davis.propagation.propagate`
    against DINO's ``label_propagation`` + the queue loop of ``eval_video_tracking_davis`` (facebookresearch/dino
    ``eval_video_segmentation.py`` at commit 7c446df5b9f45747937fb0d72314eb9f7b66930a, transcribed below with the
    feature extraction, the upsampling and the file I/O left out; the neighbourhood mask, which DINO builds once per
@@ -30,10 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import interleaved, line  # noqa: E402
 
-from evaluate.davis import propagation as P  # noqa: E402
-from evaluate.davis.data import write_label  # noqa: E402
-from evaluate.davis.score import score_results  # noqa: E402
-from evaluate.palette import voc_palette  # noqa: E402
+from evaluate.datasets.palette import voc_palette  # noqa: E402
+from evaluate.protocols.davis import propagation as P  # noqa: E402
+from evaluate.protocols.davis.data import write_label  # noqa: E402
+from evaluate.protocols.davis.score import score_results  # noqa: E402
 
 
 def dino_label_propagation(feat_tar, list_frame_feats, list_segs, mask_neighborhood, topk, h, w):

@@ -1,5 +1,5 @@
 """Fine-tuning step throughput: images/s of full fine-tuning steps (mixup, forward, backward, AdamW with layer decay,
-EMA) of ``evaluate.finetune.engine.Loop.step``, for ViT-S/16 at 224 px.
+EMA) of ``evaluate.protocols.finetune.engine.Loop.step``, for ViT-S/16 at 224 px.
 
 CPU (always): ViT-S/16, batch ``--cpu-batch`` (default 16), fp32, DeiT recipe (mixup/cutmix, drop-path 0.1, EMA) with
 MAE-style layer decay 0.75. GPU (when CUDA is available): the same at ``--gpu-batch`` (default 128) in bf16, with the
@@ -20,10 +20,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from evaluate.finetune.config import FinetuneConfig  # noqa: E402
-from evaluate.finetune.data import Split  # noqa: E402
-from evaluate.finetune.engine import Loop  # noqa: E402
-from evaluate.finetune.model import build_classifier  # noqa: E402
+from evaluate.protocols.finetune.config import FinetuneConfig  # noqa: E402
+from evaluate.protocols.finetune.data import Split  # noqa: E402
+from evaluate.protocols.finetune.engine import Loop  # noqa: E402
+from evaluate.protocols.finetune.model import build_classifier  # noqa: E402
 from pretrain.vit import build_vit  # noqa: E402
 from sslcore.config import load_config  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""k-NN speed and memory: ``evaluate.knn.knn_accuracy`` against DINO's ``knn_classifier``, interleaved, same inputs.
+"""k-NN speed and memory: ``evaluate.protocols.knn.knn_accuracy`` against DINO's ``knn_classifier``, interleaved, same inputs.
 
 Reference: facebookresearch/dino ``eval_knn.py::knn_classifier`` at commit 7c446df5b9f45747937fb0d72314eb9f7b66930a,
 transcribed below (``dino_knn_classifier``: only the formatting differs). DINO calls it once per k, so "four k" is four
@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import cuda_peak_extra_mib, interleaved, line, peak_extra_mib  # noqa: E402
 
-from evaluate.knn import knn_accuracy  # noqa: E402
+from evaluate.protocols.knn import knn_accuracy  # noqa: E402
 
 
 @torch.no_grad()

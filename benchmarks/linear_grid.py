@@ -1,6 +1,6 @@
 """Linear-probe grid speed: 13 learning rates trained together vs one head, on the same cached features.
 
-All runs use :func:`evaluate.linear.train_heads` on the same synthetic feature bank (N x F, C classes), the same
+All runs use :func:`evaluate.protocols.linear.train_heads` on the same synthetic feature bank (N x F, C classes), the same
 batches and epochs, with per-epoch evaluation on a held-out bank, interleaved over ``--repeat`` rounds (min and
 median printed):
 
@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import interleaved, line  # noqa: E402
 
-from evaluate.features import tap_features  # noqa: E402
-from evaluate.linear import GRID_LRS, HeadGrid, HeadGroup, train_heads  # noqa: E402
+from evaluate.protocols.features import tap_features  # noqa: E402
+from evaluate.protocols.linear import GRID_LRS, HeadGrid, HeadGroup, train_heads  # noqa: E402
 
 
 def run_heads(lrs, bank, labels, val, args, backbone=None) -> torch.Tensor:

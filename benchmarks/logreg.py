@@ -1,10 +1,10 @@
-"""Logistic-regression sweep speed: ``evaluate.logreg.sweep_logreg`` against scikit-learn run sequentially over the
+"""Logistic-regression sweep speed: ``evaluate.protocols.logreg.sweep_logreg`` against scikit-learn run sequentially over the
 same 45 C values, interleaved, same inputs, equal selected accuracy.
 
 Reference: the protocol as ssl-transfer / Kornblith et al. and DINOv2 (``log_regression.py``, with cuML on GPU) run it:
 for each C = 1 / lambda of the 45-value grid, a fresh ``sklearn.linear_model.LogisticRegression(C=C, solver="lbfgs",
 max_iter=1000, tol=1e-4)`` fitted on the train part and scored on the validation part; the first maximum (strong ->
-weak regularisation) is refitted on train + val and scored on test. sslbench: :func:`evaluate.logreg.sweep_logreg`
+weak regularisation) is refitted on train + val and scored on test. sslbench: :func:`evaluate.protocols.logreg.sweep_logreg`
 with its default solver (preconditioned float32 torch L-BFGS, warm-started along the path). Synthetic features shaped
 like frozen SSL features (default 8,000 train + 2,000 val + 5,000 test x 384, 100 classes, an anisotropic spectrum,
 class signal in a low-dimensional subspace, so that weak regularisation overfits and the selected lambda is interior).
@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import interleaved, line  # noqa: E402
 
-from evaluate import logreg  # noqa: E402
+from evaluate.protocols import logreg  # noqa: E402
 
 
 def make_features(n: int, dim: int, classes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

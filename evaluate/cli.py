@@ -24,9 +24,12 @@ from sslcore.errors import SSLBenchError
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "pretrain": ("pretrain.cli", "pretrain a ViT (BAM, ADCLR, SERE, DINO, iBOT) from a YAML recipe; resumable, torchrun-ready"),
-    "tables": ("evaluate.tables", "regenerate the papers' tables and the full-protocol table from records"),
-    "demo": ("evaluate.demo", "the end-to-end demo on ShapesWorld (data -> pretrain -> eval full -> reports)"),
+    "pretrain": (
+        "pretrain.cli",
+        "pretrain a ViT (BAM, ADCLR, SERE, DINO, iBOT) from a YAML recipe; resumable, torchrun-ready",
+    ),
+    "tables": ("evaluate.reporting.tables", "regenerate the papers' tables and the full-protocol table from records"),
+    "demo": ("evaluate.demo.pipeline", "the end-to-end demo on ShapesWorld (data -> pretrain -> eval full -> reports)"),
 }
 
 # group -> (group help, {name -> (module, one-line help)})
@@ -43,21 +46,36 @@ GROUPS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
         "evaluate a checkpoint on a protocol",
         {
             "full": (
-                "evaluate.full",
+                "evaluate.orchestration.full",
                 "every protocol of a suite on one or more checkpoints: resumable job graph, report",
             ),
-            "knn": ("evaluate.knn", "weighted k-NN classification (DINO protocol)"),
-            "linear": ("evaluate.linear", "linear probing: DINO v1 protocol or a DINOv2-style grid of heads"),
-            "logreg": ("evaluate.logreg", "L-BFGS logistic regression with a regularisation sweep (Kornblith)"),
-            "finetune": ("evaluate.finetune.run", "end-to-end fine-tuning: DeiT, MAE/BEiT, semi-supervised, transfer"),
-            "cluster": ("evaluate.cluster", "k-means on random class subsets: NMI, ARI, Hungarian accuracy"),
-            "sere-relation": ("evaluate.sere_relation", "SERE's difference of pixel/channel self-relations across views"),
-            "davis": ("evaluate.davis.cli", "DAVIS-2017 video segmentation by label propagation (J&F)"),
-            "davis-score": ("evaluate.davis.score_cli", "J&F of a folder of DAVIS masks (official metric)"),
-            "coco": ("evaluate.dense.cli", "COCO detection + instance segmentation with mmdet (Cascade Mask R-CNN 1x)"),
-            "ade20k": ("evaluate.dense.cli", "ADE20K semantic segmentation with mmseg (UperNet 160k)"),
-            "voc": ("evaluate.dense.cli", "PASCAL VOC semantic segmentation with mmseg (UperNet 20k)"),
-            "imagenet-s": ("evaluate.dense.cli", "ImageNet-S919 semi-supervised segmentation with mmseg (FCN)"),
+            "knn": ("evaluate.protocols.knn", "weighted k-NN classification (DINO protocol)"),
+            "linear": ("evaluate.protocols.linear", "linear probing: DINO v1 protocol or a DINOv2-style grid of heads"),
+            "logreg": (
+                "evaluate.protocols.logreg",
+                "L-BFGS logistic regression with a regularisation sweep (Kornblith)",
+            ),
+            "finetune": (
+                "evaluate.protocols.finetune.run",
+                "end-to-end fine-tuning: DeiT, MAE/BEiT, semi-supervised, transfer",
+            ),
+            "cluster": ("evaluate.protocols.cluster", "k-means on random class subsets: NMI, ARI, Hungarian accuracy"),
+            "sere-relation": (
+                "evaluate.protocols.sere_relation",
+                "SERE's difference of pixel/channel self-relations across views",
+            ),
+            "davis": ("evaluate.protocols.davis.cli", "DAVIS-2017 video segmentation by label propagation (J&F)"),
+            "davis-score": ("evaluate.protocols.davis.score_cli", "J&F of a folder of DAVIS masks (official metric)"),
+            "coco": (
+                "evaluate.protocols.dense.cli",
+                "COCO detection + instance segmentation with mmdet (Cascade Mask R-CNN 1x)",
+            ),
+            "ade20k": ("evaluate.protocols.dense.cli", "ADE20K semantic segmentation with mmseg (UperNet 160k)"),
+            "voc": ("evaluate.protocols.dense.cli", "PASCAL VOC semantic segmentation with mmseg (UperNet 20k)"),
+            "imagenet-s": (
+                "evaluate.protocols.dense.cli",
+                "ImageNet-S919 semi-supervised segmentation with mmseg (FCN)",
+            ),
         },
     ),
     "ckpt": (
@@ -71,20 +89,29 @@ GROUPS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
     "results": (
         "query the results store",
         {
-            "ls": ("evaluate.results:ls", "one line per run of the results store"),
-            "show": ("evaluate.results:show", "the full records of one run"),
-            "export": ("evaluate.results:export", "export the (de-duplicated) records as CSV or JSONL"),
+            "ls": ("evaluate.reporting.results:ls", "one line per run of the results store"),
+            "show": ("evaluate.reporting.results:show", "the full records of one run"),
+            "export": ("evaluate.reporting.results:export", "export the (de-duplicated) records as CSV or JSONL"),
         },
     ),
     "plot": (
         "figures from pretraining logs and checkpoints",
         {
-            "entropy": ("evaluate.figures:entropy", "source vs target entropy over training steps (BAM Fig. 3)"),
-            "attention": ("evaluate.figures:attention", "last-block CLS attention maps and mass-thresholded masks"),
-            "curves": ("evaluate.figures:curves", "loss, lr and k-NN accuracy over epochs"),
-            "collapse": ("evaluate.figures:collapse", "collapse diagnostics: view cosines, effective rank, teacher entropy"),
+            "entropy": (
+                "evaluate.reporting.figures:entropy",
+                "source vs target entropy over training steps (BAM Fig. 3)",
+            ),
+            "attention": (
+                "evaluate.reporting.figures:attention",
+                "last-block CLS attention maps and mass-thresholded masks",
+            ),
+            "curves": ("evaluate.reporting.figures:curves", "loss, lr and k-NN accuracy over epochs"),
+            "collapse": (
+                "evaluate.reporting.figures:collapse",
+                "collapse diagnostics: view cosines, effective rank, teacher entropy",
+            ),
             "queries": (
-                "evaluate.figures:queries",
+                "evaluate.reporting.figures:queries",
                 "last-block attention of CLS and of ADCLR query crops over the patches (ADCLR Fig. 1 right)",
             ),
         },

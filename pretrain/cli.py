@@ -89,7 +89,7 @@ def run_cli(args: argparse.Namespace) -> int:
         check_resume_config(to_dict(cfg), state.get("config", {}), ckpt_path)
     knn_fn = None
     if cfg.knn.every_epochs > 0:  # the CLI layer wires the protocol's k-NN vote into the training monitor
-        from evaluate.knn import knn_accuracy as knn_fn
+        from evaluate.protocols.knn import knn_accuracy as knn_fn
     check_writable(cfg.train.out, "train.out")
     trainer = Trainer(cfg, knn_fn=knn_fn, plugin_dirs=args.plugin)
     backbone = trainer.fit(resume=args.resume, state=state)

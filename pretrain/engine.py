@@ -132,7 +132,7 @@ class Trainer:
     """Builds the method, optimizer, schedules and data from a :class:`PretrainConfig` and runs the loop.
 
     ``iters_per_epoch`` may be given to use the trainer without a dataset (tests drive :meth:`train_step` directly).
-    ``knn_fn`` scores the online k-NN monitor (``evaluate.knn.knn_accuracy``'s signature); required when
+    ``knn_fn`` scores the online k-NN monitor (``evaluate.protocols.knn.knn_accuracy``'s signature); required when
     ``knn.every_epochs`` > 0. ``plugin_dirs``: directories a ``method: module:Class`` may be imported from.
     """
 
@@ -145,7 +145,9 @@ class Trainer:
         plugin_dirs: Sequence[str | Path] = (),
     ) -> None:
         if cfg.knn.every_epochs > 0 and knn_fn is None:
-            raise SSLBenchError("knn.every_epochs > 0 needs a k-NN scoring function (the CLI passes evaluate.knn's)")
+            raise SSLBenchError(
+                "knn.every_epochs > 0 needs a k-NN scoring function (the CLI passes evaluate.protocols.knn's)"
+            )
         self.cfg = cfg
         self.knn_fn = knn_fn
         local_rank = dist.local_rank if dist else int(os.environ.get("LOCAL_RANK", "0"))  # torchrun sets it

@@ -5,7 +5,7 @@ mode under ``torch.no_grad`` and leave every RNG untouched (their loaders own a 
 not change the training trajectory.
 
 k-NN (DINO's weighted vote) and the effective rank of the features: features are the CLS outputs of :meth:`pretrain.vit.SSLViT.forward_tokens`; the vote
-itself is the ``knn_fn`` handed in (``evaluate.knn.knn_accuracy``: one implementation for the monitor and
+itself is the ``knn_fn`` handed in (``evaluate.protocols.knn.knn_accuracy``: one implementation for the monitor and
 ``sslbench eval knn``, without this package importing the evaluation harness).
 """
 

@@ -9,7 +9,7 @@ from test_checkpoints import random_backbone, write_adclr
 from test_engine import METHOD_OVERRIDES, toy_cfg
 
 from evaluate.cli import main as cli_main
-from evaluate.figures import cls_attention, image_array, plot_queries, query_attention
+from evaluate.reporting.figures import cls_attention, image_array, plot_queries, query_attention
 from pretrain.engine import Trainer
 from pretrain.vit import build_vit
 

@@ -92,7 +92,7 @@ def test_non_finite_weights_are_refused(tmp_path, bad, capsys):
 
 
 def test_trust_pickle_cannot_come_from_a_file(tmp_path):
-    from evaluate.knn import KNNConfig
+    from evaluate.protocols.knn import KNNConfig
 
     path = tmp_path / "x.yaml"
     path.write_text("backbone:\n  trust_pickle: true\n")
@@ -108,8 +108,8 @@ def _copy_split(shapes_root, tmp_path):
 
 
 def test_empty_image_is_skipped_counted_and_recorded(shapes_root, tmp_path):
-    from evaluate.knn import KNNConfig, run
-    from evaluate.records import read_records
+    from evaluate.protocols.knn import KNNConfig, run
+    from evaluate.reporting.records import read_records
     from pretrain.vit import ARCHS, SSLViT
 
     root = _copy_split(shapes_root, tmp_path)
@@ -140,7 +140,7 @@ def test_undecodable_image_is_one_line_naming_it(shapes_root, tmp_path, capsys, 
 
 
 def test_davis_checks_every_annotation_before_writing_masks(shapes_root, tmp_path):
-    from evaluate.davis.run import DavisConfig, run
+    from evaluate.protocols.davis.run import DavisConfig, run
     from pretrain.vit import ARCHS, SSLViT
 
     davis = tmp_path / "davis"
@@ -155,7 +155,7 @@ def test_davis_checks_every_annotation_before_writing_masks(shapes_root, tmp_pat
 
 
 def test_davis_warns_on_a_frame_missing_mid_sequence(shapes_root, tmp_path):
-    from evaluate.davis.data import check_sequences, read_split
+    from evaluate.protocols.davis.data import check_sequences, read_split
 
     davis = tmp_path / "davis"
     shutil.copytree(shapes_root / "davis", davis)
@@ -195,9 +195,9 @@ class _FakeParser:
 
 def test_records_are_appended_last(shapes_root, tmp_path, monkeypatch):
     """A run whose outputs cannot be written leaves no record behind (the k-NN run used to append first)."""
-    import evaluate.evalrun as evalrun
-    from evaluate.knn import KNNConfig, run
-    from evaluate.records import read_records
+    import evaluate.protocols.evalrun as evalrun
+    from evaluate.protocols.knn import KNNConfig, run
+    from evaluate.reporting.records import read_records
     from pretrain.vit import ARCHS, SSLViT
 
     def broken(*args, **kwargs):

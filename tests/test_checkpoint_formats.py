@@ -58,7 +58,7 @@ def test_dino_backbone_release_is_dino_with_dinos_rule(tmp_path):
 
 
 def test_davis_uses_the_formats_rule_by_default(tmp_path):
-    from evaluate.davis.run import DavisConfig, load_model
+    from evaluate.protocols.davis.run import DavisConfig, load_model
 
     state = random_backbone(4)
     deit = tmp_path / "deit.pth"

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from evaluate.cluster import cluster_metrics, clustering_instances, hungarian_accuracy
+from evaluate.protocols.cluster import cluster_metrics, clustering_instances, hungarian_accuracy
 
 
 def test_hungarian_accuracy_hand_example():

@@ -14,11 +14,11 @@ from sslcore.config import load_config, to_dict
 
 
 def _schemas():
-    from evaluate.cluster import ClusterConfig
-    from evaluate.davis.run import DavisConfig
-    from evaluate.knn import KNNConfig
-    from evaluate.linear import LinearConfig
-    from evaluate.logreg import LogRegConfig
+    from evaluate.protocols.cluster import ClusterConfig
+    from evaluate.protocols.davis.run import DavisConfig
+    from evaluate.protocols.knn import KNNConfig
+    from evaluate.protocols.linear import LinearConfig
+    from evaluate.protocols.logreg import LogRegConfig
     from pretrain.config import PretrainConfig
 
     return [KNNConfig, LinearConfig, LogRegConfig, ClusterConfig, DavisConfig, PretrainConfig]
@@ -44,7 +44,7 @@ def _flip(value):
 
 
 def test_logreg_feature_override_keeps_the_protocol_transform():
-    from evaluate.logreg import LogRegConfig
+    from evaluate.protocols.logreg import LogRegConfig
 
     cfg = load_config(LogRegConfig, None, ["features.progress=false"])
     assert cfg.features.resize_ratio == pytest.approx(1.0)
@@ -53,7 +53,7 @@ def test_logreg_feature_override_keeps_the_protocol_transform():
 
 
 def test_yaml_section_keeps_the_parent_default(tmp_path):
-    from evaluate.logreg import LogRegConfig
+    from evaluate.protocols.logreg import LogRegConfig
 
     path = tmp_path / "x.yaml"
     path.write_text("features:\n  num_workers: 2\n")
@@ -81,7 +81,7 @@ def test_one_override_changes_exactly_one_key(schema):
 
 
 def test_partial_section_equals_replace_of_the_default():
-    from evaluate.logreg import LogRegConfig
+    from evaluate.protocols.logreg import LogRegConfig
 
     cfg = load_config(LogRegConfig, None, ["features.batch_size=7", "data.name=x"])
     want = LogRegConfig()

@@ -122,8 +122,8 @@ def test_sampler_partitions_ranks_and_resumes_mid_epoch():
 
 
 def test_weighted_knn_vote_hand_example():
-    """The monitor's vote (evaluate.knn.knn_accuracy, handed to the trainer) on a hand-checked case."""
-    from evaluate.knn import knn_accuracy
+    """The monitor's vote (evaluate.protocols.knn.knn_accuracy, handed to the trainer) on a hand-checked case."""
+    from evaluate.protocols.knn import knn_accuracy
 
     def top1(test_labels, k):
         return knn_accuracy(train, labels, test, test_labels, ks=(k,), T=0.07, num_classes=2)[f"top1@k{k}"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import shutil
 
-from evaluate.evalrun import DataConfig, dataset_label, dataset_name
+from evaluate.protocols.evalrun import DataConfig, dataset_label, dataset_name
 
 
 def test_name_from_root(tmp_path, shapes_root):
@@ -19,8 +19,8 @@ def test_name_from_root(tmp_path, shapes_root):
 
 
 def test_knn_record_of_a_real_layout_is_not_shapesworld(tmp_path, shapes_root):
-    from evaluate.knn import KNNConfig, run
-    from evaluate.records import read_records
+    from evaluate.protocols.knn import KNNConfig, run
+    from evaluate.reporting.records import read_records
     from pretrain.vit import ARCHS, SSLViT
 
     root = tmp_path / "imagenet"

@@ -11,16 +11,16 @@ import pytest
 import torch
 from official_layouts import EXPECTED, WRITERS, write_cifar10, write_flowers, write_imagenet, write_inat, write_pets
 
-from evaluate import linear
 from evaluate.cli import main
 from evaluate.datasets import DATASETS, load_images
-from evaluate.evalrun import DataConfig, dataset_label, load_splits
-from evaluate.knn import knn_accuracy, knn_predict
-from evaluate.metrics import accuracy
-from evaluate.records import Record, append_records, read_records
-from evaluate.reference import reference_tables
-from evaluate.results import query
-from evaluate.tables import regenerate
+from evaluate.datasets.metrics import accuracy
+from evaluate.protocols import linear
+from evaluate.protocols.evalrun import DataConfig, dataset_label, load_splits
+from evaluate.protocols.knn import knn_accuracy, knn_predict
+from evaluate.reporting.records import Record, append_records, read_records
+from evaluate.reporting.reference import reference_tables
+from evaluate.reporting.results import query
+from evaluate.reporting.tables import regenerate
 from pretrain.vit import build_vit
 from sslcore.errors import ConfigError, DataError
 
@@ -158,7 +158,7 @@ def test_data_list_and_check_commands(tmp_path, capsys):
 @pytest.mark.parametrize("name", sorted(WRITERS))
 def test_every_registry_dataset_through_knn(name, tmp_path):
     """Each dataset as written in its official layout, through the k-NN protocol: splits, labels, metric, record."""
-    from evaluate import knn
+    from evaluate.protocols import knn
 
     root = WRITERS[name](tmp_path)
     torch.manual_seed(0)

@@ -10,11 +10,11 @@ import pytest
 from PIL import Image
 
 from evaluate.cli import main
-from evaluate.davis import metrics as M
-from evaluate.davis.data import read_label, write_label
-from evaluate.davis.score import score_results
-from evaluate.palette import davis_palette
-from evaluate.records import read_records
+from evaluate.datasets.palette import davis_palette
+from evaluate.protocols.davis import metrics as M
+from evaluate.protocols.davis.data import read_label, write_label
+from evaluate.protocols.davis.score import score_results
+from evaluate.reporting.records import read_records
 from sslcore.errors import DataError
 
 

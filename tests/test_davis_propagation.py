@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from evaluate.davis import propagation as P
-from evaluate.davis.data import read_label, resized_shape
-from evaluate.davis.run import DavisConfig, run
+from evaluate.protocols.davis import propagation as P
+from evaluate.protocols.davis.data import read_label, resized_shape
+from evaluate.protocols.davis.run import DavisConfig, run
 
 
 def test_neighborhood_mask_matches_window_loops():
@@ -202,9 +202,9 @@ def test_oracle_features_score_near_one(small_video, tmp_path):
 @pytest.mark.slow
 def test_cli_end_to_end_with_a_random_checkpoint(shapes_root, tmp_path, monkeypatch):
     from evaluate.cli import main
-    from evaluate.davis import features
-    from evaluate.davis.data import read_split
-    from evaluate.records import read_records
+    from evaluate.protocols.davis import features
+    from evaluate.protocols.davis.data import read_split
+    from evaluate.reporting.records import read_records
 
     ckpt, out, davis = tmp_path / "rand.pth", tmp_path / "out", shapes_root / "davis"
     assert main(["ckpt", "init", "--arch", "vit_femto", str(ckpt)]) == 0
@@ -236,7 +236,7 @@ def test_cli_end_to_end_with_a_random_checkpoint(shapes_root, tmp_path, monkeypa
 
 
 def test_resize_rule_and_layout_errors(shapes_root, tmp_path):
-    from evaluate.davis.data import first_labels, load_sequence, read_frame, read_split
+    from evaluate.protocols.davis.data import first_labels, load_sequence, read_frame, read_split
     from sslcore.errors import DataError
 
     assert resized_shape(480, 854) == (480, 832)

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from evaluate.cli import main as cli_main
-from evaluate.records import read_records
+from evaluate.reporting.records import read_records
 
 PROTOCOL_DATASETS = {
     ("knn", "shapesworld"),

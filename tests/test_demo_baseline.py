@@ -7,11 +7,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from evaluate.baselines import RawPixels, adapt_config, load_baseline, parse_baseline, raw_pixels
 from evaluate.checkpoints import is_sincos, load_backbone
-from evaluate.demo import PLANS, parse_methods, pretrain_config, stage_step0
-from evaluate.features import tap_features
-from evaluate.knn import knn_accuracy
+from evaluate.checkpoints.baselines import RawPixels, adapt_config, load_baseline, parse_baseline, raw_pixels
+from evaluate.demo.pipeline import PLANS, parse_methods, pretrain_config, stage_step0
+from evaluate.protocols.features import tap_features
+from evaluate.protocols.knn import knn_accuracy
 from pretrain.engine import Trainer
 from sslcore.errors import ConfigError
 
@@ -48,10 +48,10 @@ def test_raw_pixels_feed_the_protocols_the_image() -> None:
 
 
 def test_raw_pixel_spec_names_the_same_baseline_and_fits_the_protocols() -> None:
-    from evaluate.cluster import ClusterConfig
-    from evaluate.davis.run import DavisConfig
-    from evaluate.knn import KNNConfig
-    from evaluate.linear import LinearConfig
+    from evaluate.protocols.cluster import ClusterConfig
+    from evaluate.protocols.davis.run import DavisConfig
+    from evaluate.protocols.knn import KNNConfig
+    from evaluate.protocols.linear import LinearConfig
 
     spec = parse_baseline("baseline:raw-pixels:16@64")
     assert (spec.side, spec.input_size, spec.name) == (16, 64, "raw-pixels-16px")

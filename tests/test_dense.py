@@ -21,8 +21,8 @@ except Exception as exc:  # noqa: BLE001
     )
 
 from evaluate.cli import main
-from evaluate.layer_decay import lr_scale
-from evaluate.records import read_records
+from evaluate.protocols.layer_decay import lr_scale
+from evaluate.reporting.records import read_records
 from pretrain.vit import build_vit, export_backbone
 
 pytestmark = pytest.mark.dense
@@ -49,12 +49,12 @@ def build_model(config: Path, **backbone):
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
 
-    from evaluate.dense.runner import _replace_type
+    from evaluate.protocols.dense.runner import _replace_type
 
     cfg = Config.fromfile(str(config))
     scope = cfg.get("default_scope", "mmdet")
     init_default_scope(scope)
-    import evaluate.dense.register  # noqa: F401
+    import evaluate.protocols.dense.register  # noqa: F401
 
     if scope == "mmseg":
         from mmseg.registry import MODELS
@@ -140,7 +140,7 @@ def test_ade20k_upernet_end_to_end_and_resume(shapes_root, tmp_path):
 
 
 def test_safe_load_refuses_unknown_globals(tmp_path):
-    from evaluate.dense.register import safe_load
+    from evaluate.protocols.dense.register import safe_load
     from sslcore.errors import SSLBenchError
 
     torch.save({"x": torch.ones(1), "obj": Path("/tmp")}, tmp_path / "evil.pth")
@@ -174,7 +174,7 @@ def test_full_size_config_builds_and_runs_one_forward(config):
 
 @pytest.mark.parametrize("task", ["coco", "ade20k", "voc", "imagenet-s"])
 def test_runner_overrides_reach_every_dataset(task, tmp_path):
-    from evaluate.dense.runner import build_config, resolve_config
+    from evaluate.protocols.dense.runner import build_config, resolve_config
 
     root = tmp_path / "data"
     root.mkdir()

@@ -54,7 +54,7 @@ FULL = sorted(p for p in CONFIGS.glob("*/*.py") if "shapesworld" not in p.name a
 def test_fewer_gpus_than_the_protocol_warn_and_record_the_effective_batch(config, caplog):
     from mmengine.config import Config
 
-    from evaluate.dense.runner import effective_batch
+    from evaluate.protocols.dense.runner import effective_batch
 
     cfg = Config.fromfile(str(config))
     per_gpu = cfg.train_dataloader.batch_size

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from evaluate.dense.backbone import SSLViTBackbone, default_taps
-from evaluate.layer_decay import layer_id, lr_scale, param_groups
+from evaluate.protocols.dense.backbone import SSLViTBackbone, default_taps
+from evaluate.protocols.layer_decay import layer_id, lr_scale, param_groups
 from pretrain.vit import SSLViT, ViTArch, build_vit
 from sslcore.errors import SSLBenchError
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from evaluate.cli import main
-from evaluate.records import read_records
+from evaluate.reporting.records import read_records
 from sslcore.io import sha256_file
 
 
@@ -81,7 +81,7 @@ def test_bad_input_exits_2_with_one_line(femto_file, shapes_root, tmp_path, caps
 
 
 def test_dataset_label_names_the_subset():
-    from evaluate.evalrun import DataConfig, dataset_label
+    from evaluate.protocols.evalrun import DataConfig, dataset_label
 
     assert dataset_label(DataConfig(name="imagenet")) == "imagenet"
     assert dataset_label(DataConfig(name="imagenet", subset="/lists/1percent.txt")) == "imagenet-1pct"

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from evaluate import features as features_module
 from evaluate.cli import main
-from evaluate.full import run_full
-from evaluate.records import read_records
-from evaluate.suite import SUITES_DIR, load_suite, select
+from evaluate.orchestration.full import run_full
+from evaluate.orchestration.suite import SUITES_DIR, load_suite, select
+from evaluate.protocols import features as features_module
+from evaluate.reporting.records import read_records
 from sslcore.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -194,7 +194,7 @@ def test_missing_root_and_checkpoint_fail_before_any_work(tmp_path, capsys, shap
 def test_loading_a_model_joins_no_process_group(femto_file, monkeypatch):
     import torch.distributed as dist
 
-    from evaluate import evalrun
+    from evaluate.protocols import evalrun
 
     monkeypatch.setenv("WORLD_SIZE", "2")  # as under torchrun: loading alone must not try to join
     model, info = evalrun.load_model(evalrun.BackboneConfig(path=str(femto_file)))
@@ -358,7 +358,8 @@ def test_sigkill_mid_graph_then_rerun_completes_only_the_missing_jobs(world, tmp
 
 @pytest.mark.slow
 def test_a_failing_job_does_not_stop_independent_ones(world, tmp_path, shapes_root, monkeypatch, capsys):
-    from evaluate import jobshell, knn
+    from evaluate.orchestration import jobshell
+    from evaluate.protocols import knn
 
     def broken_knn(cfg, backbone=None):
         raise RuntimeError("knn exploded")
@@ -451,7 +452,7 @@ def test_local_worker_processes_give_the_same_records(world, tmp_path, shapes_ro
 @pytest.mark.slow
 @pytest.mark.dist
 def test_a_multi_gpu_job_runs_under_torchrun_and_records_once(world, tmp_path, shapes_root, monkeypatch):
-    from evaluate import executors
+    from evaluate.orchestration import executors
 
     suite = tmp_path / "ddp.yaml"
     suite.write_text(
@@ -479,7 +480,7 @@ def test_a_multi_gpu_job_runs_under_torchrun_and_records_once(world, tmp_path, s
 
 
 def test_set_changes_one_entry_and_is_checked(tmp_path, shapes_root, capsys):
-    from evaluate.full import plan_full
+    from evaluate.orchestration.full import plan_full
 
     suite = tmp_path / "tiny.yaml"
     suite.write_text(TINY_SUITE)
@@ -497,8 +498,8 @@ def test_set_changes_one_entry_and_is_checked(tmp_path, shapes_root, capsys):
 
 
 def test_published_rows_match_protocol_dataset_metric_and_architecture():
-    from evaluate.full_report import paper_arch, published_rows
-    from evaluate.jobgraph import Checkpoint, Graph
+    from evaluate.orchestration.full_report import paper_arch, published_rows
+    from evaluate.orchestration.jobgraph import Checkpoint, Graph
 
     vits16 = {"embed_dim": 384, "depth": 12, "patch_size": 16, "num_heads": 6, "img_size": 224}
     assert paper_arch(vits16) == "ViT-S/16" and paper_arch({**vits16, "embed_dim": 32}) is None
@@ -515,8 +516,8 @@ def test_published_rows_match_protocol_dataset_metric_and_architecture():
 def test_a_rerun_waits_for_a_slurm_job_still_queued_instead_of_submitting_it_again(tmp_path):
     from types import SimpleNamespace
 
-    from evaluate.executors import _slurm_marker, queued_job
-    from evaluate.jobgraph import Graph, Job
+    from evaluate.orchestration.executors import _slurm_marker, queued_job
+    from evaluate.orchestration.jobgraph import Graph, Job
     from sslcore.io import atomic_write_json
 
     job = Job("a/knn", "knn", "a", "knn", "k" * 64, [], {})
@@ -620,7 +621,7 @@ def test_a_fine_tune_job_records_and_its_curves_and_the_attention_maps_are_in_th
 def test_one_run_at_a_time_per_working_directory(tmp_path):
     import fcntl
 
-    from evaluate.full import _exclusive
+    from evaluate.orchestration.full import _exclusive
 
     with _exclusive(tmp_path), pytest.raises(ConfigError, match="another `sslbench eval full` is running"):
         with _exclusive(tmp_path):
@@ -632,8 +633,8 @@ def test_one_run_at_a_time_per_working_directory(tmp_path):
 # ------------------------------------------------------------------------------------------------- baselines
 @pytest.mark.slow
 def test_raw_pixel_pseudo_checkpoint_runs_its_protocols_and_skips_patch_ones(tmp_path, shapes_root, capsys):
-    from evaluate import knn
-    from evaluate.baselines import raw_pixels
+    from evaluate.checkpoints.baselines import raw_pixels
+    from evaluate.protocols import knn
     from sslcore.config import load_config
 
     suite = tmp_path / "tiny.yaml"

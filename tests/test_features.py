@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from evaluate import features as feat
 from evaluate.datasets import LabeledImages, apply_subset, fingerprint, load_split, read_subset_file, resolve_subset
+from evaluate.protocols import features as feat
 from pretrain.vit import build_vit, export_backbone
 from sslcore.errors import DataError, SSLBenchError
 

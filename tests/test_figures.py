@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from evaluate.cli import main
-from evaluate.figures import (
+from evaluate.reporting.figures import (
     cls_attention,
     image_array,
     mass_threshold,

@@ -17,11 +17,11 @@ import pytest
 import torch
 
 from evaluate.checkpoints.heads import head_layer_from, load_head_layer
-from evaluate.finetune.config import AugConfig, FinetuneConfig
-from evaluate.finetune.data import mixup_and_loss, transforms
-from evaluate.finetune.engine import build_optimizer, build_scheduler, summarize
-from evaluate.finetune.model import build_classifier
-from evaluate.layer_decay import lr_scale
+from evaluate.protocols.finetune.config import AugConfig, FinetuneConfig
+from evaluate.protocols.finetune.data import mixup_and_loss, transforms
+from evaluate.protocols.finetune.engine import build_optimizer, build_scheduler, summarize
+from evaluate.protocols.finetune.model import build_classifier
+from evaluate.protocols.layer_decay import lr_scale
 from pretrain.vit import SSLViT, ViTArch, build_vit, export_backbone
 from sslcore.config import load_config
 from sslcore.errors import SSLBenchError
@@ -239,7 +239,7 @@ def _cli(args: list[str], env: dict) -> list[str]:
 
 
 def test_kill9_and_resume_is_bit_identical(shapes_root, femto_ckpt, tmp_path):
-    from evaluate.finetune.run import run
+    from evaluate.protocols.finetune.run import run
 
     root = shapes_root / "classification"
     common = [str(femto_ckpt), "--data", str(root), "aug.input_size=32", "batch_size=8", "epochs=4", "num_workers=0",
@@ -282,9 +282,9 @@ def test_kill9_and_resume_is_bit_identical(shapes_root, femto_ckpt, tmp_path):
     assert ours["top1"]["value"] == max(tops) == metrics["top1"] and ours["top1_last"]["value"] == tops[-1]
     assert ours["top1"]["dataset"] == "shapesworld" and ours["top1"]["split"] == "val"
     # the record fills BAM Table 3's fine-tune cell (ShapesWorld stands in for ImageNet)
-    from evaluate.reference import load_reference
-    from evaluate.results import query
-    from evaluate.tables import regenerate
+    from evaluate.reporting.reference import load_reference
+    from evaluate.reporting.results import query
+    from evaluate.reporting.tables import regenerate
 
     table = next(t for p in load_reference().values() for t in p.tables if t.id == "bam.table3_finetune")
     view = regenerate(table, query())
@@ -292,7 +292,7 @@ def test_kill9_and_resume_is_bit_identical(shapes_root, femto_ckpt, tmp_path):
     # the log feeds `sslbench plot curves`: a third (top-1) panel appears next to loss and lr
     from PIL import Image
 
-    from evaluate.figures import plot_curves
+    from evaluate.reporting.figures import plot_curves
 
     lines = (reference / "log.jsonl").read_text().splitlines()
     stripped = tmp_path / "no_top1" / "log.jsonl"
@@ -310,7 +310,7 @@ def test_kill9_and_resume_is_bit_identical(shapes_root, femto_ckpt, tmp_path):
 
 
 def test_mae_style_run_with_ema_evaluation_every_second_epoch(shapes_root, femto_ckpt, tmp_path):
-    from evaluate.finetune.run import run
+    from evaluate.protocols.finetune.run import run
 
     cfg = _cfg(shapes_root / "classification", femto_ckpt, tmp_path / "mae", "model.pool=mean", "optim.layer_decay=0.75",
                "optim.sched_on=step", "optim.warmup_prefix=true", "eval_every=2", "ema.evaluate=true", "ema.decay=0.5")  # fmt: skip
@@ -326,7 +326,7 @@ def test_mae_style_run_with_ema_evaluation_every_second_epoch(shapes_root, femto
 def _gloo_worker(rank: int, world: int, init_file: str, root: str, ckpt: str, out: str, extra: list) -> None:
     import torch.distributed as dist
 
-    from evaluate.finetune.run import run
+    from evaluate.protocols.finetune.run import run
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
@@ -338,7 +338,7 @@ def _gloo_worker(rank: int, world: int, init_file: str, root: str, ckpt: str, ou
 def test_two_gloo_processes_equal_one(shapes_root, femto_ckpt, tmp_path):
     import torch.multiprocessing as mp
 
-    from evaluate.finetune.run import run
+    from evaluate.protocols.finetune.run import run
 
     root = shapes_root / "classification"
     extra = [*PLAIN, "epochs=1", "ema.enabled=false", "optim.warmup_epochs=0"]
@@ -384,7 +384,7 @@ def test_transfer_recipes_on_official_layouts_from_the_cli(femto_ckpt, tmp_path,
     from official_layouts import write_cifar10, write_flowers
 
     from evaluate.cli import main
-    from evaluate.records import read_records
+    from evaluate.reporting.records import read_records
 
     flowers, cifar = write_flowers(tmp_path / "f"), write_cifar10(tmp_path / "c")
     small = [
@@ -413,7 +413,7 @@ def test_transfer_recipes_on_official_layouts_from_the_cli(femto_ckpt, tmp_path,
 
 
 def test_every_recipe_loads_and_names_its_source():
-    from evaluate.finetune.run import recipe_names, resolve_recipe
+    from evaluate.protocols.finetune.run import recipe_names, resolve_recipe
 
     names = recipe_names()
     assert {"deit_bam", "mae_vitb", "mae_vits", "adclr_beit_vitb", "ibot_semisup_1pct_proj_layer",

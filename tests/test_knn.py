@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from evaluate.knn import knn_accuracy, knn_predict
+from evaluate.protocols.knn import knn_accuracy, knn_predict
 
 
 def _toy(sims: list[float], dim: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
@@ -137,7 +137,7 @@ def test_top5_with_fewer_than_5_voted_classes_fills_the_tail_in_class_order():
 
 
 def test_default_chunk_bounds_the_similarity_block(monkeypatch):
-    import evaluate.knn as knn
+    import evaluate.protocols.knn as knn
 
     gen = torch.Generator().manual_seed(5)
     train, labels = torch.randn(1000, 8, generator=gen), torch.randint(0, 5, (1000,), generator=gen)

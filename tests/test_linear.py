@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from evaluate.linear import HeadGrid, HeadGroup, cosine, grid_groups, heldout_split, select, train_heads
+from evaluate.protocols.linear import HeadGrid, HeadGroup, cosine, grid_groups, heldout_split, select, train_heads
 
 
 def _batches(x, y, batch):
@@ -93,7 +93,7 @@ def test_heads_learn_separable_data_and_lr_matters():
 
 
 def test_report_labels_paper_and_heldout_selection():
-    from evaluate.linear import report
+    from evaluate.protocols.linear import report
 
     test = torch.tensor([[10.0, 50.0], [30.0, 40.0]])
     held = torch.tensor([[90.0, 10.0], [20.0, 30.0]])  # held-out prefers head 0 at epoch 1

@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from evaluate.linear import LinearConfig, head_losses, run
-from evaluate.records import read_records
+from evaluate.protocols.linear import LinearConfig, head_losses, run
+from evaluate.reporting.records import read_records
 from pretrain.vit import ARCHS, SSLViT
 from sslcore.config import load_config
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from evaluate.logreg import _split_heldout, fit_logreg, lambda_grid, sweep_logreg
-from evaluate.metrics import accuracy as score
+from evaluate.datasets.metrics import accuracy as score
+from evaluate.protocols.logreg import _split_heldout, fit_logreg, lambda_grid, sweep_logreg
 from sslcore.errors import SSLBenchError
 
 

@@ -8,9 +8,9 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from evaluate.datasets import apply_subset, load_split, read_subset_file
-from evaluate.logreg import LogRegConfig, outside_subset, run
-from evaluate.metrics import accuracy as score
-from evaluate.records import read_records
+from evaluate.datasets.metrics import accuracy as score
+from evaluate.protocols.logreg import LogRegConfig, outside_subset, run
+from evaluate.reporting.records import read_records
 from pretrain.vit import ARCHS, SSLViT
 from sslcore.config import load_config
 from sslcore.errors import SSLBenchError
@@ -45,7 +45,7 @@ def test_subset_run_selects_outside_and_fits_on_the_subset(shapes_root, tmp_path
     settings = record["settings"]
     assert settings["selection"] == "outside_subset" and settings["n_train"] == 10 and settings["n_val"] == 10
     # the reported number is a fit on the 10 subset images alone with the chosen C
-    from evaluate.features import get_features
+    from evaluate.protocols.features import get_features
 
     cfg = _cfg(shapes_root, tmp_path)
     full = load_split(shapes_root / "classification", "train")
@@ -67,7 +67,7 @@ def test_selection_split_without_every_class_is_refused(shapes_root, tmp_path):
 
 
 def test_heldout_split_is_stratified():
-    from evaluate.logreg import _split_heldout
+    from evaluate.protocols.logreg import _split_heldout
 
     y = np.repeat(np.arange(8), 7)  # the tiny transfer set: 8 classes x 7 images
     keep, held = _split_heldout(y, 0.2, seed=0)

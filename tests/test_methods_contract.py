@@ -23,7 +23,7 @@ from test_pretrain_bam import shapes_32px
 
 from evaluate.checkpoints import load_backbone
 from evaluate.cli import main as cli_main
-from evaluate.knn import knn_accuracy
+from evaluate.protocols.knn import knn_accuracy
 from pretrain import monitor
 from pretrain.config import DataConfig, KnnConfig, PretrainConfig
 from pretrain.engine import Trainer

@@ -25,7 +25,7 @@ from torch import nn
 
 from evaluate.checkpoints import load_backbone
 from evaluate.cli import main as cli_main
-from evaluate.features import FeatureConfig, tap_features
+from evaluate.protocols.features import FeatureConfig, tap_features
 from pretrain.contrastive_crop import boxes_for_images
 from pretrain.engine import Trainer
 from pretrain.pooled import POOLED_ARCHS, PooledArch, build_pooled, export_pooled
@@ -259,7 +259,7 @@ def test_strict_errors_are_one_line(tmp_path):
 
 
 def test_vit_only_taps_on_a_cnn_fail_in_one_line(tmp_path):
-    from evaluate.features import extract_features
+    from evaluate.protocols.features import extract_features
 
     model = _randomised("resnet_tiny")
     with pytest.raises(SSLBenchError, match="one pooled feature"):
@@ -392,7 +392,7 @@ def test_every_frozen_protocol_runs_on_pooled_features(tmp_path, shapes_root, ar
     assert 0.0 <= lin["metrics"]["top1"] <= 100.0
     assert cli_main(["eval", "cluster", str(path), *data, f"out={tmp_path / 'cl'}"]) == 0
     assert cli_main(["eval", "logreg", str(path), *data, f"out={tmp_path / 'lr'}"]) == 0
-    from evaluate.records import read_records
+    from evaluate.reporting.records import read_records
 
     records = read_records()  # the records name the architecture (family, widths) and hold finite metrics
     assert {r["protocol"] for r in records} == {"linear", "cluster", "logreg"}
@@ -407,10 +407,10 @@ def test_every_frozen_protocol_runs_on_pooled_features(tmp_path, shapes_root, ar
 def test_bam_table8_and_table5_resnet_rows_fill_from_pooled_records(tmp_path):
     """Linear records of a ResNet-50 and a CAFormer-M36 checkpoint fill BAM Table 8 as rows labelled with the
     paper's architecture names; logistic-regression transfer records of the ResNet-50 fill Table 5 (linear)."""
-    from evaluate.records import Record, append_records
-    from evaluate.reference import load_reference
-    from evaluate.results import query
-    from evaluate.tables import regenerate
+    from evaluate.reporting.records import Record, append_records
+    from evaluate.reporting.reference import load_reference
+    from evaluate.reporting.results import query
+    from evaluate.reporting.tables import regenerate
 
     store = tmp_path / "store"
     archs = {"bam-r50": POOLED_ARCHS["resnet50"], "bam-m36": POOLED_ARCHS["caformer_m36"]}

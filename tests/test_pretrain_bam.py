@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from evaluate.cli import main as cli_main
-from evaluate.knn import knn_accuracy
+from evaluate.protocols.knn import knn_accuracy
 from pretrain import monitor
 from pretrain.backbones import build_backbone
 from pretrain.config import DataConfig, KnnConfig

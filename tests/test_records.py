@@ -5,7 +5,7 @@ import multiprocessing as mp
 
 import pytest
 
-from evaluate.records import append_records, make_records, read_records
+from evaluate.reporting.records import append_records, make_records, read_records
 from sslcore.io import atomic_open, atomic_write_text
 
 

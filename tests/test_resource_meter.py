@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from evaluate.records import make_records
+from evaluate.reporting.records import make_records
 from sslcore.io import count_images, start_meter
 
 
@@ -46,8 +46,8 @@ def test_images_per_second_is_recorded():
 
 
 def test_protocol_records_carry_throughput(shapes_root, tmp_path):
-    from evaluate.knn import KNNConfig, run
-    from evaluate.records import read_records
+    from evaluate.protocols.knn import KNNConfig, run
+    from evaluate.reporting.records import read_records
     from pretrain.vit import ARCHS, SSLViT
 
     cfg = KNNConfig()

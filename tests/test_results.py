@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from evaluate.cli import main
-from evaluate.records import Record, append_records
-from evaluate.results import deduplicate, export, find_run, query, records_frame, runs_frame
+from evaluate.reporting.records import Record, append_records
+from evaluate.reporting.results import deduplicate, export, find_run, query, records_frame, runs_frame
 from sslcore.errors import SSLBenchError
 
 ARCH = {"patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2, "img_size": 32}

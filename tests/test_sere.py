@@ -13,7 +13,7 @@ import torch
 from test_engine import SERE_OVER, random_views, toy_cfg
 
 from evaluate.cli import main as cli_main
-from evaluate.sere_relation import relation_differences
+from evaluate.protocols.sere_relation import relation_differences
 from pretrain.engine import Trainer
 from pretrain.heads import SEREHead
 from pretrain.losses.sere import (

@@ -10,10 +10,17 @@ import pytest
 import yaml
 
 from evaluate.cli import main
-from evaluate.records import Record, append_records
-from evaluate.reference import REFERENCE_DIR, is_number, load_paper, load_reference, published_records
-from evaluate.results import query
-from evaluate.tables import build_tables, full_protocol_markdown, full_protocol_table, regenerate, to_latex, to_markdown
+from evaluate.reporting.records import Record, append_records
+from evaluate.reporting.reference import REFERENCE_DIR, is_number, load_paper, load_reference, published_records
+from evaluate.reporting.results import query
+from evaluate.reporting.tables import (
+    build_tables,
+    full_protocol_markdown,
+    full_protocol_table,
+    regenerate,
+    to_latex,
+    to_markdown,
+)
 from sslcore.errors import SSLBenchError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "reference" / "published_results.yaml"

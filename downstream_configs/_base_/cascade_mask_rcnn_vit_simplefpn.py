@@ -5,7 +5,7 @@ _base_ = [
     "mmdet::_base_/models/cascade-mask-rcnn_r50_fpn.py",
     "mmdet::_base_/default_runtime.py",
 ]
-custom_imports = dict(imports=["evaluate.dense.register"], allow_failed_imports=False)
+custom_imports = dict(imports=["evaluate.protocols.dense.register"], allow_failed_imports=False)
 embed_dim = 384
 num_classes = 80
 norm_cfg = dict(type="SyncBN", requires_grad=True)

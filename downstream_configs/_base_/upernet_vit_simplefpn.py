@@ -1,7 +1,7 @@
 # UperNet on a plain ViT with the BEiT/iBOT simple-FPN adapter (strides 4/8/16/32) and an auxiliary FCN head on
 # the stride-16 level. Source: iBOT evaluation/semantic_segmentation/configs/_base_/models/upernet.py and
 # upernet/vit_small_512_ade20k_160k.py (protocols.md §7.1). mmseg 1.x port of the mmseg 0.12 config.
-custom_imports = dict(imports=["evaluate.dense.register"], allow_failed_imports=False)
+custom_imports = dict(imports=["evaluate.protocols.dense.register"], allow_failed_imports=False)
 norm_cfg = dict(type="SyncBN", requires_grad=True)
 
 model = dict(

@@ -9,7 +9,7 @@ _base_ = [
     "../_base_/coco_instance_detr_aug.py",
     "../_base_/coco_1x_adamw_layer_decay.py",
 ]
-custom_imports = dict(imports=["evaluate.dense.register"], allow_failed_imports=False)
+custom_imports = dict(imports=["evaluate.protocols.dense.register"], allow_failed_imports=False)
 norm_cfg = dict(type="SyncBN", requires_grad=True)
 model = dict(
     backbone=dict(

@@ -6,7 +6,7 @@
 # 256) x [0.5, 2], random crop 224 (cat_max_ratio 0.75), flip, photometric distortion; test: whole image resized to
 # (1024, 256). mIoU is over all 920 classes including "other".
 _base_ = ["mmseg::_base_/default_runtime.py"]
-custom_imports = dict(imports=["evaluate.dense.register"], allow_failed_imports=False)
+custom_imports = dict(imports=["evaluate.protocols.dense.register"], allow_failed_imports=False)
 crop_size = (224, 224)
 data_root = "data/ImageNetS919/"
 model = dict(

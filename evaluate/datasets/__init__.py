@@ -22,6 +22,7 @@ from evaluate.datasets.core import (
     read_subset_file,
     resolve_subset,
 )
+from evaluate.datasets.metrics import METRICS
 from evaluate.datasets.registry import (
     DATASETS,
     DataPlan,
@@ -34,7 +35,6 @@ from evaluate.datasets.registry import (
     plan_data,
     require_spec,
 )
-from evaluate.metrics import METRICS
 
 __all__ = [
     "DATASETS",

@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from evaluate.palette import voc_palette
+from evaluate.datasets.palette import voc_palette
 from evaluate.shapesworld import render as R
 from evaluate.shapesworld import scenes
 

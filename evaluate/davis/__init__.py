@@ -1,9 +1,0 @@
-"""DAVIS-2017 semi-supervised video object segmentation from frozen ViT patch features.
-
-* :mod:`evaluate.davis.data`: the DAVIS directory layout (real DAVIS-2017 or ShapesWorld video).
-* :mod:`evaluate.davis.propagation`: DINO's label propagation as pure tensor functions.
-* :mod:`evaluate.davis.metrics`: the official J&F metric (region IoU and boundary F-measure), pure numpy.
-* :mod:`evaluate.davis.features`: per-frame patch features, cached on disk.
-* :mod:`evaluate.davis.run`: the protocol (features -> propagation -> PNGs -> J&F -> records).
-* :mod:`evaluate.davis.cli` / :mod:`evaluate.davis.score_cli`: ``sslbench eval davis`` and ``sslbench eval davis-score``.
-"""

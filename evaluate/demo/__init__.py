@@ -1,0 +1,2 @@
+"""``sslbench demo``: ShapesWorld -> pretraining -> ``eval full`` -> the demo's report.
+"""

@@ -1,0 +1,349 @@
+"""Run a dense protocol end to end: convert the checkpoint, write the final mm config, train + evaluate, record.
+
+Run directory ``<out>``::
+
+    backbone.pth        converted, tensor-only backbone (what mm loads; weights_only-safe)
+    config.py           the final mm config (dumped by mmengine), loaded by every rank
+    overrides.json      every value changed from the named config (checkpoint, data root, work dir, options...)
+    mm/                 mm's work_dir: logs, vis_data/scalars.json, checkpoints (epoch_*.pth / iter_*.pth)
+    losses.json         training loss per logged iteration, read from mm's scalars
+    metrics.json        the raw mm metrics of the final test (written by rank 0)
+
+Metrics become records in percent: mmdet's COCO metric returns fractions (``coco/bbox_mAP`` = 0.412), recorded as
+``bbox_mAP`` = 41.2; mmseg's ``IoUMetric`` already returns percentages (``mIoU``, ``mAcc``, ``aAcc``).
+
+Launch: in this process (``launcher="none"``) or ``torchrun --nproc_per_node N [--nnodes ...]`` running
+:mod:`evaluate.protocols.dense.train` on every rank. ``resume=True`` continues from the last mm checkpoint in ``mm/`` (mmengine
+resume; the checkpoint is read by :func:`evaluate.protocols.dense.register.safe_load`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from evaluate.reporting.records import append_records, default_store, make_records
+from sslcore.errors import SSLBenchError
+from sslcore.io import REPO_ROOT, atomic_torch_save, atomic_write_json, check_writable, sha256_file, start_meter
+
+logger = logging.getLogger("sslbench")
+
+CONFIG_DIR = REPO_ROOT / "downstream_configs"
+
+# task -> default configs by backbone family, the dataset names of records, mm scope
+TASKS: dict[str, dict[str, Any]] = {
+    "coco": {
+        "scope": "mmdet",
+        "configs": {
+            "vit_small": "coco/cascade_mask_rcnn_vit_small_giou_4conv1f_coco_1x",
+            "vit_base": "coco/cascade_mask_rcnn_vit_base_giou_4conv1f_coco_1x",
+            "shapesworld": "coco/cascade_mask_rcnn_vit_shapesworld",
+        },
+        "dataset": "coco2017",
+    },
+    "ade20k": {
+        "scope": "mmseg",
+        "configs": {
+            "vit_small": "ade20k/upernet_vit_small_512_ade20k_160k",
+            "vit_base": "ade20k/upernet_vit_base_512_ade20k_160k",
+            "shapesworld": "ade20k/upernet_vit_shapesworld",
+        },
+        "dataset": "ade20k",
+    },
+    "voc": {"scope": "mmseg", "configs": {"vit_small": "voc/upernet_vit_small_512_voc12aug_20k"}, "dataset": "voc2012"},
+    "imagenet-s": {
+        "scope": "mmseg",
+        "configs": {"vit_small": "imagenets/fcn_vit_small_224_imagenets919_semi"},
+        "dataset": "imagenet-s919",
+    },
+}
+COCO_KEYS = ("mAP", "mAP_50", "mAP_75", "mAP_s", "mAP_m", "mAP_l")
+
+
+def is_converted(payload: Any) -> bool:
+    return isinstance(payload, dict) and set(payload) == {"state_dict", "meta"} and "arch" in payload["meta"]
+
+
+def convert_checkpoint(path: str | Path, out: str | Path, which: str | None = None) -> dict[str, Any]:
+    """Write the converted backbone file ``out`` for ``path`` and return the checkpoint ``info`` of the records.
+
+    An already converted file is copied. Anything else goes through :func:`evaluate.checkpoints.load_backbone`.
+    """
+    path, out = Path(path), Path(out)
+    if not path.is_file():
+        raise SSLBenchError(f"{path}: checkpoint not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - not a plain tensor file: the adapter knows the other formats
+        payload = None
+    if is_converted(payload):
+        meta = payload["meta"]
+        info = {
+            "path": str(path.resolve()),
+            "sha256": meta.get("source_sha256") or sha256_file(path),
+            "format": meta.get("format", "sslbench-converted"),
+            "arch": meta["arch"],
+            "pos_interp": meta.get("pos_interp", "dino"),
+            "which": meta.get("which"),
+        }
+        if path.resolve() != out.resolve():
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, out)
+    else:
+        from evaluate.checkpoints import load_backbone, require_vit
+        from evaluate.checkpoints.cli import converted_payload
+
+        loaded = load_backbone(path, **({"which": which} if which else {}))
+        require_vit(loaded.model, "dense evaluation (detection/segmentation)", path)
+        info = dict(loaded.info)
+        state, meta = converted_payload(loaded)
+        atomic_torch_save({"state_dict": state, "meta": meta}, out)
+    info.setdefault("name", path.stem)
+    return info
+
+
+def resolve_config(task: str, config: str | None, arch: dict[str, Any], data_root: Path) -> Path:
+    """The config file: a path, a name under downstream_configs/, or the task's default for the data and arch."""
+    if task not in TASKS:
+        raise SSLBenchError(f"task: unknown value {task!r} (valid: {', '.join(TASKS)})")
+    if config is None:
+        choices = TASKS[task]["configs"]
+        if (data_root.parent / "shapesworld.json").is_file() and "shapesworld" in choices:
+            config = choices["shapesworld"]
+        else:
+            family = "vit_base" if arch.get("embed_dim", 384) >= 768 else "vit_small"
+            config = choices.get(family) or choices["vit_small"]
+    path = Path(config)
+    if not path.suffix:
+        path = CONFIG_DIR / f"{config}.py"
+    if not path.is_file():
+        raise SSLBenchError(f"--config: {config!r} not found (looked for {path})")
+    return path
+
+
+def _replace_type(node: Any, old: str, new: str) -> int:
+    count = 0
+    if isinstance(node, dict):
+        if node.get("type") == old:
+            node["type"] = new
+            count += 1
+        for value in node.values():
+            count += _replace_type(value, old, new)
+    elif isinstance(node, list | tuple):
+        for value in node:
+            count += _replace_type(value, old, new)
+    return count
+
+
+def _set_data_root(dataset: dict, root: str) -> None:
+    """Set ``data_root`` on a dataset config, through ConcatDataset / RepeatDataset wrappers (VOC aug)."""
+    if "datasets" in dataset:
+        for child in dataset["datasets"]:
+            _set_data_root(child, root)
+    elif "dataset" in dataset:
+        _set_data_root(dataset["dataset"], root)
+    else:
+        dataset["data_root"] = root
+
+
+def build_config(
+    config_path: Path,
+    backbone: Path,
+    data_root: Path,
+    work_dir: Path,
+    options: dict[str, Any] | None = None,
+    distributed: bool = False,
+    amp: bool = False,
+):
+    """Load ``config_path`` and apply the run's overrides; returns (mmengine Config, overrides dict)."""
+    from mmengine.config import Config
+
+    cfg = Config.fromfile(str(config_path))
+    root = str(data_root.resolve()) + "/"
+    overrides: dict[str, Any] = {
+        "model.backbone.checkpoint": str(backbone.resolve()),
+        "model.backbone.arch": None,
+        "work_dir": str(work_dir.resolve()),
+    }
+    loaders = [s for s in ("train_dataloader", "val_dataloader", "test_dataloader") if cfg.get(s) is not None]
+    for split in loaders:
+        overrides[f"{split}.dataset.data_root"] = root
+    for split, loader in (("val_evaluator", "val_dataloader"), ("test_evaluator", "test_dataloader")):
+        evaluator = cfg.get(split)
+        if isinstance(evaluator, dict) and "ann_file" in evaluator:
+            overrides[f"{split}.ann_file"] = root + cfg[loader]["dataset"]["ann_file"]
+    if amp:
+        overrides["optim_wrapper.type"] = "AmpOptimWrapper"
+    overrides.update(options or {})
+    cfg.merge_from_dict({k: v for k, v in overrides.items() if v is not None and ".data_root" not in k})
+    for split in loaders:
+        _set_data_root(cfg[split]["dataset"], root)
+    cfg.model.backbone.pop("arch", None)
+    if not distributed:
+        swapped = _replace_type(cfg.model, "SyncBN", "BN")
+        if swapped:
+            overrides["SyncBN->BN (single process)"] = swapped
+    return cfg, overrides
+
+
+def _loss_history(work_dir: Path) -> list[dict[str, float]]:
+    rows = []
+    for scalars in sorted(work_dir.glob("*/vis_data/scalars.json")):
+        for line in scalars.read_text().splitlines():
+            entry = json.loads(line)
+            if "loss" in entry and "step" in entry:
+                rows.append({"step": int(entry["step"]), "loss": float(entry["loss"])})
+    return rows
+
+
+def run_mm(config_file: str | Path, launcher: str = "none", resume: bool = False) -> dict[str, float]:
+    """Train and test with mmengine's Runner on this process (one rank); rank 0 writes metrics.json."""
+    from mmengine.config import Config
+    from mmengine.dist import get_rank
+    from mmengine.runner import Runner
+
+    cfg = Config.fromfile(str(config_file))
+    trusted = os.environ.get("SSLBENCH_DENSE_TRUSTED_DIRS", "")
+    if str(Path(cfg.work_dir).resolve()) not in trusted.split(os.pathsep):
+        os.environ["SSLBENCH_DENSE_TRUSTED_DIRS"] = os.pathsep.join(
+            filter(None, [trusted, str(Path(cfg.work_dir).resolve())])
+        )
+    cfg.launcher = launcher
+    cfg.resume = resume
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    metrics = runner.test()
+    run_dir = Path(config_file).parent
+    if get_rank() == 0:
+        clean = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
+        atomic_write_json(run_dir / "losses.json", _loss_history(Path(cfg.work_dir)))
+        atomic_write_json(run_dir / "metrics.json", clean)
+    return metrics
+
+
+def to_percent(task: str, metrics: dict[str, float]) -> dict[str, float]:
+    """Record metric names and percent values (see the module docstring)."""
+    out: dict[str, float] = {}
+    if TASKS[task]["scope"] == "mmdet":
+        for kind in ("bbox", "segm"):
+            for key in COCO_KEYS:
+                value = metrics.get(f"coco/{kind}_{key}")
+                if value is not None and value >= 0:
+                    out[f"{kind}_{key}"] = round(100.0 * value, 3)
+    else:
+        for key in ("mIoU", "mAcc", "aAcc"):
+            if key in metrics:
+                out[key] = float(metrics[key])
+    if not out:
+        raise SSLBenchError(f"mm evaluation returned no {task} metric (got {sorted(metrics)})")
+    return out
+
+
+def effective_batch(cfg: Any, nproc: int) -> dict[str, Any]:
+    """{"effective_batch", "reference_batch", "lr_scaled"}: the batch this run trains with (processes x per-process
+    batch) against the protocol's total batch (``auto_scale_lr.base_batch_size``). A mismatch is logged as a warning
+    (the lr is the protocol's unless ``auto_scale_lr.enable=True``, which mmengine scales linearly) and recorded."""
+    per_process = int(cfg.train_dataloader.get("batch_size", 1))
+    scale = cfg.get("auto_scale_lr") or {}
+    reference = scale.get("base_batch_size")
+    out = {"effective_batch": per_process * nproc, "reference_batch": reference, "lr_scaled": bool(scale.get("enable"))}
+    if reference and reference != out["effective_batch"]:
+        logger.warning(
+            "effective batch %d (%d process(es) x %d) differs from the protocol's %d; the lr is %s "
+            "(auto_scale_lr.enable=True scales it linearly); recorded as settings.effective_batch",
+            out["effective_batch"],
+            nproc,
+            per_process,
+            reference,
+            "scaled linearly" if out["lr_scaled"] else "NOT rescaled",
+        )
+    return out
+
+
+def run_eval(
+    task: str,
+    checkpoint: str | Path,
+    data_root: str | Path,
+    out: str | Path,
+    config: str | None = None,
+    options: dict[str, Any] | None = None,
+    nproc: int = 1,
+    torchrun_args: list[str] | None = None,
+    resume: bool = False,
+    amp: bool = False,
+    which: str | None = None,
+    name: str | None = None,
+) -> list:
+    """The whole protocol (see the module docstring); returns the appended records."""
+    started = time.time()
+    start_meter()  # peak memory of this run (mm's training runs in this process)
+    out, data_root = Path(out), Path(data_root)
+    if not data_root.is_dir():
+        raise SSLBenchError(f"--data-root: {data_root} is not a directory")
+    if not Path(checkpoint).is_file():
+        raise SSLBenchError(f"{checkpoint}: checkpoint not found")
+    if nproc < 1:
+        raise SSLBenchError(f"--nproc {nproc}: must be >= 1")
+    check_writable(out, "--out")
+    check_writable(default_store(), "results store")
+    out.mkdir(parents=True, exist_ok=True)
+    backbone = out / "backbone.pth"
+    info = convert_checkpoint(checkpoint, backbone, which)
+    if name:
+        info["name"] = name
+    config_path = resolve_config(task, config, info["arch"], data_root)
+    distributed = nproc > 1 or bool(torchrun_args)
+    if distributed and not torch.cuda.is_available():
+        raise SSLBenchError(
+            f"--nproc {nproc}: multi-process runs need GPUs (mmengine 0.10.7's pytorch launcher binds every rank to a "
+            "CUDA device); use --nproc 1 on CPU"
+        )
+    cfg, overrides = build_config(config_path, backbone, data_root, out / "mm", options, distributed, amp)
+    batch = effective_batch(cfg, nproc)
+    final = out / "config.py"
+    cfg.dump(str(final))
+    atomic_write_json(out / "overrides.json", {"config": str(config_path), "overrides": overrides})
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
+    if distributed:
+        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", *(torchrun_args or [])]
+        cmd += ["-m", "evaluate.protocols.dense.train", str(final), "--launcher", "pytorch"] + (
+            ["--resume"] if resume else []
+        )
+        logger.info("launching %s", " ".join(cmd))
+        if subprocess.run(cmd, env=env, check=False).returncode:
+            raise SSLBenchError(f"{final}: distributed mm run failed (logs under {out / 'mm'})")
+        metrics = json.loads((out / "metrics.json").read_text())
+    else:
+        metrics = run_mm(final, "none", resume)
+    values = to_percent(task, metrics)
+    shapes = (data_root.parent / "shapesworld.json").is_file()
+    settings = {
+        "config": config_path.stem,
+        "config_file": str(config_path),
+        "final_config": str(final),
+        "overrides": overrides,
+        "nproc": nproc,
+        "amp": amp,
+        **batch,
+    }
+    records = make_records(
+        task,
+        f"shapesworld-{task}" if shapes else TASKS[task]["dataset"],
+        "val",
+        values,
+        checkpoint=info,
+        settings=settings,
+        seed=cfg.get("randomness", {}).get("seed"),
+        started=started,
+    )
+    append_records(records, name=task)
+    return records
