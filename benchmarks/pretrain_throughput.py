@@ -108,7 +108,9 @@ def cpu_bench(steps: int) -> None:
     tiny_heads = {"dino.out_dim": 1024, "dino.hidden_dim": 256, "dino.bottleneck_dim": 64, "ibot.patch_out_dim": 1024}
     for method in ("dino", "ibot"):
         over = {k: v for k, v in base.items() if not k.startswith(("bam.", "model.pos_embed", "model.freeze"))}
-        trainer = make_trainer({**over, **tiny_heads, "method": method, "model.init": "dino", "train.precision": "fp32"})
+        trainer = make_trainer(
+            {**over, **tiny_heads, "method": method, "model.init": "dino", "train.precision": "fp32"}
+        )
         views = views_for(trainer.cfg, 32, "cpu")
         sec = time_steps(trainer, views, steps)
         print(f"  {method:5s} fp32 {1 / sec:7.2f} steps/s {32 / sec:8.1f} images/s   (K = 1024, same crops)")

@@ -204,8 +204,6 @@ def build_data(cfg: PretrainConfig, dist: Distributed, plan: ViewPlan | None = N
         raise DataError("data.root: no training image folder given")
     samples, classes = image_folder(cfg.data.root)
     augment = MultiCropAugment(cfg.data, alpha=cfg.ccrop.alpha)
-    dataset = MultiCropDataset(
-        samples, augment, seed=cfg.train.seed, on_bad_image=cfg.data.on_bad_image, plan=plan
-    )
+    dataset = MultiCropDataset(samples, augment, seed=cfg.train.seed, on_bad_image=cfg.data.on_bad_image, plan=plan)
     sampler = ResumableSampler(len(samples), cfg.train.batch_size, dist.rank, dist.world_size, cfg.train.seed)
     return PretrainData(dataset, sampler, classes)

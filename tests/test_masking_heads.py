@@ -35,6 +35,7 @@ def test_block_masks_cover_about_the_target_and_never_more(h, w):
 def test_block_masks_are_rectangles_unions_not_scattered_patches():
     torch.manual_seed(2)
     mask = block_mask(14, 14, 0.3).float()
+
     # a mask of blocks has most masked patches with a masked 4-neighbour; a random mask of 30 % mostly has not
     def neighbour_fraction(m):
         nb = torch.zeros_like(m)

@@ -1,2 +1,1 @@
-"""``sslbench demo``: ShapesWorld -> pretraining -> ``eval full`` -> the demo's report.
-"""
+"""``sslbench demo``: ShapesWorld -> pretraining -> ``eval full`` -> the demo's report."""

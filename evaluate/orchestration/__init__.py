@@ -1,2 +1,1 @@
-"""``sslbench eval full``: suites, the job graph, the protocol job shell, executors and the run report.
-"""
+"""``sslbench eval full``: suites, the job graph, the protocol job shell, executors and the run report."""

@@ -1,2 +1,1 @@
-"""Results as data: records, the results store, published numbers, the papers' tables and the figures.
-"""
+"""Results as data: records, the results store, published numbers, the papers' tables and the figures."""

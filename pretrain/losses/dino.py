@@ -28,7 +28,9 @@ def teacher_temperature_schedule(warmup_temp: float, temp: float, warmup_epochs:
     simply cut short by the end of training).
     """
     if warmup_epochs < 0 or temp <= 0 or warmup_temp <= 0:
-        raise ValueError(f"teacher temperatures must be > 0 and warm-up epochs >= 0, got {warmup_temp}, {temp}, {warmup_epochs}")
+        raise ValueError(
+            f"teacher temperatures must be > 0 and warm-up epochs >= 0, got {warmup_temp}, {temp}, {warmup_epochs}"
+        )
     ramp = np.linspace(warmup_temp, temp, warmup_epochs)
     return np.concatenate([ramp, np.full(max(epochs - warmup_epochs, 0), temp)])
 

@@ -82,7 +82,9 @@ class SSLMethod(nn.Module):
         missing, unexpected = self.load_state_dict(state, strict=False)
         missing = [k for k in missing if not k.startswith(NETWORKS)]
         if missing or unexpected:
-            raise SSLBenchError(f"method state does not match {self.cfg.method}: missing {missing}, unexpected {unexpected}")
+            raise SSLBenchError(
+                f"method state does not match {self.cfg.method}: missing {missing}, unexpected {unexpected}"
+            )
 
 
 def patch_size_of(cfg: PretrainConfig) -> int:

@@ -81,15 +81,44 @@ def main(dino_src: str, ibot_src: str, out: str) -> None:
         )
     torch.save(
         {
-            "source": {"dino": "facebookresearch/dino@7c446df main_dino.py::DINOLoss",
-                       "ibot": "bytedance/ibot@da316d8 main_ibot.py::iBOTLoss"},
-            "dino": {"inputs": dino_in, "epochs": dino_epochs, "outputs": dino_out,
-                     "settings": {"out_dim": k, "ncrops": 4, "warmup_temp": 0.04, "temp": 0.07,
-                                  "warmup_epochs": 3, "epochs": 5, "student_temp": 0.1, "center_momentum": 0.9}},
-            "ibot": {"inputs": ibot_in, "epochs": ibot_epochs, "outputs": ibot_out,
-                     "settings": {"out_dim": k, "patch_out_dim": k2, "ngcrops": 2, "nlcrops": 2,
-                                  "warmup_temp": 0.04, "temp": 0.07, "warmup_temp2": 0.04, "temp2": 0.06,
-                                  "warmup_epochs": 3, "epochs": 5, "lambda1": 1.0, "lambda2": 0.7}},
+            "source": {
+                "dino": "facebookresearch/dino@7c446df main_dino.py::DINOLoss",
+                "ibot": "bytedance/ibot@da316d8 main_ibot.py::iBOTLoss",
+            },
+            "dino": {
+                "inputs": dino_in,
+                "epochs": dino_epochs,
+                "outputs": dino_out,
+                "settings": {
+                    "out_dim": k,
+                    "ncrops": 4,
+                    "warmup_temp": 0.04,
+                    "temp": 0.07,
+                    "warmup_epochs": 3,
+                    "epochs": 5,
+                    "student_temp": 0.1,
+                    "center_momentum": 0.9,
+                },
+            },
+            "ibot": {
+                "inputs": ibot_in,
+                "epochs": ibot_epochs,
+                "outputs": ibot_out,
+                "settings": {
+                    "out_dim": k,
+                    "patch_out_dim": k2,
+                    "ngcrops": 2,
+                    "nlcrops": 2,
+                    "warmup_temp": 0.04,
+                    "temp": 0.07,
+                    "warmup_temp2": 0.04,
+                    "temp2": 0.06,
+                    "warmup_epochs": 3,
+                    "epochs": 5,
+                    "lambda1": 1.0,
+                    "lambda2": 0.7,
+                },
+            },
         },
         out,
     )

@@ -36,7 +36,13 @@ def main(src: str, out: str) -> None:
     torch.manual_seed(0)
     b, dim, heads, patch = 2, 8, 2, 4
     vit = models.VisionTransformer(
-        img_size=[56], patch_size=patch, embed_dim=dim, depth=0, num_heads=heads, return_all_tokens=True, local_crop=True
+        img_size=[56],
+        patch_size=patch,
+        embed_dim=dim,
+        depth=0,
+        num_heads=heads,
+        return_all_tokens=True,
+        local_crop=True,
     )
     for module in vit.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
