@@ -139,7 +139,7 @@ def run_protocol(graph: Graph, job: Job) -> None:
 
                 run(cfg)  # loads the checkpoint once, at the recipe's input size
             else:
-                module = importlib.import_module(f"evaluate.{protocol}")
+                module = importlib.import_module(module_name)  # the protocol module that defines the schema
                 module.run(cfg, backbone=load_checkpoint(vars(ckpt)))
         elif protocol == "davis":
             from evaluate.protocols.davis.run import DavisConfig
