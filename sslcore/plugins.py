@@ -29,6 +29,8 @@ def trusted_paths(plugin_dirs: Sequence[str | Path] = ()) -> list[str]:
     explicit = {Path(p).resolve() for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p}
     explicit.add(REPO_ROOT.resolve())
     out = [str(Path(p).resolve()) for p in plugin_dirs]
+    # the checkout itself: an editable install imports it through a finder hook, not through a sys.path entry
+    out.append(str(REPO_ROOT.resolve()))
     for entry in sys.path:
         if entry in ("", "."):
             continue
