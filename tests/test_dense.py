@@ -196,3 +196,27 @@ def test_runner_overrides_reach_every_dataset(task, tmp_path):
     swapped = overrides.get("SyncBN->BN (single process)", 0)
     assert swapped == 0 if task == "imagenet-s" else swapped >= 2  # backbone adapter + heads
     assert "SyncBN" not in str(cfg.model)
+
+
+@pytest.mark.parametrize("task", ["coco", "ade20k"])
+def test_the_heads_take_the_checkpoints_width(task, tmp_path):
+    """The ShapesWorld configs are written for vit_pico (64 wide); a vit_femto (32) checkpoint must get 32-wide heads
+    (before, mm failed on a shape mismatch), and an explicit option still wins."""
+    from evaluate.protocols.dense.runner import build_config, resolve_config
+
+    root = tmp_path / "shapesworld" / task
+    root.mkdir(parents=True)
+    (root.parent / "shapesworld.json").write_text("{}")
+    config = resolve_config(task, None, {"embed_dim": 32}, root)
+    cfg, overrides = build_config(config, tmp_path / "bb.pth", root, tmp_path / "mm", width=32)
+    if task == "coco":
+        assert cfg.model.neck.in_channels == [32] * 4
+        assert overrides["model.neck.in_channels"].startswith("[64, 64, 64, 64] -> [32, 32, 32, 32]")
+    else:
+        assert cfg.model.decode_head.in_channels == [32] * 4 and cfg.model.auxiliary_head.in_channels == 32
+    same, notes = build_config(config, tmp_path / "bb.pth", root, tmp_path / "mm", width=64)
+    assert not any(k.endswith("in_channels") for k in notes)
+    if task == "coco":
+        option = {"model.neck.in_channels": [16] * 4}
+        cfg, _ = build_config(config, tmp_path / "bb.pth", root, tmp_path / "mm", options=option, width=32)
+        assert cfg.model.neck.in_channels == [16] * 4

@@ -155,6 +155,32 @@ def _set_data_root(dataset: dict, root: str) -> None:
         dataset["data_root"] = root
 
 
+# the parts that read the ViT's feature maps; with the simple feature pyramid every level has the ViT's width
+WIDTH_KEYS = (("neck", "in_channels"), ("decode_head", "in_channels"), ("auxiliary_head", "in_channels"))
+
+
+def fit_width(model: Any, width: int) -> dict[str, str]:
+    """Give the parts of ``model`` (an mm config dict) that read the backbone's maps the checkpoint's ``width``.
+
+    A config is written for one ViT width (384 for ViT-S, 64 for ShapesWorld's vit_pico); a value that is one uniform
+    width (an int, or a list of equal ints) different from ``width`` is replaced in place; returns the changes
+    (``{"model.neck.in_channels": "[64, ...] -> [32, ...] ..."}``). Mixed lists (a config for another kind of
+    backbone) are left alone."""
+    changes = {}
+    for part, key in WIDTH_KEYS:
+        node = model.get(part)
+        if not isinstance(node, dict) or key not in node:
+            continue
+        value = node[key]
+        levels = list(value) if isinstance(value, (list, tuple)) else None
+        uniform = value if isinstance(value, int) else (levels[0] if levels and len(set(levels)) == 1 else None)
+        if uniform is None or uniform == width:
+            continue
+        node[key] = width if levels is None else [width] * len(levels)
+        changes[f"model.{part}.{key}"] = f"{value} -> {node[key]} (the checkpoint's width)"
+    return changes
+
+
 def build_config(
     config_path: Path,
     backbone: Path,
@@ -163,8 +189,10 @@ def build_config(
     options: dict[str, Any] | None = None,
     distributed: bool = False,
     amp: bool = False,
+    width: int | None = None,
 ):
-    """Load ``config_path`` and apply the run's overrides; returns (mmengine Config, overrides dict)."""
+    """Load ``config_path`` and apply the run's overrides; returns (mmengine Config, overrides dict). ``width``: the
+    checkpoint's embedding width (:func:`fit_width`; explicit ``options`` still win)."""
     from mmengine.config import Config
 
     cfg = Config.fromfile(str(config_path))
@@ -183,8 +211,10 @@ def build_config(
             overrides[f"{split}.ann_file"] = root + cfg[loader]["dataset"]["ann_file"]
     if amp:
         overrides["optim_wrapper.type"] = "AmpOptimWrapper"
+    fitted = fit_width(cfg.model, width) if width else {}
     overrides.update(options or {})
     cfg.merge_from_dict({k: v for k, v in overrides.items() if v is not None and ".data_root" not in k})
+    overrides.update({k: v for k, v in fitted.items() if k not in overrides})  # for overrides.json; options win
     for split in loaders:
         _set_data_root(cfg[split]["dataset"], root)
     cfg.model.backbone.pop("arch", None)
@@ -307,7 +337,8 @@ def run_eval(
             f"--nproc {nproc}: multi-process runs need GPUs (mmengine 0.10.7's pytorch launcher binds every rank to a "
             "CUDA device); use --nproc 1 on CPU"
         )
-    cfg, overrides = build_config(config_path, backbone, data_root, out / "mm", options, distributed, amp)
+    width = info["arch"].get("embed_dim")
+    cfg, overrides = build_config(config_path, backbone, data_root, out / "mm", options, distributed, amp, width)
     batch = effective_batch(cfg, nproc)
     final = out / "config.py"
     cfg.dump(str(final))
