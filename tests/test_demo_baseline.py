@@ -84,3 +84,28 @@ def test_demo_methods_are_checked_before_any_work() -> None:
         parse_methods("bam,simclr")
     with pytest.raises(ConfigError, match="no method"):
         parse_methods(",")
+
+
+def test_single_protocol_commands_take_the_baseline_spec(tmp_path, shapes_root, capsys) -> None:
+    """`sslbench eval knn|linear|logreg|cluster baseline:raw-pixels:...` run on the in-memory baseline (linear on its
+    one token); a protocol setting it cannot serve and a malformed spec are one line and exit 2, before any work."""
+    from evaluate.cli import main
+    from evaluate.reporting.records import read_records
+
+    data = str(shapes_root / "classification")
+    spec = "baseline:raw-pixels:8@32"
+    assert main(["eval", "knn", spec, "--data", data, "features.cache=false"]) == 0
+    assert main(["eval", "linear", spec, "--data", data, "mode=cached", "epochs=2", "features.cache=false"]) == 0
+    records = read_records(tmp_path / "records")
+    assert {r["protocol"] for r in records} == {"knn", "linear"}
+    assert all(r["checkpoint"]["format"] == "raw-pixels" for r in records)
+    assert next(r for r in records if r["protocol"] == "linear")["settings"]["taps"]["n_last"] == 1
+    capsys.readouterr()
+    for args, message in (
+        (["eval", "linear", spec, "--data", data, "variant=grid"], "linear does not apply: linear variant 'grid'"),
+        (["eval", "knn", "baseline:nope", "--data", data], "baseline:nope: unknown baseline 'nope'"),
+    ):
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+    assert len(read_records(tmp_path / "records")) == len(records)

@@ -168,7 +168,7 @@ add_arguments = evalrun.add_arguments
 
 def run_cli(args: argparse.Namespace) -> int:
     cfg = evalrun.config_from_args(ClusterConfig, args)
-    evalrun.check_outputs(cfg)
-    for c, metrics in run(cfg).items():
+    backbone = evalrun.cli_backbone(cfg, "cluster")
+    for c, metrics in run(cfg, backbone=backbone).items():
         evalrun.print_metrics(f"cluster C={c}", evalrun.dataset_label(cfg.data), metrics)
     return 0

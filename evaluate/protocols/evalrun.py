@@ -31,7 +31,7 @@ from evaluate.datasets import (
 )
 from evaluate.reporting.records import append_records, make_records
 from sslcore.config import POSITIVE_OR_NONE, load_config, save_config, to_dict, validate
-from sslcore.errors import SSLBenchError
+from sslcore.errors import ConfigError, SSLBenchError
 from sslcore.io import REPO_ROOT, atomic_write_json, check_writable, start_meter
 
 
@@ -345,11 +345,28 @@ def config_from_args(schema: type, args: argparse.Namespace) -> Any:
     return cfg
 
 
+def cli_backbone(cfg: Any, protocol: str) -> Any:
+    """The in-memory backbone of a command line whose CHECKPOINT is a baseline spec (``baseline:raw-pixels:16@64``,
+    :mod:`evaluate.checkpoints.baselines`), with ``cfg`` fitted to its one token; None for a checkpoint file. A spec
+    the protocol cannot use is one line, before any work. Then checks the outputs (:func:`check_outputs`)."""
+    from evaluate.checkpoints.baselines import adapt_config, is_baseline, load_baseline
+
+    path = cfg.backbone.path
+    backbone = None
+    if path and is_baseline(path):
+        backbone = load_baseline(path, name=cfg.backbone.name or None)  # a malformed spec: one line naming it
+        reason = adapt_config(protocol, cfg)
+        if reason:
+            raise ConfigError(f"{path}: {protocol} does not apply: {reason}")
+    check_outputs(cfg, checkpoint=backbone is None)
+    return backbone
+
+
 def run_protocol_cli(schema: type, run: Any, protocol: str, args: argparse.Namespace) -> int:
     """The ``run_cli`` of a protocol whose ``run(cfg)`` returns one flat metrics dict."""
     cfg = config_from_args(schema, args)
-    check_outputs(cfg)
-    print_metrics(protocol, dataset_label(cfg.data), run(cfg))
+    backbone = cli_backbone(cfg, protocol)
+    print_metrics(protocol, dataset_label(cfg.data), run(cfg, backbone=backbone))
     return 0
 
 
