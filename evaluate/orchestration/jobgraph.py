@@ -49,8 +49,6 @@ GRAPH_VERSION = 1
 # (its sha256 is in the key instead) at the top (DAVIS) or in the backbone section
 VOLATILE = ("out", "progress", "resume", "num_workers")
 CHECKPOINT_KEYS = ("path", "name", "trust_pickle", "checkpoint")
-# architectures with one pooled feature and no patch tokens (``arch["family"]`` of evaluate.checkpoints.pooled)
-POOLED_FAMILIES = ("resnet", "metaformer")
 
 
 @dataclasses.dataclass
@@ -274,6 +272,7 @@ def build_graph(
     """Every job of ``entries`` x ``checkpoints`` (see the module docstring); configs are checked here."""
     from evaluate.checkpoints.baselines import adapt_config, is_baseline
     from evaluate.protocols.evalrun import check_outputs
+    from pretrain.pooled import is_pooled_arch
 
     out = Path(out).resolve()
     jobs: list[Job] = []
@@ -282,14 +281,13 @@ def build_graph(
         features: dict[str, Job] = {}
         mine: list[Job] = []
         baseline = is_baseline(ckpt.path)
-        family = (ckpt.arch or {}).get("family")  # CNN / MetaFormer checkpoints (evaluate.checkpoints.pooled)
+        # a CNN / MetaFormer checkpoint (evaluate.checkpoints.pooled) has one feature, as a baseline has one token
+        pooled = f"a {ckpt.arch['family']} checkpoint has one pooled feature" if is_pooled_arch(ckpt.arch) else None
         for entry in entries:
             root = roots[entry.dataset]
             run_dir = out / "runs" / ckpt.name / entry.id
             cfg = protocol_config(entry, suite, root, ckpt, run_dir)
-            reason = adapt_config(entry.protocol, cfg) if baseline else None
-            if family in POOLED_FAMILIES:
-                reason = adapt_config(entry.protocol, cfg, f"a {family} checkpoint has one pooled feature")
+            reason = adapt_config(entry.protocol, cfg, pooled) if baseline or pooled else None
             if reason:
                 skipped.append(
                     {"checkpoint": ckpt.name, "entry": entry.id, "protocol": entry.protocol, "reason": reason}
