@@ -1,5 +1,6 @@
 # The two commands of the README:
-#   make demo   set up .venv and run the end-to-end demo (sslbench demo)
+#   make demo   set up .venv (with the dense extra: the demo runs the tiny COCO/ADE20K protocols) and run the
+#               end-to-end demo (sslbench demo)
 #   make test   set up .venv (with the dense extra) and run the test suite
 # Both are idempotent; a second run reuses the environment, data, checkpoints and caches.
 PY := .venv/bin/python
@@ -13,7 +14,7 @@ setup:
 setup-dense:
 	bash scripts/setup_env.sh --dense
 
-demo: setup
+demo: setup-dense
 	.venv/bin/sslbench demo
 
 test: setup-dense

@@ -53,6 +53,11 @@ class DataConfig:
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     num_workers: int = 4
     on_bad_image: Literal["skip", "error"] = "skip"
+    # where the crops' pixels are made: "pil" = per image in the DataLoader workers (the official recipes' PIL ops);
+    # "batch" = the same parameters drawn per image, the pixels of the whole batch made at once by tensor ops (in the
+    # loader's collate on CPU, on the GPU under CUDA; pretrain.render: crops within ~1 grey level of PIL's bicubic,
+    # photometric ops within a few)
+    render: Literal["pil", "batch"] = "pil"
 
     def __post_init__(self) -> None:
         validate(

@@ -30,6 +30,7 @@ from torchvision.transforms import functional as TF
 
 from pretrain.config import DataConfig
 from pretrain.contrastive_crop import sample_crop
+from pretrain.render import COL, NUM_PARAMS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,37 +87,79 @@ class MultiCropAugment:
             return cfg.global_size, cfg.global_scale, cfg.blur_p[which], cfg.solarize_p[which]
         return cfg.local_size, cfg.local_scale, cfg.blur_p[2], cfg.solarize_p[2]
 
-    def photometric(self, img: Image.Image, blur_p: float, solarize_p: float) -> Image.Image:
+    def draw(self, v: int, height: int, width: int, box: Tensor | None = None) -> Tensor:
+        """Every random choice of view ``v`` of a ``height`` x ``width`` image as one row of
+        :data:`pretrain.render.PARAM_COLUMNS` (crop, flip, jitter order and factors, grayscale, blur radius,
+        solarisation), drawn from the torch global generator in the order the PIL path has always drawn them."""
         cfg = self.cfg
+        _, scale, blur_p, solarize_p = self.view_spec(v)
+        row = torch.zeros(NUM_PARAMS, dtype=torch.float64)
+        p = random_resized_crop_params(height, width, scale, cfg.ratio, box, self.alpha)
+        row[[COL["top"], COL["left"], COL["height"], COL["width"]]] = torch.tensor(
+            [p.top, p.left, p.height, p.width], dtype=torch.float64
+        )
+        row[COL["flip"]] = float(torch.rand(()) < cfg.flip_p)
+        row[COL["brightness"] : COL["hue"] + 1] = torch.tensor([1.0, 1.0, 1.0, 0.0], dtype=torch.float64)
         if torch.rand(()) < cfg.jitter_p:
-            img = self.jitter(img)
-        if torch.rand(()) < cfg.grayscale_p:
-            img = img.convert("L").convert("RGB")
+            jp = self.jitter.make_params([])
+            row[COL["jitter"]] = 1.0
+            row[COL["order0"] : COL["order3"] + 1] = jp["fn_idx"].double()
+            for name in ("brightness", "contrast", "saturation", "hue"):
+                if jp[f"{name}_factor"] is not None:
+                    row[COL[name]] = float(jp[f"{name}_factor"])
+        row[COL["gray"]] = float(torch.rand(()) < cfg.grayscale_p)
         if torch.rand(()) < blur_p:
             lo, hi = cfg.blur_radius
-            radius = lo + (hi - lo) * float(torch.rand(()))
-            img = img.filter(ImageFilter.GaussianBlur(radius=radius))
-        if torch.rand(()) < solarize_p:
-            img = ImageOps.solarize(img, threshold=128)
-        return img
+            row[COL["blur"]] = lo + (hi - lo) * float(torch.rand(()))
+        row[COL["solarize"]] = float(torch.rand(()) < solarize_p)
+        return row
+
+    def render_pil(self, img: Image.Image, row: Tensor, size: int) -> Tensor:
+        """The view ``row`` (from :meth:`draw`) of ``img``, rendered with PIL and normalised: (3, size, size)."""
+        top, left, height, width = (int(row[COL[k]]) for k in ("top", "left", "height", "width"))
+        view = TF.resized_crop(img, top, left, height, width, [size, size], InterpolationMode.BICUBIC)
+        if row[COL["flip"]] > 0.5:
+            view = TF.hflip(view)
+        if row[COL["jitter"]] > 0.5:
+            params = {"fn_idx": row[COL["order0"] : COL["order3"] + 1].long()}
+            for name in ("brightness", "contrast", "saturation", "hue"):
+                configured = getattr(self.jitter, name) is not None
+                params[f"{name}_factor"] = float(row[COL[name]]) if configured else None
+            view = self.jitter.transform(view, params)
+        if row[COL["gray"]] > 0.5:
+            view = view.convert("L").convert("RGB")
+        if row[COL["blur"]] > 0:
+            view = view.filter(ImageFilter.GaussianBlur(radius=float(row[COL["blur"]])))
+        if row[COL["solarize"]] > 0.5:
+            view = ImageOps.solarize(view, threshold=128)
+        return TF.normalize(TF.to_tensor(view), list(self.cfg.mean), list(self.cfg.std))
+
+    def draw_all(self, height: int, width: int, box: Tensor | None = None) -> Tensor:
+        """(V, NUM_PARAMS): :meth:`draw` for every view, globals first."""
+        return torch.stack([self.draw(v, height, width, box) for v in range(self.num_views)])
+
+    @staticmethod
+    def boxes_and_flips(params: Tensor) -> tuple[Tensor, Tensor]:
+        """``boxes`` (V, 4) (left, top, right, bottom) and ``flips`` (V,) of the views ``params`` (V, NUM_PARAMS)."""
+        top, left = params[:, COL["top"]], params[:, COL["left"]]
+        boxes = torch.stack([left, top, left + params[:, COL["width"]], top + params[:, COL["height"]]], dim=1)
+        return boxes.float(), params[:, COL["flip"]] > 0.5
 
     def __call__(self, img: Image.Image, box: Tensor | None = None) -> tuple[list[Tensor], Tensor, Tensor]:
         img = img.convert("RGB")
         width, height = img.size
-        views, boxes, flips = [], [], []
+        views, rows = [], []
         for v in range(self.num_views):
-            size, scale, blur_p, solarize_p = self.view_spec(v)
-            p = random_resized_crop_params(height, width, scale, self.cfg.ratio, box, self.alpha)
-            view = TF.resized_crop(img, p.top, p.left, p.height, p.width, [size, size], InterpolationMode.BICUBIC)
-            flip = bool(torch.rand(()) < self.cfg.flip_p)
-            if flip:
-                view = TF.hflip(view)
-            view = self.photometric(view, blur_p, solarize_p)
-            tensor = TF.normalize(TF.to_tensor(view), list(self.cfg.mean), list(self.cfg.std))
-            views.append(tensor)
-            boxes.append(p.box())
-            flips.append(flip)
-        return views, torch.tensor(boxes, dtype=torch.float32), torch.tensor(flips, dtype=torch.bool)
+            row = self.draw(v, height, width, box)
+            views.append(self.render_pil(img, row, self.view_spec(v)[0]))
+            rows.append(row)
+        boxes, flips = self.boxes_and_flips(torch.stack(rows))
+        return views, boxes, flips
+
+
+def query_boxes(height: int, width: int, count: int, scale: tuple[float, float], ratio: tuple[float, float]) -> Tensor:
+    """(count, 4) boxes (left, top, right, bottom) of ADCLR's query crops, drawn as :func:`query_crops` draws them."""
+    return torch.tensor([random_resized_crop_params(height, width, scale, ratio).box() for _ in range(count)])
 
 
 def query_crops(
@@ -137,10 +180,9 @@ def query_crops(
     """
     img = img.convert("RGB")
     width, height = img.size
-    crops, boxes = [], []
-    for _ in range(count):
-        p = random_resized_crop_params(height, width, scale, ratio)
-        crop = TF.resized_crop(img, p.top, p.left, p.height, p.width, [size, size], InterpolationMode.BICUBIC)
+    boxes = query_boxes(height, width, count, scale, ratio)
+    crops = []
+    for left, top, right, bottom in boxes.long().tolist():
+        crop = TF.resized_crop(img, top, left, bottom - top, right - left, [size, size], InterpolationMode.BICUBIC)
         crops.append(TF.normalize(TF.to_tensor(crop), list(mean), list(std)))
-        boxes.append(p.box())
-    return torch.stack(crops), torch.tensor(boxes, dtype=torch.float32)
+    return torch.stack(crops), boxes.float()

@@ -6,6 +6,12 @@ generator is untouched. An image's views therefore depend only on the seed, the 
 that loads it, the number of workers or on where a run was interrupted. The sampler's permutation depends only on
 (seed, epoch) and it can start mid-epoch (``start_batch``).
 
+Rendering (``data.render``): ``"pil"`` makes every view's pixels in the worker (:class:`MultiCropAugment`);
+``"batch"`` draws the same parameters from the same generator in the same order but returns the decoded image and
+the parameter rows, and :func:`render_batch` makes the pixels of the whole batch at once (:mod:`pretrain.render`):
+in the loader's collate function on a CPU run (the workers overlap the step), on the device on a CUDA run. Boxes,
+flips, masks and query boxes are identical in both modes.
+
 Unreadable images: with ``on_bad_image="skip"`` the image is replaced by the next readable one in index order (so the
 batch keeps its size, which the losses need), a warning names the file, and the item carries ``skipped=1``, which the
 engine sums into the log. With ``"error"`` a :class:`~sslcore.errors.DataError` naming the file stops the run.
@@ -20,6 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
@@ -27,8 +34,10 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_datas
 
 from pretrain.config import PretrainConfig
 from pretrain.crops import MultiCropAugment, query_crops
+from pretrain.crops import query_boxes as draw_query_boxes
 from pretrain.dist import Distributed
-from pretrain.views import ViewPlan, collate
+from pretrain.render import render_queries, render_views
+from pretrain.views import Batch, ViewPlan, collate
 from sslcore.errors import DataError
 
 logger = logging.getLogger("sslbench")
@@ -74,7 +83,11 @@ class MultiCropDataset(Dataset):
         on_bad_image: str = "skip",
         crop_boxes: torch.Tensor | None = None,
         plan: ViewPlan | None = None,
+        render: str = "pil",
     ) -> None:
+        if render not in ("pil", "batch"):
+            raise ValueError(f"render must be 'pil' or 'batch', got {render!r}")
+        self.render = render
         self.samples = samples
         self.plan = plan
         self.augment = augment
@@ -103,16 +116,29 @@ class MultiCropDataset(Dataset):
         index, epoch = key if isinstance(key, tuple) else (key, 0)
         img, label, skipped = self._load(index)
         box = None if self.crop_boxes is None else self.crop_boxes[(index + skipped) % len(self.samples)]
+        image = params = None
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(sample_seed(self.seed, epoch, index) % (2**63 - 1))
-            views, boxes, flips = self.augment(img, box)
+            if self.render == "pil":
+                views, boxes, flips = self.augment(img, box)
+            else:
+                width, height = img.size
+                params = self.augment.draw_all(height, width, box)
+                boxes, flips = self.augment.boxes_and_flips(params)
+                image = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1).contiguous()
+                views = None
             masks = self._masks(views, epoch)
             queries = query_boxes = None
             if self.plan is not None and self.plan.query_crops:
                 plan, cfg = self.plan, self.augment.cfg
-                queries, query_boxes = query_crops(
-                    img, plan.query_crops, plan.patch_size, plan.query_scale, plan.query_ratio, cfg.mean, cfg.std
-                )
+                if self.render == "pil":
+                    queries, query_boxes = query_crops(
+                        img, plan.query_crops, plan.patch_size, plan.query_scale, plan.query_ratio, cfg.mean, cfg.std
+                    )
+                else:
+                    query_boxes = draw_query_boxes(
+                        img.size[1], img.size[0], plan.query_crops, plan.query_scale, plan.query_ratio
+                    ).float()
         return {
             "views": views,
             "boxes": boxes,
@@ -123,15 +149,18 @@ class MultiCropDataset(Dataset):
             "skipped": skipped,
             "queries": queries,
             "query_boxes": query_boxes,
+            "image": image,
+            "params": params,
         }
 
-    def _masks(self, views: list[torch.Tensor], epoch: int) -> list[torch.Tensor] | None:
+    def _masks(self, views: list[torch.Tensor] | None, epoch: int) -> list[torch.Tensor] | None:
         plan = self.plan
         if plan is None or not plan.masks:
             return None
         out = []
-        for view in views[: plan.global_crops]:
-            h, w = view.shape[-2] // plan.patch_size, view.shape[-1] // plan.patch_size
+        for g in range(plan.global_crops):
+            side = views[g].shape[-1] if views is not None else self.augment.view_spec(g)[0]
+            h = w = side // plan.patch_size
             if epoch < plan.mask_start_epoch:
                 out.append(torch.zeros(h, w, dtype=torch.bool))
             else:
@@ -172,16 +201,33 @@ class ResumableSampler(Sampler):
         return (self.iters_per_epoch - self.start_batch) * self.batch_size
 
 
+def collate_views(items: list[dict[str, Any]], augment: MultiCropAugment, plan: ViewPlan | None, render: bool) -> Batch:
+    """:func:`~pretrain.views.collate`, then, when ``render``, :func:`render_batch` (a no-op for pil items)."""
+    batch = collate(items, num_global=augment.cfg.global_crops)
+    return render_batch(batch, augment, plan) if render else batch
+
+
 def make_loader(
-    dataset: MultiCropDataset, sampler: ResumableSampler, num_workers: int, pin_memory: bool = False
+    dataset: MultiCropDataset,
+    sampler: ResumableSampler,
+    num_workers: int,
+    pin_memory: bool = False,
+    render_in_workers: bool = True,
 ) -> torch.utils.data.DataLoader:
-    """A DataLoader that never draws from the global torch generator (it gets its own, fixed one)."""
+    """A DataLoader that never draws from the global torch generator (it gets its own, fixed one).
+
+    ``render_in_workers``: batch-rendered views (``data.render: batch``) are made by the collate function, i.e. in
+    the worker processes, overlapping the training step (what a CPU run wants); False leaves them to the training
+    device (:func:`render_batch` in the engine: a GPU run, whose CPU cores are then free).
+    """
     return torch.utils.data.DataLoader(
         dataset,
         batch_size=sampler.batch_size,
         sampler=sampler,
         num_workers=num_workers,
-        collate_fn=functools.partial(collate, num_global=dataset.augment.cfg.global_crops),
+        collate_fn=functools.partial(
+            collate_views, augment=dataset.augment, plan=dataset.plan, render=render_in_workers
+        ),
         pin_memory=pin_memory,
         drop_last=True,
         generator=torch.Generator().manual_seed(0),
@@ -204,6 +250,29 @@ def build_data(cfg: PretrainConfig, dist: Distributed, plan: ViewPlan | None = N
         raise DataError("data.root: no training image folder given")
     samples, classes = image_folder(cfg.data.root)
     augment = MultiCropAugment(cfg.data, alpha=cfg.ccrop.alpha)
-    dataset = MultiCropDataset(samples, augment, seed=cfg.train.seed, on_bad_image=cfg.data.on_bad_image, plan=plan)
+    dataset = MultiCropDataset(
+        samples, augment, seed=cfg.train.seed, on_bad_image=cfg.data.on_bad_image, plan=plan, render=cfg.data.render
+    )
     sampler = ResumableSampler(len(samples), cfg.train.batch_size, dist.rank, dist.world_size, cfg.train.seed)
     return PretrainData(dataset, sampler, classes)
+
+
+def render_batch(batch: Batch, augment: MultiCropAugment, plan: ViewPlan | None = None) -> Batch:
+    """The batch with its views (and query crops) made from ``batch.images``/``batch.params`` on their device
+    (``data.render: batch``); a batch whose views are already made comes back unchanged."""
+    if batch.images is None or batch.params is None:
+        return batch
+    cfg = augment.cfg
+    sizes = [augment.view_spec(v)[0] for v in range(augment.num_views)]
+    views = render_views(batch.images, batch.params, sizes, cfg.mean, cfg.std)
+    queries = batch.queries
+    if plan is not None and plan.query_crops and batch.query_boxes is not None:
+        queries = render_queries(batch.images, batch.query_boxes, plan.patch_size, cfg.mean, cfg.std)
+    return dataclasses.replace(
+        batch,
+        globals=views[: cfg.global_crops],
+        locals=views[cfg.global_crops :],
+        queries=queries,
+        images=None,
+        params=None,
+    )

@@ -49,7 +49,7 @@ from tqdm import tqdm
 from pretrain import checkpoint as ckpt
 from pretrain import monitor
 from pretrain.config import PretrainConfig
-from pretrain.data import build_data, make_loader
+from pretrain.data import build_data, make_loader, render_batch
 from pretrain.diagnostics import collapse_findings
 from pretrain.dist import Distributed
 from pretrain.ema import ema_update
@@ -240,7 +240,10 @@ class Trainer:
             group["lr"] = float(self.lr_schedule[step])
             if group["name"] == "decay":
                 group["weight_decay"] = float(self.wd_schedule[step])
-        loss, diag = self.forward_backward(batch.to(self.device))
+        batch = batch.to(self.device)
+        if batch.images is not None and self.data is not None:  # data.render: batch
+            batch = render_batch(batch, self.data.dataset.augment, self.data.dataset.plan)
+        loss, diag = self.forward_backward(batch)
         self.scaler.unscale_(self.optimizer)
         if o.clip_grad > 0:
             diag["grad_norm"] = clip_gradients(self.params, o.clip_grad, o.clip_mode)
@@ -299,7 +302,8 @@ class Trainer:
         data = self.data
         data.dataset.crop_boxes = self.crop_boxes
         data.sampler.set_epoch(epoch, start_batch)
-        yield from make_loader(data.dataset, data.sampler, self.cfg.data.num_workers, self.device.type == "cuda")
+        on_cuda = self.device.type == "cuda"
+        yield from make_loader(data.dataset, data.sampler, self.cfg.data.num_workers, on_cuda, not on_cuda)
 
     def run_epoch(self, epoch: int) -> None:
         cfg, ipe = self.cfg, self.iters_per_epoch

@@ -14,6 +14,12 @@ Batch layouts (B images on this rank, G global and L local crops, V = G + L)::
              normalised, no other augmentation) or None when the plan has none
     query_boxes (B, Q, 4) float, their boxes in original-image pixels (as ``boxes``), or None
     index    (B,) dataset indices; label (B,) class labels (never used by a method's loss)
+
+With ``data.render: batch`` the loader's batch carries, instead of the pixels of the views, the decoded images and
+the drawn parameters (``globals``/``locals`` empty, ``queries`` None until :func:`pretrain.data.render_batch`)::
+
+    images   uint8 (B, 3, H, W), each image zero-padded bottom/right to the batch's largest
+    params   float64 (B, V, NUM_PARAMS), one row of :data:`pretrain.render.PARAM_COLUMNS` per view
 """
 
 from __future__ import annotations
@@ -69,6 +75,8 @@ class Batch:
     skipped: int = 0
     queries: Tensor | None = None
     query_boxes: Tensor | None = None
+    images: Tensor | None = None
+    params: Tensor | None = None
 
     @property
     def views(self) -> list[Tensor]:
@@ -100,13 +108,26 @@ class Batch:
             masks=None if self.masks is None else [move(m) for m in self.masks],
             queries=None if self.queries is None else move(self.queries),
             query_boxes=None if self.query_boxes is None else move(self.query_boxes),
+            images=None if self.images is None else move(self.images),
+            params=None if self.params is None else move(self.params),
         )
+
+
+def pad_stack(images: list[Tensor]) -> Tensor:
+    """uint8 (3, H_i, W_i) images -> (B, 3, max H, max W), zero-padded bottom/right."""
+    height, width = max(int(im.shape[-2]) for im in images), max(int(im.shape[-1]) for im in images)
+    out = torch.zeros(len(images), 3, height, width, dtype=images[0].dtype)
+    for i, im in enumerate(images):
+        out[i, :, : im.shape[-2], : im.shape[-1]] = im
+    return out
 
 
 def collate(items: list[dict[str, Any]], num_global: int) -> Batch:
     """Stack per-image items ``{"views", "boxes", "flips", "masks" (or None), "index", "label", "skipped"}`` and,
-    when present, ``"queries"`` (Q, 3, P, P) / ``"query_boxes"`` (Q, 4)."""
-    views = [torch.stack([it["views"][v] for it in items]) for v in range(len(items[0]["views"]))]
+    when present, ``"queries"`` (Q, 3, P, P) / ``"query_boxes"`` (Q, 4); batch-rendered items carry ``"image"``
+    (3, H, W) uint8 and ``"params"`` (V, NUM_PARAMS) instead of ``"views"`` and may carry ``"query_boxes"`` without
+    ``"queries"``."""
+    views = [torch.stack([it["views"][v] for it in items]) for v in range(len(items[0]["views"] or []))]
     masks = None
     if items[0].get("masks") is not None:
         masks = [torch.stack([it["masks"][g] for it in items]) for g in range(num_global)]
@@ -120,7 +141,11 @@ def collate(items: list[dict[str, Any]], num_global: int) -> Batch:
         masks=masks,
         skipped=int(sum(it["skipped"] for it in items)),
         queries=torch.stack([it["queries"] for it in items]) if items[0].get("queries") is not None else None,
-        query_boxes=torch.stack([it["query_boxes"] for it in items]) if items[0].get("queries") is not None else None,
+        query_boxes=torch.stack([it["query_boxes"] for it in items])
+        if items[0].get("query_boxes") is not None
+        else None,
+        images=pad_stack([it["image"] for it in items]) if items[0].get("image") is not None else None,
+        params=torch.stack([it["params"] for it in items]) if items[0].get("params") is not None else None,
     )
 
 

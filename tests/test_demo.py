@@ -92,3 +92,24 @@ def test_quick_demo_end_to_end_and_rerun_reuses(tmp_path):
     assert len(read_records(out / "records")) == len(records)
     again = (report / "README.md").read_text()
     assert re.search(rf"\| eval jobs \| 0 ran, {first[1]} reused, 0 failed", again), again.split("## Wall time")[1]
+
+
+def test_demo_adds_the_suites_dense_opt_ins_when_the_dense_extra_is_installed(monkeypatch):
+    import importlib.util
+
+    from evaluate.demo import pipeline
+    from evaluate.orchestration.suite import load_suite, select
+
+    monkeypatch.setattr(pipeline, "dense_missing", lambda: None)
+    only, why = pipeline.demo_protocols(pipeline.PLANS["default"])
+    suite = load_suite(pipeline.SUITE)
+    chosen = [p.id for p in select(suite, only)]
+    assert why is None and chosen[-2:] == ["coco", "ade20k"]
+    assert chosen[:-2] == [p.id for p in select(suite)]  # every default entry, and no fine-tune
+    assert pipeline.demo_protocols(pipeline.PLANS["quick"]) == (None, None)  # the CI smoke run stays light
+
+    monkeypatch.undo()
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mmdet" else real(name, *a))
+    only, why = pipeline.demo_protocols(pipeline.PLANS["default"])
+    assert only is None and "mmdet is missing" in why and "make setup-dense" in why

@@ -720,3 +720,33 @@ def test_unknown_pseudo_checkpoint_is_one_line_exit_2_before_any_work(tmp_path, 
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err, err
     assert not out.exists() and not (tmp_path / "records").exists()
+
+
+def test_editing_a_dense_config_or_its_base_makes_its_records_stale(tmp_path, shapes_root):
+    """A dense job's key holds the text of its mm config and of every _base_ file, so an edited config reruns
+    instead of reusing records made with the old one."""
+    from evaluate.orchestration.full import plan_full
+
+    configs = tmp_path / "configs"
+    (configs / "_base_").mkdir(parents=True)
+    (configs / "_base_" / "base.py").write_text("train_iters = 6\n")
+    # a package's own base (mmdet::...) counts by name, as the shipped configs use them
+    (configs / "tiny.py").write_text('_base_ = ["./_base_/base.py", "mmdet::_base_/default_runtime.py"]\nwidth = 64\n')
+    suite = tmp_path / "dense.yaml"
+    suite.write_text(
+        "schema: sslbench-suite/v1\nname: dense\ndatasets:\n  coco: {kind: coco, root: coco}\nprotocols:\n"
+        f"  - {{protocol: coco, dataset: coco, settings: {{config: {configs / 'tiny.py'}}}}}\n"
+    )
+    ckpt = _checkpoints(tmp_path)["a"]
+
+    def key() -> str:
+        graph = plan_full({"a": ckpt}, suite, tmp_path / "out", data_root=shapes_root)
+        return next(j.key for j in graph.jobs if j.kind == "coco")
+
+    first = key()
+    assert key() == first  # planning twice: the same key
+    (configs / "_base_" / "base.py").write_text("train_iters = 7\n")
+    second = key()
+    assert second != first
+    (configs / "tiny.py").write_text('_base_ = ["./_base_/base.py", "mmdet::_base_/default_runtime.py"]\nwidth = 32\n')
+    assert key() not in (first, second)

@@ -40,7 +40,8 @@ train_dataloader = dict(
     batch_size=2,
     num_workers=0,
     persistent_workers=False,
-    sampler=dict(type="DefaultSampler", shuffle=False),
+    # an endless sampler: mmengine's iteration loop sleeps 2 s each time a finite one runs out (every iteration here)
+    sampler=dict(type="InfiniteSampler", shuffle=False),
     dataset=dict(
         dataset,
         data_prefix=dict(img_path="images/training", seg_map_path="annotations/training"),

@@ -84,7 +84,8 @@ train_dataloader = dict(
     batch_size=2,
     num_workers=0,
     persistent_workers=False,
-    sampler=dict(type="DefaultSampler", shuffle=False),
+    # an endless sampler: mmengine's iteration loop sleeps 2 s each time a finite one runs out (every iteration here)
+    sampler=dict(type="InfiniteSampler", shuffle=False),
     batch_sampler=dict(type="AspectRatioBatchSampler"),
     dataset=dict(
         dataset,

@@ -11,7 +11,9 @@ Stages (each reuses its previous output unless ``--fresh``):
 3. **eval** — one call of ``sslbench eval full`` (:func:`evaluate.orchestration.full.run_full`) with the shipped ``shapesworld``
    suite on all of them: k-NN, linear probing (DINO v1 protocol on cached features), logistic regression on the
    transfer domain and on the 1 %/10 % label subsets, k-means clustering, DAVIS label propagation (not applicable to
-   raw pixels: no patch tokens). ``--quick`` shortens the suite's schedules through its settings. A job whose records
+   raw pixels: no patch tokens) and the tiny dense protocols (COCO Cascade Mask R-CNN, ADE20K UperNet: the suite's
+   opt-ins ``coco``/``ade20k``, run when the ``dense`` extra is installed, else listed as not run with that reason;
+   not in ``--quick``). ``--quick`` shortens the suite's schedules through its settings. A job whose records
    with identical settings exist is skipped. The graph lives in ``<out>/eval``, its report (comparison and cost
    tables, the papers' tables, attention maps, the pretraining figures) in ``<report>/full``.
 4. **reports** — ``<report>/README.md`` (:mod:`evaluate.demo.report`), from the eval-full records and the
@@ -20,9 +22,8 @@ Stages (each reuses its previous output unless ``--fresh``):
    measured rows, and the wall time of each stage.
 
 Everything the demo writes lives under ``--out`` (data, runs, records, caches, the eval graph) and ``--report``.
-``--quick`` shrinks data and schedules to a few minutes (the CI smoke test). The dense protocols (COCO, ADE20K) and
-fine-tuning are opt-ins of the suite (the ``dense`` extra, minutes of CPU per model); run them with
-``sslbench eval full ... --suite shapesworld --only coco,ade20k,finetune``.
+``--quick`` shrinks data and schedules to a few minutes (the CI smoke test). Fine-tuning stays an opt-in of the suite
+(minutes of CPU per model): ``sslbench eval full ... --suite shapesworld --only finetune``.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class DemoPlan:
     method_overrides: dict[str, tuple[str, ...]]
     # changes to the shapesworld suite's entries ({id or protocol: {key: value}}, evaluate.orchestration.suite.apply_settings)
     suite_settings: dict[str, dict[str, Any]]
+    dense: bool = True  # add the suite's tiny dense opt-ins (DENSE_PROTOCOLS) when the dense extra is installed
 
 
 PLANS = {
@@ -104,8 +106,34 @@ PLANS = {
             "cluster": {"instances": 3},
             "davis": {"short_side": 48},
         },
+        dense=False,
     ),
 }
+DENSE_PROTOCOLS = ("coco", "ade20k")  # the suite's opt-ins the demo adds (tiny configs: about 20 s per network)
+
+
+def dense_missing() -> str | None:
+    """Why the dense protocols cannot run here (a missing package of the ``dense`` extra), or None."""
+    import importlib.util
+
+    for module in ("mmcv", "mmdet", "mmseg", "mmengine"):
+        if importlib.util.find_spec(module) is None:
+            return f"the dense extra is not installed ({module} is missing; `make setup-dense`)"
+    return None
+
+
+def demo_protocols(plan: DemoPlan) -> tuple[list[str] | None, str | None]:
+    """(``only`` for :func:`run_full`, why the dense protocols are left out or None): the suite's default entries plus
+    its dense opt-ins when the plan wants them and the extra is installed."""
+    from evaluate.orchestration.suite import load_suite
+
+    if not plan.dense:
+        return None, None
+    missing = dense_missing()
+    if missing:
+        return None, missing
+    default = [p.id for p in load_suite(SUITE).protocols if not p.optional]
+    return default + list(DENSE_PROTOCOLS), None
 
 
 @dataclasses.dataclass
@@ -255,6 +283,7 @@ def stage_eval(
         out / "eval",
         report=report / "full",
         data_root=data,
+        only=demo_protocols(plan)[0],
         settings=plan.suite_settings,
         pretrain_logs=[str(log) for log in logs.values() if log.is_file()],
     )
@@ -352,6 +381,10 @@ def run_demo(
         data = stage_data(out, plan, seed)
     checkpoints, step0_of = stage_checkpoints(out, data, plan, seed, methods, timer)
     logs = {m: out / "pretrain" / m / "log.jsonl" for m in methods}
+    dense_skipped = demo_protocols(plan)[1]
+    if dense_skipped:
+        logger.warning("dense protocols (%s) not run: %s", ", ".join(DENSE_PROTOCOLS), dense_skipped)
+        timer.notes["dense protocols"] = f"not run: {dense_skipped}"
     with timer(f"eval (sslbench eval full, suite {SUITE})"):
         result = stage_eval(checkpoints, data, plan, out, report, logs)
     counts = {k: sum(1 for v in result.outcome.values() if v == k) for k in ("ran", "skipped", "failed", "blocked")}

@@ -34,6 +34,9 @@ HEADLINE = (
     ("cluster/shapesworld/nmi", "k-means NMI (C=10)"),
     ("cluster/shapesworld/acc", "k-means acc. (C=10)"),
     ("davis/shapesworld-davis/J&F-Mean", "DAVIS J&F"),
+    ("coco/shapesworld-coco/bbox_mAP", "COCO box AP"),
+    ("coco/shapesworld-coco/segm_mAP", "COCO mask AP"),
+    ("ade20k/shapesworld-ade20k/mIoU", "ADE20K mIoU"),
     ("total wall [s]", "eval wall [s]"),
 )
 
@@ -225,7 +228,9 @@ def write_report(
         "",
         "## Results: every protocol, every checkpoint",
         "",
-        "Accuracies, NMI and J&F in %. ShapesWorld has 10 classes (chance 10 %); the transfer domain 8 (12.5 %). "
+        "Accuracies, NMI, J&F, AP and mIoU in %. ShapesWorld has 10 classes (chance 10 %); the transfer domain 8 "
+        "(12.5 %). COCO / ADE20K are the tiny dense runs (6 iterations on two images: a check that the pipeline "
+        "runs, not a measure of the features). "
         "`n/a`: not applicable to raw pixels: "
         + (
             "; ".join(f"{s['entry']} ({s['reason']})" for s in result.graph.skipped if s["checkpoint"] == pixels)

@@ -14,7 +14,8 @@ by the plan view and the report. A CNN / MetaFormer checkpoint (ResNet, CAFormer
 frozen-feature protocols run on its pooled feature, DAVIS, the dense tasks and fine-tuning are skipped (ViT-only).
 
 **Keys and state.** Each job has a key: the sha256 of everything its result depends on (checkpoint sha256 and
-teacher/student, the resolved protocol config without output paths and progress bars, the dataset root). A protocol
+teacher/student, the resolved protocol config without output paths and progress bars, the dataset root; for the
+dense tasks also the text of the mm config file and its ``_base_`` files). A protocol
 job is *done* when the results store holds ``expected_runs`` runs whose records carry ``settings.job.key`` equal to
 its key (:func:`evaluate.reporting.records.job_context`); a feature job when every image list it extracts has its marker
 ``$SSLBENCH_CACHE/feature-items/<key>.json`` and the cache file the marker names is present (so another run
@@ -304,8 +305,12 @@ def build_graph(
             elif entry.protocol in FROZEN:
                 check_outputs(cfg, checkpoint=not baseline)
             if isinstance(cfg, dict):
+                from evaluate.protocols.dense.runner import config_digest, resolve_config
+
                 spec = {"protocol": entry.protocol, "dense": cfg}
                 material = {k: v for k, v in cfg.items() if k not in ("out", "name", "checkpoint")}
+                config_file = resolve_config(cfg["task"], cfg["config"], ckpt.arch, Path(cfg["data_root"]))
+                material["config_sha256"] = config_digest(config_file)  # an edited config (or base) reruns
             else:
                 spec = {"protocol": entry.protocol, "config": to_dict(cfg)}
                 material = _strip(to_dict(cfg))

@@ -130,6 +130,32 @@ def resolve_config(task: str, config: str | None, arch: dict[str, Any], data_roo
     return path
 
 
+def config_digest(path: str | Path) -> str:
+    """sha256 of a config file's text and, recursively, of every ``_base_`` file it names (what the job graph puts in a
+    dense job's key, so that editing a config, or a base it inherits, makes its old records stale). Bases inside a
+    package (``mmdet::...``) count by name: the package's pinned version fixes their text."""
+    import ast
+    import hashlib
+
+    digest, todo, seen = hashlib.sha256(), [Path(path)], set()
+    while todo:
+        file = todo.pop(0).resolve()
+        if file in seen:
+            continue
+        seen.add(file)
+        text = file.read_text()
+        digest.update(f"{file.name}\n{text}\n".encode())
+        for node in ast.parse(text).body:
+            if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "_base_" for t in node.targets):
+                value = ast.literal_eval(node.value)
+                for base in [value] if isinstance(value, str) else value:
+                    if "::" in base:  # a package's own config (mmdet::...): pinned by the package version
+                        digest.update(f"{base}\n".encode())
+                    else:
+                        todo.append(file.parent / base)
+    return digest.hexdigest()
+
+
 def _replace_type(node: Any, old: str, new: str) -> int:
     count = 0
     if isinstance(node, dict):
