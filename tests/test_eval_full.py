@@ -20,7 +20,7 @@ from evaluate.orchestration.full import run_full
 from evaluate.orchestration.suite import SUITES_DIR, load_suite, select
 from evaluate.protocols import features as features_module
 from evaluate.reporting.records import read_records
-from sslcore.errors import ConfigError
+from sslcore.errors import ConfigError, SSLBenchError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -750,3 +750,6 @@ def test_editing_a_dense_config_or_its_base_makes_its_records_stale(tmp_path, sh
     assert second != first
     (configs / "tiny.py").write_text('_base_ = ["./_base_/base.py", "mmdet::_base_/default_runtime.py"]\nwidth = 32\n')
     assert key() not in (first, second)
+    (configs / "tiny.py").write_text('_base_ = ["./_base_/missing.py"]\n')
+    with pytest.raises(SSLBenchError, match="missing.py"):
+        key()

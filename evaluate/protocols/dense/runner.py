@@ -143,11 +143,16 @@ def config_digest(path: str | Path) -> str:
         if file in seen:
             continue
         seen.add(file)
+        if not file.is_file():
+            raise SSLBenchError(f"{path}: config base {file} not found")
         text = file.read_text()
         digest.update(f"{file.name}\n{text}\n".encode())
         for node in ast.parse(text).body:
             if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "_base_" for t in node.targets):
-                value = ast.literal_eval(node.value)
+                try:
+                    value = ast.literal_eval(node.value)
+                except ValueError:  # a computed _base_: its own text (hashed above) is all we can follow
+                    continue
                 for base in [value] if isinstance(value, str) else value:
                     if "::" in base:  # a package's own config (mmdet::...): pinned by the package version
                         digest.update(f"{base}\n".encode())
