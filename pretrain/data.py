@@ -127,7 +127,7 @@ class MultiCropDataset(Dataset):
                 boxes, flips = self.augment.boxes_and_flips(params)
                 image = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1).contiguous()
                 views = None
-            masks = self._masks(views, epoch)
+            masks = self._masks(epoch)
             queries = query_boxes = None
             if self.plan is not None and self.plan.query_crops:
                 plan, cfg = self.plan, self.augment.cfg
@@ -153,14 +153,13 @@ class MultiCropDataset(Dataset):
             "params": params,
         }
 
-    def _masks(self, views: list[torch.Tensor] | None, epoch: int) -> list[torch.Tensor] | None:
+    def _masks(self, epoch: int) -> list[torch.Tensor] | None:
         plan = self.plan
         if plan is None or not plan.masks:
             return None
         out = []
         for g in range(plan.global_crops):
-            side = views[g].shape[-1] if views is not None else self.augment.view_spec(g)[0]
-            h = w = side // plan.patch_size
+            h = w = self.augment.view_spec(g)[0] // plan.patch_size  # the view's side, in either render mode
             if epoch < plan.mask_start_epoch:
                 out.append(torch.zeros(h, w, dtype=torch.bool))
             else:

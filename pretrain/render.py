@@ -125,6 +125,18 @@ def _crop(rows: Tensor, ry: Tensor, rx: Tensor) -> Tensor:
     return torch.einsum("bqscw,bqtw->bqcst", t, rx).clamp(0.0, 1.0)
 
 
+def crop_matrices(
+    top: Tensor, left: Tensor, height: Tensor, width: Tensor, size: int, image_hw: tuple[int, int], flip: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    """``(R_y (N, size, H), R_x (N, size, W))`` of N crops (boxes as (N,) tensors) of H x W images; a True ``flip``
+    reverses the rows of that crop's ``R_x`` (the view mirrored after resizing)."""
+    ry = resize_matrix(top, height, size, image_hw[0])
+    rx = resize_matrix(left, width, size, image_hw[1])
+    if flip is not None:
+        rx = torch.where(flip.bool()[:, None, None], rx.flip(1), rx)
+    return ry, rx
+
+
 def resized_crops(
     images: Tensor,
     top: Tensor,
@@ -135,11 +147,7 @@ def resized_crops(
     flip: Tensor | None = None,
 ) -> Tensor:
     """Bicubic resized crops (B, 3, size, size) in [0, 1] of ``images`` uint8 (B, 3, H, W), optionally mirrored."""
-    h, w = images.shape[-2:]
-    ry = resize_matrix(top, height, size, h)
-    rx = resize_matrix(left, width, size, w)
-    if flip is not None:
-        rx = torch.where(flip.bool()[:, None, None], rx.flip(1), rx)
+    ry, rx = crop_matrices(top, left, height, width, size, tuple(images.shape[-2:]), flip)
     return _crop(_as_rows(images), ry, rx)
 
 
@@ -226,13 +234,12 @@ def render_views(
     (B, 3, S_v, S_v) normalised views (the PIL path's ``MultiCropAugment`` output, batched)."""
     if params.shape[1] != len(sizes) or params.shape[-1] != NUM_PARAMS:
         raise ValueError(f"params {tuple(params.shape)} do not describe {len(sizes)} views of {NUM_PARAMS} columns")
-    rows, (h, w) = _as_rows(images), images.shape[-2:]
+    rows, image_hw = _as_rows(images), tuple(images.shape[-2:])  # converted once for every view
     views = []
     for v, size in enumerate(sizes):
         p = params[:, v]
-        ry = resize_matrix(p[:, COL["top"]], p[:, COL["height"]], size, h)
-        rx = resize_matrix(p[:, COL["left"]], p[:, COL["width"]], size, w)
-        rx = torch.where(p[:, COL["flip"]].bool()[:, None, None], rx.flip(1), rx)
+        box = (p[:, COL["top"]], p[:, COL["left"]], p[:, COL["height"]], p[:, COL["width"]])
+        ry, rx = crop_matrices(*box, size, image_hw, p[:, COL["flip"]])
         views.append(normalize(photometric(_crop(rows, ry, rx), p), mean, std))
     return views
 
@@ -242,8 +249,7 @@ def render_queries(images: Tensor, boxes: Tensor, size: int, mean: Sequence[floa
     no flip or photometric change (:func:`pretrain.crops.query_crops`, batched)."""
     b, q = boxes.shape[:2]
     h, w = images.shape[-2:]
-    flat = boxes.reshape(b * q, 4)
-    ry = resize_matrix(flat[:, 1], flat[:, 3] - flat[:, 1], size, h).view(b, q, size, h)
-    rx = resize_matrix(flat[:, 0], flat[:, 2] - flat[:, 0], size, w).view(b, q, size, w)
-    crops = _crop(_as_rows(images), ry, rx)  # (B, Q, 3, S, S)
+    left, top, right, bottom = boxes.reshape(b * q, 4).unbind(1)
+    ry, rx = crop_matrices(top, left, bottom - top, right - left, size, (h, w), None)
+    crops = _crop(_as_rows(images), ry.view(b, q, size, h), rx.view(b, q, size, w))  # (B, Q, 3, S, S)
     return normalize(crops.flatten(0, 1), mean, std).view(b, q, 3, size, size)

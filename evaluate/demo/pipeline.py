@@ -270,11 +270,18 @@ def stage_checkpoints(
 
 
 def stage_eval(
-    checkpoints: dict[str, Path | str], data: Path, plan: DemoPlan, out: Path, report: Path, logs: dict[str, Path]
+    checkpoints: dict[str, Path | str],
+    data: Path,
+    plan: DemoPlan,
+    out: Path,
+    report: Path,
+    logs: dict[str, Path],
+    only: list[str] | None = None,
 ) -> Any:
     """``sslbench eval full`` with the ShapesWorld suite (:func:`evaluate.orchestration.full.run_full`) on every checkpoint: the
     job graph in ``<out>/eval``, its report in ``<report>/full``. A job whose records with identical settings exist
-    is skipped, so a rerun runs nothing; a failed job does not stop the others (see ``FullResult.failed``)."""
+    is skipped, so a rerun runs nothing; a failed job does not stop the others (see ``FullResult.failed``). ``only``:
+    the suite entries to run (:func:`demo_protocols`; None: the suite's defaults)."""
     from evaluate.orchestration.full import run_full
 
     return run_full(
@@ -283,7 +290,7 @@ def stage_eval(
         out / "eval",
         report=report / "full",
         data_root=data,
-        only=demo_protocols(plan)[0],
+        only=only,
         settings=plan.suite_settings,
         pretrain_logs=[str(log) for log in logs.values() if log.is_file()],
     )
@@ -381,12 +388,12 @@ def run_demo(
         data = stage_data(out, plan, seed)
     checkpoints, step0_of = stage_checkpoints(out, data, plan, seed, methods, timer)
     logs = {m: out / "pretrain" / m / "log.jsonl" for m in methods}
-    dense_skipped = demo_protocols(plan)[1]
+    only, dense_skipped = demo_protocols(plan)
     if dense_skipped:
         logger.warning("dense protocols (%s) not run: %s", ", ".join(DENSE_PROTOCOLS), dense_skipped)
         timer.notes["dense protocols"] = f"not run: {dense_skipped}"
     with timer(f"eval (sslbench eval full, suite {SUITE})"):
-        result = stage_eval(checkpoints, data, plan, out, report, logs)
+        result = stage_eval(checkpoints, data, plan, out, report, logs, only)
     counts = {k: sum(1 for v in result.outcome.values() if v == k) for k in ("ran", "skipped", "failed", "blocked")}
     timer.notes["eval jobs"] = (
         f"{counts['ran']} ran, {counts['skipped']} reused, {counts['failed'] + counts['blocked']} failed or blocked "
