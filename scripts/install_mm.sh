@@ -8,6 +8,9 @@
 #                                 a wheel under a folder named torch-<this torch version> is preferred
 #   SSLBENCH_MMCV_CUDA=auto|0|1   compile the CUDA ops (auto: nvcc on PATH, a CUDA torch and a visible GPU)
 #   SSLBENCH_VENV=.venv           the environment to install into
+#   SSLBENCH_FIND_LINKS=DIR       no package index: every `pip install|download|wheel` gets --no-index --find-links DIR,
+#                                 and requirements/constraints.txt loses the pins of what the environment already
+#                                 holds (scripts/constraints_offline.py); used by a GPU bundle's install.sh
 # mmcv has no binary wheels on PyPI. Building from the sdist today needs setuptools<82 without build isolation
 # (its setup.py imports pkg_resources) and, for torch >= 2.13, -std=c++20 instead of the hard-coded -std=c++17
 # (torch 2.14's headers refuse C++17). See docs/dense.md.
@@ -29,6 +32,9 @@ constraints=requirements/constraints-dense.txt
 MMCV_VERSION=2.1.0
 
 run() {  # print, and execute unless --dry-run (dropping pip's noise about unreachable local index folders)
+  if [ -n "${SSLBENCH_FIND_LINKS:-}" ] && [ "${2:-}" = -m ] && [ "${3:-}" = pip ]; then
+    set -- "$1" -m pip "$4" --no-index --find-links "$SSLBENCH_FIND_LINKS" "${@:5}"
+  fi
   echo "+ $*"
   if [ "$dry" = 0 ]; then
     "$@" 2>&1 | { grep -v '^WARNING: Location' || true; }
@@ -114,9 +120,18 @@ run "$PY" -m pip install -q --no-deps --force-reinstall "$wheel"
 # 3. The mm packages without their declared dependencies (opencv-python would clobber the headless cv2/), then
 #    their runtime dependencies as pinned in the constraints file.
 run "$PY" -m pip install -q --no-deps -c "$constraints" mmengine mmdet mmsegmentation
+core_constraints=requirements/constraints.txt
+if [ -n "${SSLBENCH_FIND_LINKS:-}" ]; then
+  core_constraints=$venv/tmp/constraints-core-offline.txt
+  echo "+ $PY scripts/constraints_offline.py requirements/constraints.txt > $core_constraints"
+  if [ "$dry" = 0 ]; then
+    mkdir -p "$venv/tmp"
+    "$PY" scripts/constraints_offline.py requirements/constraints.txt > "$core_constraints"
+  fi
+fi
 runtime_deps=$(grep -vE '^(#|$|mmcv|mmengine|mmdet|mmsegmentation|wheel|ninja)' "$constraints" | cut -d= -f1)
 # shellcheck disable=SC2086
-run "$PY" -m pip install -q -c "$constraints" -c requirements/constraints.txt $runtime_deps
+run "$PY" -m pip install -q -c "$constraints" -c "$core_constraints" $runtime_deps
 
 # 4. Check: the compiled ops run, mmdet/mmseg import, one opencv distribution only.
 if [ "$dry" = 0 ]; then
