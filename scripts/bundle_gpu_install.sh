@@ -8,8 +8,9 @@
 #   PYTHON=python3   the image's interpreter; it must hold the bundle's Python and torch (bundle.env), torchvision,
 #                    timm, scikit-learn, pandas, matplotlib, tqdm and PyYAML (what the bundle leaves out)
 # In CHECKOUT it runs:
-#   $PYTHON -m venv --system-site-packages .venv      (unless .venv exists: the image's torch is used as it is; when
-#                                                      $PYTHON is itself a venv, a .pth file adds its site-packages)
+#   $PYTHON -m venv --without-pip --system-site-packages .venv, then pip from the bundle's pip wheel
+#                    (unless .venv exists; the image's torch is used as it is; when $PYTHON is itself a venv, a .pth
+#                    file adds its site-packages)
 #   SSLBENCH_OWN_TORCH=1 SSLBENCH_FIND_LINKS=<bundle>/wheels SSLBENCH_MMCV_WHEEL_DIR=<bundle>/wheels \
 #     SSLBENCH_MMCV_CUDA=1 PIP_NO_INDEX=1 bash scripts/setup_env.sh --dense
 # so every pip call is `--no-index --find-links <bundle>/wheels`, the pins of what the image holds are dropped, the
@@ -48,7 +49,10 @@ if [ "$pyv" != "$BUNDLE_PYTHON" ]; then
   exit 1
 fi
 if [ ! -x .venv/bin/python ]; then
-  run "$PYTHON" -m venv --system-site-packages .venv
+  # without pip (an image's python may lack ensurepip, e.g. Debian's without python3-venv): pip comes from the bundle
+  run "$PYTHON" -m venv --without-pip --system-site-packages .venv
+  pip_wheel=$(find "$bundle/wheels" -maxdepth 1 -name 'pip-*.whl' | head -n1)
+  run .venv/bin/python "$pip_wheel/pip" install -q --no-index --find-links "$bundle/wheels" --ignore-installed pip
   if [ "$("$PYTHON" -c 'import sys; print(int(sys.prefix != sys.base_prefix))')" = 1 ]; then
     # --system-site-packages reaches the base interpreter's packages, not a venv's: name the image venv's own
     site_dir=.venv/lib/python$pyv/site-packages
