@@ -52,9 +52,9 @@ def make_loop(arch: str, batch: int, device: str, precision: str, out: Path) -> 
     return Loop(cfg, model, split, split, out, torch.device(device))
 
 
-def measure(loop: Loop, batch: int, steps: int, warmup: int = 2) -> dict[str, float]:
+def measure(loop: Loop, batch: int, steps: int, warmup: int = 2, img: int = 224) -> dict[str, float]:
     device = loop.device
-    images = torch.randn(batch, 3, 224, 224, device=device)
+    images = torch.randn(batch, 3, img, img, device=device)
     labels = torch.randint(0, NUM_CLASSES, (batch,), device=device)
     loop.net.train()
     for i in range(warmup):
@@ -64,11 +64,12 @@ def measure(loop: Loop, batch: int, steps: int, warmup: int = 2) -> dict[str, fl
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
     for i in range(steps):
-        loop.step(images, labels, warmup + i)
+        loss = loop.step(images, labels, warmup + i)
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = (time.perf_counter() - start) / steps
     out = {"batch": batch, "s_per_step": seconds, "images_per_s": batch / seconds, "precision": loop.precision}
+    out["loss"] = loss
     if device.type == "cuda":
         out["peak_mem_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     return out

@@ -140,6 +140,7 @@ class TrainConfig:
     keep_every_epochs: int = 0  # also keep checkpoint<epoch>.pth every N epochs (0 = never)
     log_every: int = 10
     export_every_epoch: bool = True  # refresh <out>/backbone.pth at each epoch end
+    compile: bool = False  # torch.compile the student and teacher networks (in place: weights and keys unchanged)
 
     def __post_init__(self) -> None:
         validate(

@@ -160,6 +160,10 @@ class Trainer:
         ckpt.seed_everything(cfg.train.seed)
         self.method = build_method(cfg, plugin_dirs).to(self.device)
         ckpt.seed_everything(cfg.train.seed + self.dist.rank)
+        if cfg.train.compile:  # before DDP wraps the student; Module.compile keeps parameters and state-dict keys
+            for net in (self.method.student, self.method.teacher):
+                if net is not None:
+                    net.compile()
         self.student: nn.Module = self.method.student
         if self.dist.enabled:
             # BatchNorm over the world batch: BN projectors (teacher-free BAM) and CNN backbones (ResNet), student and

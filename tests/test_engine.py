@@ -431,3 +431,17 @@ def test_corrupt_image_is_skipped_and_counted(tmp_path, shapes_root):
     trainer.data.dataset.on_bad_image = "error"
     with pytest.raises(DataError, match="bad.png"):
         trainer.data.dataset[(bad, 0)]
+
+
+def test_train_compile_keeps_the_weights_and_checkpoint_keys(tmp_path):
+    """``train.compile`` compiles student and teacher in place: same parameters, same state-dict keys as eager, so
+    checkpoints and exports of a compiled run load into an eager one (the compiled step itself is checked against
+    eager by the acceptance dry run, tests/test_acceptance.py)."""
+    eager = Trainer(toy_cfg(tmp_path, method="bam"), iters_per_epoch=4)
+    compiled = Trainer(toy_cfg(tmp_path, method="bam", **{"train.compile": True}), iters_per_epoch=4)
+    for a, b in ((eager.method.student, compiled.method.student), (eager.method.teacher, compiled.method.teacher)):
+        sa, sb = a.state_dict(), b.state_dict()
+        assert list(sa) == list(sb) and all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert compiled.method.student._compiled_call_impl is not None
+    assert compiled.method.teacher._compiled_call_impl is not None and eager.method.student._compiled_call_impl is None
+    assert [id(p) for p in compiled.params] == [id(p) for p in compiled.method.student.parameters() if p.requires_grad]

@@ -277,7 +277,8 @@ def _loss_history(work_dir: Path) -> list[dict[str, float]]:
 
 
 def run_mm(config_file: str | Path, launcher: str = "none", resume: bool = False) -> dict[str, float]:
-    """Train and test with mmengine's Runner on this process (one rank); rank 0 writes metrics.json."""
+    """Train and test with mmengine's Runner on this process (one rank); rank 0 writes metrics.json, losses.json and
+    timings.json (wall seconds of the training and of the test pass)."""
     from mmengine.dist import get_rank
     from mmengine.runner import Runner
 
@@ -290,13 +291,18 @@ def run_mm(config_file: str | Path, launcher: str = "none", resume: bool = False
     cfg.launcher = launcher
     cfg.resume = resume
     runner = Runner.from_cfg(cfg)
+    start = time.perf_counter()
     runner.train()
+    trained = time.perf_counter()
     metrics = runner.test()
     run_dir = Path(config_file).parent
     if get_rank() == 0:
         clean = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
         atomic_write_json(run_dir / "losses.json", _loss_history(Path(cfg.work_dir)))
         atomic_write_json(run_dir / "metrics.json", clean)
+        atomic_write_json(
+            run_dir / "timings.json", {"train_s": trained - start, "test_s": time.perf_counter() - trained}
+        )
     return metrics
 
 
