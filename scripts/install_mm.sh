@@ -180,7 +180,7 @@ if os.environ["SSLBENCH_CHECK_CUDA"] == "1":
     import mmcv._ext
 
     with open(mmcv._ext.__file__, "rb") as f:
-        launchers = set(re.findall(rb"[A-Za-z0-9]+CUDAKernelLauncher", f.read()))
+        launchers = set(re.findall(rb"\d([A-Za-z][A-Za-z0-9]*CUDAKernelLauncher)", f.read()))  # mangled names
     assert b"NMSCUDAKernelLauncher" in launchers, f"{mmcv._ext.__file__} has no CUDA kernels"
     where = "no GPU visible"
     if torch.cuda.is_available():

@@ -31,6 +31,7 @@ def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
         (["--dry-run", "--stages", "numerics,warp"], {}, "--stages 'numerics,warp': unknown ['warp']"),
         (["--dry-run", "--set", "dense_iters=many"], {}, "--set 'dense_iters=many': 'many' is not a int"),
         (["--dry-run", "--set", "speed=3"], {}, "--set 'speed=3': expected KEY=VALUE"),
+        (["--dry-run", "--set", "dense_tasks=coco,voc"], {}, "--set: unknown ['voc']"),
         (["--dry-run", "--device", "tpu"], {}, "--device 'tpu': must be cuda or cpu"),
         (["--dry-run", "--peak-tflops", "0"], {}, "--peak-tflops 0.0: must be > 0"),
         (["--dry-run"], {"SSLBENCH_ACCEPTANCE_TIMEOUT": "soon"}, "SSLBENCH_ACCEPTANCE_TIMEOUT=soon"),

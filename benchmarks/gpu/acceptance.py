@@ -88,6 +88,7 @@ class Sizes:
     davis_hw: tuple[int, int]
     davis_arch: str
     dense_iters: int
+    dense_tasks: tuple[str, ...]
     linear_n: int
     linear_dim: int
     linear_classes: int
@@ -101,7 +102,7 @@ GPU = Sizes(
     numerics_arch="vit_small", numerics_img=224, pretrain_batch=128, pretrain_steps=10, pretrain_compile=1,
     extract_archs=("vit_small", "vit_base"), extract_img=224, extract_batch=256, extract_batches=20,
     knn_train=1_281_167, knn_test=50_000, knn_classes=1000, knn_check=2000,
-    davis_frames=80, davis_hw=(480, 832), davis_arch="vit_small", dense_iters=20,
+    davis_frames=80, davis_hw=(480, 832), davis_arch="vit_small", dense_iters=20, dense_tasks=("coco", "ade20k"),
     linear_n=100_000, linear_dim=1536, linear_classes=1000,
     finetune_arch="vit_small", finetune_img=224, finetune_batch=128, finetune_steps=10,
 )  # fmt: skip
@@ -109,7 +110,7 @@ DRY = Sizes(
     numerics_arch="vit_pico", numerics_img=32, pretrain_batch=8, pretrain_steps=2, pretrain_compile=1,
     extract_archs=("vit_pico", "vit_femto"), extract_img=32, extract_batch=16, extract_batches=2,
     knn_train=20_000, knn_test=1_000, knn_classes=100, knn_check=200,
-    davis_frames=6, davis_hw=(64, 112), davis_arch="vit_pico", dense_iters=2,
+    davis_frames=6, davis_hw=(64, 112), davis_arch="vit_pico", dense_iters=2, dense_tasks=("coco", "ade20k"),
     linear_n=2048, linear_dim=192, linear_classes=20,
     finetune_arch="vit_pico", finetune_img=32, finetune_batch=8, finetune_steps=2,
 )  # fmt: skip
@@ -445,7 +446,7 @@ def stage_dense(ctx: Ctx) -> None:
     export.parent.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     torch.save(export_backbone(build_vit(arch)), export)
-    for task in ("coco", "ade20k"):
+    for task in s.dense_tasks:
         if ctx.dry:
             data = dense_data.write_shapesworld(root / "shapes", task)
         else:
@@ -568,7 +569,14 @@ def parse_sets(items: list[str], base: Sizes) -> Sizes:
                 changes[key] = type(current)(text)
         except ValueError:
             raise ValueError(f"--set {item!r}: {text!r} is not a {type(current).__name__}") from None
-    return dataclasses.replace(base, **changes)
+    sizes = dataclasses.replace(base, **changes)
+    from pretrain.vit import ARCHS
+
+    archs = {*sizes.extract_archs, sizes.numerics_arch, sizes.davis_arch, sizes.finetune_arch}
+    if archs - set(ARCHS) or set(sizes.dense_tasks) - {"coco", "ade20k"}:
+        bad = sorted(archs - set(ARCHS)) + sorted(set(sizes.dense_tasks) - {"coco", "ade20k"})
+        raise ValueError(f"--set: unknown {bad} (archs: {', '.join(ARCHS)}; dense_tasks: coco, ade20k)")
+    return sizes
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
