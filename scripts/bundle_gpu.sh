@@ -155,8 +155,9 @@ run "$PY" -m pip download -q --only-binary=:all: --python-version "$pyver" --imp
 #      the downloaded wheels as they are          87,124,444 bytes; tar | xz -9e: 85,647,036 (deflate does not
 #                                                 compress again): over 64 MiB (67,108,864) already
 #      re-zipped ZIP_STORED                       235,092,372 bytes; tar | xz -9e: 56,393,912
-#      the same with xz's x86 filter (--x86)      55,340,988 (52.8 MiB): the shared objects (opencv's 74 MB cv2
+#      the same with xz's x86 filter (--x86)      55,348,004 (52.78 MiB): the shared objects (opencv's 74 MB cv2
 #                                                 and its 39 MB OpenBLAS, ruff) are x86 code; ~3 min on one core
+#      with the CUDA mmcv (cp312/torch 2.11.0/sm_90: 6.5 MB wheel, 33.4 MB stored)   58,067,652 (55.38 MiB)
 #    so: stored wheels, one tar, xz --x86 --lzma2=preset=9e. One solid stream, single-threaded (-T1): more threads
 #    cut the stream into blocks and lose ratio. ruff alone is ~7.0 MB of it (the first thing to drop if mmcv does
 #    not fit: it is the `dev` extra's linter).
@@ -203,6 +204,8 @@ with zipfile.ZipFile(path) as zin:
             data = zin.read(info)
             info.compress_type = zipfile.ZIP_STORED
             zout.writestr(info, data)
+with zipfile.ZipFile(path) as a, zipfile.ZipFile(target) as b:
+    assert [(i.filename, i.CRC) for i in a.infolist()] == [(i.filename, i.CRC) for i in b.infolist()], target
 with open(path, "rb") as f:
     digest = hashlib.sha256(f.read()).hexdigest()
 with open(manifest, "a") as f:
