@@ -157,7 +157,7 @@ run "$PY" -m pip download -q --only-binary=:all: --python-version "$pyver" --imp
 #      re-zipped ZIP_STORED                       235,092,372 bytes; tar | xz -9e: 56,393,912
 #      the same with xz's x86 filter (--x86)      55,348,004 (52.78 MiB): the shared objects (opencv's 74 MB cv2
 #                                                 and its 39 MB OpenBLAS, ruff) are x86 code; ~3 min on one core
-#      with the CUDA mmcv (cp312/torch 2.11.0/sm_90: 6.5 MB wheel, 33.4 MB stored)   58,067,652 (55.38 MiB)
+#      with the CUDA mmcv (cp312/torch 2.11.0/sm_90: 6.5 MB wheel, 33.4 MB stored)   58,060,808 (55.37 MiB)
 #    so: stored wheels, one tar, xz --x86 --lzma2=preset=9e. One solid stream, single-threaded (-T1): more threads
 #    cut the stream into blocks and lose ratio. ruff alone is ~7.0 MB of it (the first thing to drop if mmcv does
 #    not fit: it is the `dev` extra's linter).
