@@ -161,58 +161,14 @@ run "$PY" -m pip download -q --only-binary=:all: --python-version "$pyver" --imp
 #    so: stored wheels, one tar, xz --x86 --lzma2=preset=9e. One solid stream, single-threaded (-T1): more threads
 #    cut the stream into blocks and lose ratio. ruff alone is ~7.0 MB of it (the first thing to drop if mmcv does
 #    not fit: it is the `dev` extra's linter).
-run "$PY" - "$work/download" "$stage/wheels" "$work/MANIFEST.txt" <<'EOF'
-import glob, hashlib, os, sys, zipfile
-
-src, dst, manifest = sys.argv[1:]
-rows = []
-for path in sorted(glob.glob(os.path.join(src, "*.whl"))):
-    target = os.path.join(dst, os.path.basename(path))
-    with zipfile.ZipFile(path) as zin, zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as zout:
-        for info in zin.infolist():
-            data = zin.read(info)
-            info.compress_type = zipfile.ZIP_STORED
-            zout.writestr(info, data)
-    with zipfile.ZipFile(path) as a, zipfile.ZipFile(target) as b:
-        assert [(i.filename, i.CRC) for i in a.infolist()] == [(i.filename, i.CRC) for i in b.infolist()], target
-    with open(path, "rb") as f:
-        digest = hashlib.sha256(f.read()).hexdigest()
-    rows.append((os.path.getsize(path), os.path.getsize(target), digest, os.path.basename(path)))
-with open(manifest, "w") as f:
-    f.write("# downloaded_bytes stored_bytes sha256_of_the_downloaded_wheel name\n")
-    for row in rows:
-        f.write("%d %d %s %s\n" % row)
-print(f"{len(rows)} wheels: {sum(r[0] for r in rows)} bytes downloaded, {sum(r[1] for r in rows)} bytes stored")
-EOF
+run "$PY" scripts/store_wheels.py "$work/download" "$stage/wheels" "$work/MANIFEST.txt"
 
 # 4. mmcv, stored too, under the folder install_mm.sh prefers (SSLBENCH_MMCV_WHEEL_DIR=<bundle>/wheels); pip's
 #    --find-links does not descend into it, so only install_mm.sh installs it (by path, --no-deps).
 mmcv_dir=$stage/wheels/torch-$torch/cuda
 if [ -n "$mmcv" ]; then
   run mkdir -p "$mmcv_dir"
-  run "$PY" - "$mmcv" "$mmcv_dir" "$work/MANIFEST.txt" <<'EOF'
-import hashlib, os, re, sys, zipfile
-
-path, dst, manifest = sys.argv[1:]
-target = os.path.join(dst, os.path.basename(path))
-with zipfile.ZipFile(path) as zin:
-    ext = [i for i in zin.infolist() if re.fullmatch(r"mmcv/_ext[^/]*\.so", i.filename)]
-    if not ext or b"NMSCUDAKernelLauncher" not in zin.read(ext[0]):
-        sys.exit(f"bundle_gpu.sh: {path} has no CUDA kernels (no NMSCUDAKernelLauncher in mmcv/_ext*.so)")
-    with zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as zout:
-        for info in zin.infolist():
-            data = zin.read(info)
-            info.compress_type = zipfile.ZIP_STORED
-            zout.writestr(info, data)
-with zipfile.ZipFile(path) as a, zipfile.ZipFile(target) as b:
-    assert [(i.filename, i.CRC) for i in a.infolist()] == [(i.filename, i.CRC) for i in b.infolist()], target
-with open(path, "rb") as f:
-    digest = hashlib.sha256(f.read()).hexdigest()
-with open(manifest, "a") as f:
-    name = os.path.relpath(target, os.path.dirname(os.path.dirname(os.path.dirname(dst))))
-    f.write(f"{os.path.getsize(path)} {os.path.getsize(target)} {digest} {name}\n")
-print(f"mmcv: {os.path.basename(path)}, {ext[0].file_size} bytes of {ext[0].filename}, CUDA kernels present")
-EOF
+  run "$PY" scripts/store_wheels.py --mmcv "$mmcv" "$mmcv_dir" "$work/MANIFEST.txt" "$stage"
 fi
 
 # 5. install.sh, what it needs to know about the bundle, and the manifest.

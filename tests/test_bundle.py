@@ -160,3 +160,41 @@ def test_install_sh_dry_run_runs_setup_env_offline(tmp_path):
         text=True,
     )
     assert res.returncode == 1 and "Python 2.7" in res.stderr
+
+
+def _zip(path: Path, members: dict[str, bytes]) -> Path:
+    import zipfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return path
+
+
+def test_store_wheels_keeps_every_member_and_refuses_a_cpu_only_mmcv(tmp_path):
+    import zipfile
+
+    store = [sys.executable, str(REPO / "scripts" / "store_wheels.py")]
+    src, dst = tmp_path / "download", tmp_path / "wheels"
+    dst.mkdir()
+    members = {"pkg/__init__.py": b"x = 1\n" * 500, "pkg-1.0.dist-info/RECORD": b"pkg/__init__.py,,\n"}
+    wheel = _zip(src / "pkg-1.0-py3-none-any.whl", members)
+    manifest = tmp_path / "MANIFEST.txt"
+    subprocess.run([*store, str(src), str(dst), str(manifest)], check=True, capture_output=True)
+    with zipfile.ZipFile(dst / wheel.name) as z:
+        assert {i.filename: z.read(i) for i in z.infolist()} == members
+        assert {i.compress_type for i in z.infolist()} == {zipfile.ZIP_STORED}
+    rows = manifest.read_text().splitlines()
+    assert rows[0].startswith("#") and rows[1].split()[0] == str(wheel.stat().st_size)
+    assert rows[1].split()[1] == str((dst / wheel.name).stat().st_size) and rows[1].endswith(wheel.name)
+
+    cuda_dir = dst / "torch-2.11.0" / "cuda"
+    cuda_dir.mkdir(parents=True)
+    cpu_only = _zip(tmp_path / "cpu" / "mmcv-2.1.0-cp312-cp312-linux_x86_64.whl", {"mmcv/_ext.so": b"\0nms_cpu\0"})
+    result = subprocess.run([*store, "--mmcv", str(cpu_only), str(cuda_dir), str(manifest), str(tmp_path)],
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 1 and "has no CUDA kernels" in result.stderr
+    cuda = _zip(tmp_path / "gpu" / cpu_only.name, {"mmcv/_ext.so": b"\0_Z21NMSCUDAKernelLauncherv\0"})
+    subprocess.run([*store, "--mmcv", str(cuda), str(cuda_dir), str(manifest), str(tmp_path)], check=True)
+    assert manifest.read_text().splitlines()[-1].endswith("wheels/torch-2.11.0/cuda/" + cuda.name)

@@ -243,7 +243,7 @@ def stage_numerics(ctx: Ctx) -> None:
         ctx.add("numerics", "propagation soft labels, fp32 (rel. err.)", err, passed=err <= FP32_TOL,
                 ratio=f"tol {FP32_TOL:g}")  # fmt: skip
 
-        # extracted features (CLS + patch tokens) of a seeded ViT
+        # extracted features (the last block's CLS token) of a seeded ViT
         torch.manual_seed(0)
         model = build_vit(s.numerics_arch).eval()
         images = torch.randn(4, 3, s.numerics_img, s.numerics_img, generator=gen)
