@@ -198,3 +198,28 @@ def test_store_wheels_keeps_every_member_and_refuses_a_cpu_only_mmcv(tmp_path):
     cuda = _zip(tmp_path / "gpu" / cpu_only.name, {"mmcv/_ext.so": b"\0_Z21NMSCUDAKernelLauncherv\0"})
     subprocess.run([*store, "--mmcv", str(cuda), str(cuda_dir), str(manifest), str(tmp_path)], check=True)
     assert manifest.read_text().splitlines()[-1].endswith("wheels/torch-2.11.0/cuda/" + cuda.name)
+
+
+def test_prepare_gpu_bundle_plan_and_bad_options(tmp_path):
+    script = str(REPO / "scripts" / "prepare_gpu_bundle.sh")
+    venv = tmp_path / "venv"
+    out = subprocess.run(["bash", script, "--python", sys.executable, "--venv", str(venv), "--dry-run"],
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    tag = f"cp{sys.version_info[0]}{sys.version_info[1]}"
+    assert f"-m venv {venv}\n" in out and "pip install -q torch==2.11.0 torchvision" in out
+    assert (
+        f"SSLBENCH_VENV={venv} SSLBENCH_MMCV_CUDA=1 TORCH_CUDA_ARCH_LIST=9.0 SSLBENCH_MMCV_WHEEL_DIR={venv}/wheels"
+        in out
+    )
+    assert f"--torch 2.11.0 --mmcv {venv}/wheels/torch-2.11.0/cuda --out dist/sslbench-gpu-{tag}.tar.xz" in out
+    assert not venv.exists()  # a plan only
+    for args in (["--arch"], ["--frobnicate"], ["--python", "no-such-python3.12"]):
+        result = subprocess.run(["bash", script, *args], capture_output=True, text=True)
+        assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, (args, result.stderr)
+
+
+def test_device_run_needs_a_bundle_file(tmp_path):
+    script = str(REPO / "benchmarks" / "gpu" / "device_run.sh")
+    result = subprocess.run(["bash", script, str(tmp_path / "missing.tar.xz"), str(tmp_path / "out")],
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 2 and "not a file" in result.stderr and not (tmp_path / "out").exists()

@@ -162,3 +162,44 @@ def test_install_script_build_plan_dry_run():
     assert f"MAX_JOBS={len(os.sched_getaffinity(0))}" in out
     assert "--no-deps -c requirements/constraints-dense.txt mmengine mmdet mmsegmentation" in out
     assert "setuptools<82" in out
+
+
+def test_install_script_cuda_build_plan_dry_run(tmp_path):
+    """SSLBENCH_MMCV_CUDA=1 (no GPU needed): the registry's compiler pinned to torch's CUDA with its front end, the
+    registry layout as CUDA_HOME, the arch list, the libcudart link shim; the wheel kept under torch-<v>/cuda/."""
+    if not torch.version.cuda:
+        pytest.skip("this torch is a CPU build: the CUDA route refuses it (checked below)")
+    cuda = torch.version.cuda
+    env = dict(os.environ, SSLBENCH_VENV=sys.prefix, SSLBENCH_MMCV_CUDA="1", TORCH_CUDA_ARCH_LIST="9.0")
+    env.pop("SSLBENCH_MMCV_WHEEL_DIR", None)
+    script = str(REPO / "scripts" / "install_mm.sh")
+    out = subprocess.run(["bash", script, "--dry-run", "--build"], env=env, capture_output=True, text=True, check=True)
+    plan = out.stdout
+    pins = [f"nvidia-cuda-nvcc=={cuda}.*", f"nvidia-nvvm=={cuda}.*", f"nvidia-cuda-crt=={cuda}.*"]
+    assert all(pin in plan for pin in pins) and f"nvidia-cuda-cccl=={cuda}.*" in plan
+    major = cuda.split(".")[0]
+    assert f"FORCE_CUDA=1 CUDA_HOME={sys.prefix}" in plan and f"/nvidia/cu{major} " in plan
+    assert "TORCH_CUDA_ARCH_LIST=9.0" in plan and f"libcudart.so.{major}" in plan and "LDFLAGS=-L" in plan
+    # a CUDA build never takes a CPU wheel: with only a CPU wheel in the folder it builds
+    pytag = f"cp{sys.version_info[0]}{sys.version_info[1]}"
+    version = torch.__version__.split("+")[0]
+    cpu_wheel = tmp_path / f"torch-{version}" / f"mmcv-2.1.0-{pytag}-{pytag}-linux_x86_64.whl"
+    cpu_wheel.parent.mkdir()
+    cpu_wheel.write_bytes(b"")
+    env["SSLBENCH_MMCV_WHEEL_DIR"] = str(tmp_path)
+    out = subprocess.run(["bash", script, "--dry-run"], env=env, capture_output=True, text=True, check=True)
+    assert f"no mmcv-2.1.0 wheel for {pytag} / torch-{version}/cuda" in out.stderr and "FORCE_CUDA=1" in out.stdout
+    cuda_wheel = tmp_path / f"torch-{version}" / "cuda" / cpu_wheel.name
+    cuda_wheel.parent.mkdir()
+    cuda_wheel.write_bytes(b"")
+    out = subprocess.run(["bash", script, "--dry-run"], env=env, capture_output=True, text=True, check=True)
+    assert f"mmcv from {cuda_wheel}" in out.stdout and "FORCE_CUDA" not in out.stdout
+
+
+def test_install_script_refuses_a_bad_cuda_setting():
+    env = dict(os.environ, SSLBENCH_VENV=sys.prefix, SSLBENCH_MMCV_CUDA="maybe")
+    result = subprocess.run(["bash", str(REPO / "scripts" / "install_mm.sh"), "--dry-run"], env=env,
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 2 and result.stderr.strip() == (
+        "install_mm.sh: SSLBENCH_MMCV_CUDA=maybe (valid: auto, 0, 1)"
+    )
