@@ -57,23 +57,32 @@ def ctx(tmp_path) -> A.Ctx:
 
 
 def test_numerics_fail_when_the_device_result_is_wrong(tmp_path, monkeypatch, capsys):
-    """A device k-NN that returns slightly different scores is a FAIL row, not a pass."""
+    """A device k-NN or BAM loss that differs slightly from the CPU's is a FAIL row, not a pass (the first call of
+    each is the CPU reference, the second the "device"; on a CPU both must be separate computations, not aliases)."""
     import evaluate.protocols.knn as knn
+    import pretrain.losses.bam as bam
 
-    real = knn.knn_predict
-    calls = []
+    def second_call_off(real, shift):
+        calls = []
 
-    def shifted(*args, **kwargs):
-        calls.append(1)
-        out = real(*args, **kwargs)
-        return out if len(calls) == 1 else {k: v * (1 + 1e-4) for k, v in out.items()}  # the "device" call
+        def wrapped(*args, **kwargs):
+            calls.append(1)
+            return shift(real(*args, **kwargs)) if len(calls) == 2 else real(*args, **kwargs)
 
-    monkeypatch.setattr(knn, "knn_predict", shifted)
+        return wrapped
+
+    monkeypatch.setattr(
+        knn, "knn_predict", second_call_off(knn.knn_predict, lambda out: {k: v * (1 + 1e-4) for k, v in out.items()})
+    )
+    monkeypatch.setattr(bam, "bam_loss", second_call_off(bam.bam_loss, lambda out: (out[0] * (1 + 1e-3), out[1])))
     c = ctx(tmp_path)
     A.stage_numerics(c)
     rows = {r.figure: r for r in c.rows}
     assert rows["k-NN class scores, fp32 (rel. err.)"].passed is False
     assert rows["k-NN class scores, fp32 (rel. err.)"].value == pytest.approx(1e-4, rel=1e-3)
+    bam_row = rows["BAM loss + grad, fp32 (rel. err.)"]  # loss and gradient scaled by 1 + 1e-3
+    assert bam_row.passed is False and bam_row.value == pytest.approx(1e-3, rel=1e-3)
+    assert rows["BAM loss + grad in bf16 autocast (fp32 inside)"].value == 0.0  # the third call: unshifted
     # the CPU against itself is exact in fp32; bf16 autocast is measured and within its tolerance, not zero
     assert rows["features vit_pico, fp32 (rel. err.)"].value == 0.0
     assert 0.0 < rows["features vit_pico, bf16 (rel. err.)"].value <= A.BF16_TOL

@@ -210,11 +210,11 @@ def stage_numerics(ctx: Ctx) -> None:
         student, teacher = torch.randn(6 * 16, 128, generator=gen), torch.randn(2 * 16, 128, generator=gen)
 
         def bam(device: torch.device, bf16: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-            x = student.to(device).requires_grad_()
+            x = student.to(device, copy=True).requires_grad_()  # a new leaf per call (.to(cpu) alone aliases)
             with autocast(device, bf16):
                 loss, _ = bam_loss(x, teacher.to(device), num_crops=6, diagnostics=False)
             loss.backward()
-            return loss.detach().float(), x.grad.float()
+            return loss.detach().float().clone(), x.grad.float().clone()
 
         (ref_loss, ref_grad), (loss, grad) = bam(cpu), bam(dev)
         err = max(rel_err(loss, ref_loss), rel_err(grad, ref_grad))
