@@ -337,6 +337,7 @@ def stage_pretrain(ctx: Ctx) -> None:
         tflops = flops / per_step / 1e12
         d = trainer.cfg.data
         crops = f"{d.global_crops}x{d.global_size}+{d.local_crops}x{d.local_size}"
+        fused = {bool(m.fused_attn) for m in trainer.method.student.modules() if hasattr(m, "fused_attn")}
         label = f"{method} {trainer.cfg.model.arch} {crops} b{s.pretrain_batch}" + (" compiled" if compiled else "")
         if compiled:
             same = abs(loss - first_loss[f"{method} eager"]) <= BF16_TOL * abs(first_loss[f"{method} eager"])
@@ -347,6 +348,7 @@ def stage_pretrain(ctx: Ctx) -> None:
         else:
             same, ratio, note = math.isfinite(loss), "", f"loss {loss:.4f}"
             eager_ips[method] = ips
+        note += f"; fused attention {'on' if fused == {True} else 'OFF' if fused else 'n/a'}"
         ctx.add("pretrain", f"{label}: images/s", ips, "img/s", ratio, same, note)
         mfu = f"MFU {tflops / ctx.peak_tflops:.1%}" if ctx.peak_tflops else "no peak"
         ctx.add("pretrain", f"{label}: model TFLOP/s", tflops, "TFLOP/s", mfu)
