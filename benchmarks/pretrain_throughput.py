@@ -66,20 +66,29 @@ def step_flops(trainer: Trainer, views: Batch) -> int:
     return counter.get_total_flops()
 
 
-def cpu_bench(steps: int) -> None:
-    base = {
-        "model.arch": "vit_femto",
+TINY_DINO_HEADS = {"model.init": "dino", "dino.out_dim": 1024, "dino.hidden_dim": 256, "dino.bottleneck_dim": 64}
+TINY_METHOD = {  # what each method adds to the tiny model and crops (K = 1024 for DINO/iBOT)
+    "bam": {
         "model.pos_embed": "sincos",
         "model.freeze_patch_embed": True,
         "model.init": "moco",
-        "data.global_size": 32,
-        "data.local_size": 16,
-        "data.local_crops": 2,
-        "train.batch_size": 32,
-        "train.device": "cpu",
         "bam.proj_hidden": 256,
         "bam.proj_out": 256,
-    }
+    },
+    "dino": TINY_DINO_HEADS,
+    "ibot": {**TINY_DINO_HEADS, "ibot.patch_out_dim": 1024},
+}
+
+
+def tiny_overrides(method: str) -> dict:
+    """The CPU-sized recipe of ``method``: vit_femto, 2 x 32 + 2 x 16 crops, small heads (also the acceptance dry run's,
+    benchmarks/gpu/acceptance.py)."""
+    tiny = {"model.arch": "vit_femto", "data.global_size": 32, "data.local_size": 16, "data.local_crops": 2}
+    return {**tiny, **TINY_METHOD[method], "method": method}
+
+
+def cpu_bench(steps: int) -> None:
+    base = {**tiny_overrides("bam"), "train.batch_size": 32, "train.device": "cpu"}
     rows, flops = [], 0
     for precision in ("fp32", "bf16"):
         trainer = make_trainer({**base, "train.precision": precision})
@@ -105,12 +114,9 @@ def cpu_bench(steps: int) -> None:
         aug(img)
     ips = len(imgs) / (time.perf_counter() - start)
     print(f"  data  multi-crop augmentation, one process: {ips:8.1f} images/s ({ips / rows[0][2]:.2f}x the fp32 step)")
-    tiny_heads = {"dino.out_dim": 1024, "dino.hidden_dim": 256, "dino.bottleneck_dim": 64, "ibot.patch_out_dim": 1024}
     for method in ("dino", "ibot"):
-        over = {k: v for k, v in base.items() if not k.startswith(("bam.", "model.pos_embed", "model.freeze"))}
-        trainer = make_trainer(
-            {**over, **tiny_heads, "method": method, "model.init": "dino", "train.precision": "fp32"}
-        )
+        over = {**tiny_overrides(method), "train.batch_size": 32, "train.device": "cpu", "train.precision": "fp32"}
+        trainer = make_trainer(over)
         views = views_for(trainer.cfg, 32, "cpu")
         sec = time_steps(trainer, views, steps)
         print(f"  {method:5s} fp32 {1 / sec:7.2f} steps/s {32 / sec:8.1f} images/s   (K = 1024, same crops)")

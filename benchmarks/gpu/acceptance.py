@@ -62,6 +62,8 @@ REPO = HERE.parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(HERE.parent))
 
+from common import interleaved  # noqa: E402  (benchmarks/common.py)
+
 STAGES = ("numerics", "pretrain", "extract_knn", "davis", "dense", "linear_finetune")
 FP32_TOL = 1e-5  # max |device - cpu| / max |cpu|
 BF16_TOL = 3e-2  # the same for bf16 autocast against fp32 (bf16 keeps 8 bits of mantissa: 2^-8 = 3.9e-3 per op)
@@ -145,16 +147,10 @@ class Ctx:
         table.with_suffix(".tmp").write_text(json.dumps([dataclasses.asdict(r) for r in self.rows], indent=1))
         table.with_suffix(".tmp").replace(table)
 
-    def sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
     def timed(self, fn: Callable[[], Any]) -> tuple[Any, float]:
-        self.sync()
-        start = time.perf_counter()
-        out = fn()
-        self.sync()
-        return out, time.perf_counter() - start
+        """(output, seconds) of one call, synchronised on a GPU (:func:`common.interleaved` with one round)."""
+        times, outputs = interleaved({"fn": fn}, 1, self.device)
+        return outputs["fn"], times["fn"][0]
 
     def reset_peak(self) -> None:
         if self.device.type == "cuda":
@@ -191,14 +187,10 @@ def exact_fp32() -> Iterator[None]:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
-def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
-    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-
-
 # ---------------------------------------------------------------------------------------------- 1. numerics
 def stage_numerics(ctx: Ctx) -> None:
     from evaluate.protocols.davis import propagation as P
-    from evaluate.protocols.features import tap_features
+    from evaluate.protocols.features import autocast_context, tap_features
     from evaluate.protocols.knn import knn_predict
     from pretrain.losses.bam import bam_loss
     from pretrain.vit import build_vit
@@ -211,7 +203,7 @@ def stage_numerics(ctx: Ctx) -> None:
 
         def bam(device: torch.device, bf16: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
             x = student.to(device, copy=True).requires_grad_()  # a new leaf per call (.to(cpu) alone aliases)
-            with autocast(device, bf16):
+            with autocast_context(device, "bf16" if bf16 else "fp32"):
                 loss, _ = bam_loss(x, teacher.to(device), num_crops=6, diagnostics=False)
             loss.backward()
             return loss.detach().float().clone(), x.grad.float().clone()
@@ -251,7 +243,7 @@ def stage_numerics(ctx: Ctx) -> None:
             ref = tap_features(model, images, "cls", 1)
             model.to(dev)
             got = tap_features(model, images.to(dev), "cls", 1)
-            with autocast(dev, True):
+            with autocast_context(dev, "bf16"):
                 got16 = tap_features(model, images.to(dev), "cls", 1)
         err = rel_err(got, ref)
         ctx.add("numerics", f"features {s.numerics_arch}, fp32 (rel. err.)", err, passed=err <= FP32_TOL,
@@ -272,22 +264,11 @@ def stage_numerics(ctx: Ctx) -> None:
                 note=f"losses {losses['device'].tolist()} vs {losses['cpu'].tolist()}")  # fmt: skip
 
 
-TINY_BAM = {
-    "model.arch": "vit_femto",
-    "model.init": "moco",
-    "data.global_size": 32,
-    "data.local_size": 16,
-    "data.local_crops": 2,
-    "bam.proj_hidden": 256,
-    "bam.proj_out": 256,
-}
-
-
 def tiny_trainer(device: str, precision: str, batch: int, warmup_epochs: int):
-    from pretrain_throughput import make_trainer
+    from pretrain_throughput import make_trainer, tiny_overrides
 
     over = {"train.batch_size": batch, "train.device": device, "train.precision": precision}
-    return make_trainer({**TINY_BAM, **over, "optim.warmup_epochs": warmup_epochs})
+    return make_trainer({**tiny_overrides("bam"), **over, "optim.warmup_epochs": warmup_epochs})
 
 
 def tiny_views(trainer, batch: int):
@@ -305,7 +286,7 @@ PRETRAIN_RECIPES = {"bam": "bam_vits16.yaml", "dino": "dino_vits16.yaml", "ibot"
 
 
 def stage_pretrain(ctx: Ctx) -> None:
-    from pretrain_throughput import make_trainer, step_flops, views_for
+    from pretrain_throughput import make_trainer, step_flops, tiny_overrides, views_for
 
     s = ctx.sizes
     runs = [(m, r, False) for m, r in PRETRAIN_RECIPES.items()]
@@ -316,13 +297,7 @@ def stage_pretrain(ctx: Ctx) -> None:
         over = {"train.batch_size": s.pretrain_batch, "train.precision": "bf16", "train.device": ctx.device.type,
                 "train.compile": compiled}  # fmt: skip
         if ctx.dry:
-            over = {**TINY_BAM, **over, "method": method}
-            if method != "bam":
-                over = {k: v for k, v in over.items() if not k.startswith("bam.")}
-                over.update({"dino.out_dim": 1024, "dino.hidden_dim": 256, "dino.bottleneck_dim": 64,
-                             "model.init": "dino"})  # fmt: skip
-                if method == "ibot":
-                    over["ibot.patch_out_dim"] = 1024
+            over = {**tiny_overrides(method), **over}
         trainer = make_trainer(over, None if ctx.dry else recipe)
         views = views_for(trainer.cfg, s.pretrain_batch, ctx.device.type)
         ctx.reset_peak()
@@ -360,7 +335,7 @@ def stage_pretrain(ctx: Ctx) -> None:
 def stage_extract_knn(ctx: Ctx) -> None:
     from knn import dino_knn_classifier
 
-    from evaluate.protocols.features import tap_features
+    from evaluate.protocols.features import autocast_context, tap_features
     from evaluate.protocols.knn import knn_accuracy
     from pretrain.vit import build_vit
 
@@ -370,7 +345,7 @@ def stage_extract_knn(ctx: Ctx) -> None:
         images = torch.randn(s.extract_batch, 3, s.extract_img, s.extract_img, device=dev)
 
         def run(n: int, model=model, images=images) -> torch.Tensor:
-            with torch.inference_mode(), autocast(dev, True):
+            with torch.inference_mode(), autocast_context(dev, "bf16"):
                 return torch.stack([tap_features(model, images, "cls", 1).float().sum() for _ in range(n)])
 
         run(2)
@@ -446,7 +421,7 @@ def stage_davis(ctx: Ctx) -> None:
 def stage_dense(ctx: Ctx) -> None:
     import dense_data
 
-    from evaluate.protocols.dense.runner import build_config, convert_checkpoint, resolve_config, run_mm
+    from evaluate.protocols.dense.runner import run_mm, train_scalars, write_run_config
     from pretrain.vit import build_vit, export_backbone
 
     s, dev = ctx.sizes, ctx.device
@@ -462,21 +437,18 @@ def stage_dense(ctx: Ctx) -> None:
         else:
             data = dense_data.write_official(root / f"{task}_data", task)
         run = root / f"{task}_run"
-        run.mkdir(parents=True, exist_ok=True)
-        info = convert_checkpoint(export, run / "backbone.pth")
-        path = resolve_config(task, None, info["arch"], data)  # the protocol's config for this data and width
         batch = {"coco": 2, "ade20k": 4}[task]
         options = dense_data.short_run_options(task, s.dense_iters, batch, dev.type, official=not ctx.dry)
-        cfg, _ = build_config(path, run / "backbone.pth", data, run / "mm", options, width=info["arch"]["embed_dim"])
-        cfg.dump(str(run / "config.py"))
+        # the protocol's config for this data and width, as `sslbench eval coco|ade20k` writes it
+        _, path, _, _ = write_run_config(task, export, data, run, options=options)
         for old in (run / "mm").glob("*/vis_data/scalars.json"):
             old.unlink()  # a rerun's times only
         ctx.reset_peak()
         metrics = run_mm(run / "config.py")
-        iters = dense_data.iteration_times(run / "mm")
+        logged = train_scalars(run / "mm", "loss", "time")  # every iteration (logger interval 1)
+        iters, losses = [r["time"] for r in logged], [r["loss"] for r in logged]
         warm = iters[2:] or iters
         per_iter = sum(warm) / len(warm) if warm else float("nan")
-        losses = [row["loss"] for row in json.loads((run / "losses.json").read_text())]
         timings = json.loads((run / "timings.json").read_text())
         ok = len(losses) == s.dense_iters and all(math.isfinite(v) for v in losses)
         label = {"coco": "COCO Cascade Mask R-CNN", "ade20k": "ADE20K UperNet"}[task]
@@ -508,11 +480,9 @@ def stage_linear_finetune(ctx: Ctx) -> None:
     args = argparse.Namespace(classes=s.linear_classes, batch=1024, epochs=1, img=32)
     lrs = [lr * args.batch / 256 for lr in GRID_LRS]
     run_heads(lrs, bank[:2048], labels[:2048], val, args)
-    times: dict[str, list[float]] = {"one": [], "grid": []}
-    for _ in range(2):  # interleaved, min is the figure
-        for name, chosen in (("one", lrs[6:7]), ("grid", lrs)):
-            acc, seconds = ctx.timed(lambda chosen=chosen: run_heads(chosen, bank, labels, val, args))
-            times[name].append(seconds)
+    fns = {name: lambda chosen=chosen: run_heads(chosen, bank, labels, val, args)
+           for name, chosen in (("one", lrs[6:7]), ("grid", lrs))}  # fmt: skip
+    times, _ = interleaved(fns, 2, dev)  # min is the figure
     ratio = min(times["grid"]) / min(times["one"])
     ctx.add("linear_finetune", f"linear grid, 13 lrs, {s.linear_n:,} x {s.linear_dim}, 1 epoch", min(times["grid"]),
             "s", f"{ratio:.2f}x one head", ratio <= 1.3 if dev.type == "cuda" else None,

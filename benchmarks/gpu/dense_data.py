@@ -57,14 +57,8 @@ def _write_coco_split(root: Path, split: str, count: int) -> None:
         file_name = f"{i + 1:012d}.jpg"
         SF.save_jpg(root / split / file_name, img)
         images.append({"id": i + 1, "file_name": file_name, "height": img.shape[0], "width": img.shape[1]})
-        for cls, mask in instances:
-            ys, xs = np.nonzero(mask)
-            x0, y0 = float(xs.min()), float(ys.min())
-            annotations.append({
-                "id": len(annotations) + 1, "image_id": i + 1, "category_id": cls + 1, "iscrowd": 0,
-                "segmentation": SF.mask_to_coco_segmentation(mask), "area": float(mask.sum()),
-                "bbox": [x0, y0, float(xs.max()) - x0 + 1, float(ys.max()) - y0 + 1],
-            })  # fmt: skip
+        first = len(annotations) + 1
+        annotations += [SF.coco_annotation(first + k, i + 1, cls, mask) for k, (cls, mask) in enumerate(instances)]
     categories = [{"id": i + 1, "name": name, "supercategory": "thing"} for i, name in enumerate(COCO_NAMES)]
     doc = {"info": {"description": "sslbench acceptance"}, "licenses": [], "images": images,
            "annotations": annotations, "categories": categories}  # fmt: skip
@@ -103,14 +97,3 @@ def short_run_options(task: str, iters: int, batch: int, device_type: str, offic
             options[f"{loader}.num_workers"] = workers
             options[f"{loader}.persistent_workers"] = workers > 0
     return options
-
-
-def iteration_times(work_dir: Path) -> list[float]:
-    """Seconds of each logged training iteration (mmengine's ``time`` scalar; logger interval 1)."""
-    times = []
-    for scalars in sorted(work_dir.glob("*/vis_data/scalars.json")):
-        for line in scalars.read_text().splitlines():
-            entry = json.loads(line)
-            if "loss" in entry and "time" in entry:
-                times.append(float(entry["time"]))
-    return times

@@ -107,6 +107,21 @@ def mask_to_coco_segmentation(mask: np.ndarray) -> list[list[float]] | dict:
     return {"counts": [int(c) for c in counts], "size": [int(mask.shape[0]), int(mask.shape[1])]}
 
 
+def coco_annotation(ann_id: int, image_id: int, cls: int, mask: np.ndarray) -> dict:
+    """One COCO instance annotation (category ``cls + 1``) of a boolean mask: RLE segmentation, area, tight bbox."""
+    ys, xs = np.nonzero(mask)
+    x0, y0 = float(xs.min()), float(ys.min())
+    return {
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": cls + 1,
+        "segmentation": mask_to_coco_segmentation(mask),
+        "area": float(mask.sum()),
+        "bbox": [x0, y0, float(xs.max()) - x0 + 1, float(ys.max()) - y0 + 1],
+        "iscrowd": 0,
+    }
+
+
 def write_coco(root: Path, n_images: dict[str, int], size: int, seed: int) -> dict[str, int]:
     """COCO instances with categories = the main ShapesWorld classes (ids 1..K)."""
     categories = [{"id": i + 1, "name": n, "supercategory": "shape"} for i, n in enumerate(R.MAIN_CLASSES)]
@@ -119,20 +134,8 @@ def write_coco(root: Path, n_images: dict[str, int], size: int, seed: int) -> di
             file_name = f"{i:012d}.jpg"
             save_jpg(root / "images" / split / file_name, img)
             images.append({"id": i + 1, "file_name": file_name, "height": size, "width": size})
-            for cls, mask in instances:
-                ys, xs = np.nonzero(mask)
-                x0, y0 = float(xs.min()), float(ys.min())
-                annotations.append(
-                    {
-                        "id": len(annotations) + 1,
-                        "image_id": i + 1,
-                        "category_id": cls + 1,
-                        "segmentation": mask_to_coco_segmentation(mask),
-                        "area": float(mask.sum()),
-                        "bbox": [x0, y0, float(xs.max()) - x0 + 1, float(ys.max()) - y0 + 1],
-                        "iscrowd": 0,
-                    }
-                )
+            first = len(annotations) + 1
+            annotations += [coco_annotation(first + k, i + 1, cls, mask) for k, (cls, mask) in enumerate(instances)]
         doc = {
             "info": {"description": "ShapesWorld instances (sslbench)", "version": "1.0"},
             "licenses": [],

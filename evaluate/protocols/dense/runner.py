@@ -8,6 +8,7 @@ Run directory ``<out>``::
     mm/                 mm's work_dir: logs, vis_data/scalars.json, checkpoints (epoch_*.pth / iter_*.pth)
     losses.json         training loss per logged iteration, read from mm's scalars
     metrics.json        the raw mm metrics of the final test (written by rank 0)
+    timings.json        wall seconds of the training and of the test pass (rank 0)
 
 Metrics become records in percent: mmdet's COCO metric returns fractions (``coco/bbox_mAP`` = 0.412), recorded as
 ``bbox_mAP`` = 41.2; mmseg's ``IoUMetric`` already returns percentages (``mIoU``, ``mAcc``, ``aAcc``).
@@ -266,13 +267,15 @@ def build_config(
     return cfg, overrides
 
 
-def _loss_history(work_dir: Path) -> list[dict[str, float]]:
+def train_scalars(work_dir: Path, *keys: str) -> list[dict[str, float]]:
+    """The training log rows of an mm work dir (``*/vis_data/scalars.json``) that carry every one of ``keys``, as
+    ``{"step": int, key: float, ...}`` in log order (``train_scalars(d, "loss")`` is the loss history)."""
     rows = []
     for scalars in sorted(work_dir.glob("*/vis_data/scalars.json")):
         for line in scalars.read_text().splitlines():
             entry = json.loads(line)
-            if "loss" in entry and "step" in entry:
-                rows.append({"step": int(entry["step"]), "loss": float(entry["loss"])})
+            if "step" in entry and all(k in entry for k in keys):
+                rows.append({"step": int(entry["step"]), **{k: float(entry[k]) for k in keys}})
     return rows
 
 
@@ -298,7 +301,7 @@ def run_mm(config_file: str | Path, launcher: str = "none", resume: bool = False
     run_dir = Path(config_file).parent
     if get_rank() == 0:
         clean = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
-        atomic_write_json(run_dir / "losses.json", _loss_history(Path(cfg.work_dir)))
+        atomic_write_json(run_dir / "losses.json", train_scalars(Path(cfg.work_dir), "loss"))
         atomic_write_json(run_dir / "metrics.json", clean)
         atomic_write_json(
             run_dir / "timings.json", {"train_s": trained - start, "test_s": time.perf_counter() - trained}
@@ -345,6 +348,34 @@ def effective_batch(cfg: Any, nproc: int) -> dict[str, Any]:
     return out
 
 
+def write_run_config(
+    task: str,
+    checkpoint: str | Path,
+    data_root: Path,
+    out: Path,
+    config: str | None = None,
+    options: dict[str, Any] | None = None,
+    distributed: bool = False,
+    amp: bool = False,
+    which: str | None = None,
+) -> tuple[dict[str, Any], Path, Any, dict[str, Any]]:
+    """A run's set-up: convert the checkpoint to ``<out>/backbone.pth``, resolve the config for its width and the
+    data, apply the run's overrides and write ``<out>/config.py`` and ``<out>/overrides.json``.
+
+    Returns:
+        (checkpoint info, the config file resolved, the mm Config written, the overrides applied).
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    backbone = out / "backbone.pth"
+    info = convert_checkpoint(checkpoint, backbone, which)
+    config_path = resolve_config(task, config, info["arch"], data_root)
+    width = info["arch"].get("embed_dim")
+    cfg, overrides = build_config(config_path, backbone, data_root, out / "mm", options, distributed, amp, width)
+    cfg.dump(str(out / "config.py"))
+    atomic_write_json(out / "overrides.json", {"config": str(config_path), "overrides": overrides})
+    return info, config_path, cfg, overrides
+
+
 def run_eval(
     task: str,
     checkpoint: str | Path,
@@ -371,24 +402,19 @@ def run_eval(
         raise SSLBenchError(f"--nproc {nproc}: must be >= 1")
     check_writable(out, "--out")
     check_writable(default_store(), "results store")
-    out.mkdir(parents=True, exist_ok=True)
-    backbone = out / "backbone.pth"
-    info = convert_checkpoint(checkpoint, backbone, which)
-    if name:
-        info["name"] = name
-    config_path = resolve_config(task, config, info["arch"], data_root)
     distributed = nproc > 1 or bool(torchrun_args)
     if distributed and not torch.cuda.is_available():
         raise SSLBenchError(
             f"--nproc {nproc}: multi-process runs need GPUs (mmengine 0.10.7's pytorch launcher binds every rank to a "
             "CUDA device); use --nproc 1 on CPU"
         )
-    width = info["arch"].get("embed_dim")
-    cfg, overrides = build_config(config_path, backbone, data_root, out / "mm", options, distributed, amp, width)
+    info, config_path, cfg, overrides = write_run_config(
+        task, checkpoint, data_root, out, config, options, distributed, amp, which
+    )
+    if name:
+        info["name"] = name
     batch = effective_batch(cfg, nproc)
     final = out / "config.py"
-    cfg.dump(str(final))
-    atomic_write_json(out / "overrides.json", {"config": str(config_path), "overrides": overrides})
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
     if distributed:
         cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", *(torchrun_args or [])]
