@@ -172,6 +172,9 @@ class ResumableSampler(Sampler):
 
     Each rank takes every ``world_size``-th index of the epoch's permutation, truncated to ``iters_per_epoch *
     batch_size`` per rank; ``set_epoch(epoch, start_batch)`` resumes after ``start_batch`` batches.
+    ``set_epoch(epoch, start_batch, stop_epoch)`` spans the epochs up to ``stop_epoch`` (exclusive) in one pass, each
+    epoch's pairs exactly as a pass of its own would yield them (so one DataLoader, whose workers then live and
+    prefetch across epoch ends, serves several epochs).
     """
 
     def __init__(self, n: int, batch_size: int, rank: int = 0, world_size: int = 1, seed: int = 0) -> None:
@@ -181,10 +184,13 @@ class ResumableSampler(Sampler):
             raise DataError(
                 f"dataset of {n} images is smaller than one global batch ({batch_size} x {world_size} processes)"
             )
-        self.epoch, self.start_batch = 0, 0
+        self.epoch, self.start_batch, self.stop_epoch = 0, 0, 1
 
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        self.epoch, self.start_batch = epoch, start_batch
+    def set_epoch(self, epoch: int, start_batch: int = 0, stop_epoch: int | None = None) -> None:
+        stop = epoch + 1 if stop_epoch is None else stop_epoch
+        if stop <= epoch or not 0 <= start_batch < self.iters_per_epoch:
+            raise ValueError(f"no batches in epochs [{epoch}, {stop}) from batch {start_batch}")
+        self.epoch, self.start_batch, self.stop_epoch = epoch, start_batch, stop
 
     def indices(self, epoch: int) -> list[int]:
         g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
@@ -193,11 +199,12 @@ class ResumableSampler(Sampler):
         return perm[self.rank :: self.world_size][:per_rank]
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        idx = self.indices(self.epoch)[self.start_batch * self.batch_size :]
-        return iter([(i, self.epoch) for i in idx])
+        for epoch in range(self.epoch, self.stop_epoch):
+            skip = self.start_batch * self.batch_size if epoch == self.epoch else 0
+            yield from ((i, epoch) for i in self.indices(epoch)[skip:])
 
     def __len__(self) -> int:
-        return (self.iters_per_epoch - self.start_batch) * self.batch_size
+        return ((self.stop_epoch - self.epoch) * self.iters_per_epoch - self.start_batch) * self.batch_size
 
 
 def collate_views(items: list[dict[str, Any]], augment: MultiCropAugment, plan: ViewPlan | None, render: bool) -> Batch:

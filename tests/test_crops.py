@@ -121,6 +121,22 @@ def test_sampler_partitions_ranks_and_resumes_mid_epoch():
         ResumableSampler(5, 4, world_size=2)
 
 
+def test_sampler_span_equals_one_pass_per_epoch():
+    """One pass over epochs [2, 5) from batch 3 yields each epoch's pairs as its own pass would, in order."""
+    s = ResumableSampler(50, 4, rank=1, world_size=2, seed=7)
+    s.set_epoch(2, start_batch=3, stop_epoch=5)
+    spanned = list(s)
+    assert len(spanned) == len(s) == (3 * 6 - 3) * 4
+    expected = []
+    for epoch, start in ((2, 3), (3, 0), (4, 0)):
+        s.set_epoch(epoch, start_batch=start)
+        expected += list(s)
+    assert spanned == expected and [e for _, e in spanned[:12]] == [2] * 12 and spanned[12][1] == 3
+    for bad in ((2, 0, 2), (2, 6, None), (2, -1, None)):
+        with pytest.raises(ValueError, match="no batches"):
+            s.set_epoch(*bad)
+
+
 def test_weighted_knn_vote_hand_example():
     """The monitor's vote (evaluate.protocols.knn.knn_accuracy, handed to the trainer) on a hand-checked case."""
     from evaluate.protocols.knn import knn_accuracy

@@ -433,6 +433,56 @@ def test_corrupt_image_is_skipped_and_counted(tmp_path, shapes_root):
         trainer.data.dataset[(bad, 0)]
 
 
+def test_one_loader_spans_the_epochs_between_crop_box_refreshes(tmp_path, shapes_root, monkeypatch):
+    """Loaders are made at the start and after each ContrastiveCrop refresh only (boxes refreshed after epochs 1 and
+    3 of 5: spans [0, 1), [1, 3), [3, 5)), and every epoch's batches are its own permutation in order, as a loader
+    per epoch gives them; a step that fails leaves the live loader, and the next step starts a new one there."""
+    import pretrain.engine as engine
+
+    spans, seen = [], []
+    make = engine.make_loader
+
+    def counting(dataset, sampler, *args):
+        spans.append((sampler.epoch, sampler.start_batch, sampler.stop_epoch, dataset.crop_boxes is not None))
+        return make(dataset, sampler, *args)
+
+    monkeypatch.setattr(engine, "make_loader", counting)
+    root = str(shapes_root / "classification" / "train")
+    over = {"train.epochs": 5, "train.batch_size": 32, "ccrop.enabled": True, "ccrop.warmup_epochs": 1}
+    trainer = Trainer(toy_cfg(tmp_path, root, **over, **{"ccrop.interval": 2, "ccrop.size": 32}))
+    step = trainer.train_step
+
+    def recording(batch):
+        seen.append(batch.index.tolist())
+        return step(batch)
+
+    trainer.train_step = recording
+    trainer.fit()
+    assert spans == [(0, 0, 1, False), (1, 0, 3, True), (3, 0, 5, True)]
+    sampler, ipe = trainer.data.sampler, trainer.iters_per_epoch
+    for epoch in range(5):
+        order = sampler.indices(epoch)
+        assert seen[epoch * ipe : (epoch + 1) * ipe] == [order[b * 32 : (b + 1) * 32] for b in range(ipe)]
+
+    spans.clear()
+    trainer2 = Trainer(toy_cfg(tmp_path / "b", root, **{"train.epochs": 3, "train.batch_size": 32}))
+    calls = {"n": 0}
+    step2 = trainer2.train_step
+
+    def failing_once(batch):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("step failed")
+        return step2(batch)
+
+    trainer2.train_step = failing_once
+    trainer2.out.mkdir(parents=True)
+    with pytest.raises(RuntimeError, match="step failed"):
+        trainer2.run_epoch(0)
+    trainer2.run_epoch(0)  # resumes at step 1 of epoch 0 with a new loader
+    assert spans == [(0, 0, 3, False), (0, 1, 3, False)] and trainer2.step == trainer2.iters_per_epoch
+
+
 def test_train_compile_keeps_the_weights_and_checkpoint_keys(tmp_path):
     """``train.compile`` compiles student and teacher in place: same parameters, same state-dict keys as eager, so
     checkpoints and exports of a compiled run load into an eager one (the compiled step itself is checked against
