@@ -18,8 +18,9 @@ else:
 * precision: ``fp32``, ``bf16`` autocast, or ``fp16`` autocast with a GradScaler; methods compute the loss in fp32;
 * DDP (``torchrun``) with a resumable distributed sampler; one process needs no set-up;
 * one DataLoader for every epoch up to the next ContrastiveCrop refresh (or the end): its workers start once and
-  prefetch across epoch ends and monitor passes (a loader per epoch restarted them, about 1.6 s of a 7 s ShapesWorld
-  epoch on 2 cores); items depend on (index, epoch) only, so the batches are those of a loader per epoch;
+  prefetch across epoch ends and monitor passes (with a loader per epoch, the first batch of every epoch waited
+  1.9 s for new workers on 2 cores, 0.5 s now; the demo's BAM recipe: 114 s -> 105 s); items depend on (index,
+  epoch) only, so the batches are those of a loader per epoch;
 * checkpoints (atomic) at each epoch end and every ``checkpoint_every_steps`` steps, exact resume (the trainer's
   :meth:`Trainer.state_dict` / :meth:`Trainer.load_state_dict`, layout in :mod:`pretrain.checkpoint`; the method's
   state included), the JSONL log of ``docs/records.md``, the exported backbone ``<out>/backbone.pth``;
