@@ -38,10 +38,12 @@ def make_trainer(overrides: dict, recipe: str | None = None) -> Trainer:
     return Trainer(cfg, iters_per_epoch=10_000)
 
 
-def views_for(cfg: PretrainConfig, batch: int, device: str) -> Batch:
-    """A noise batch laid out as the method's view plan asks (masks included for iBOT)."""
+def views_for(cfg: PretrainConfig, batch: int, device: str, generator: torch.Generator | None = None) -> Batch:
+    """A noise batch laid out as the method's view plan asks (masks included for iBOT); ``generator`` (on the CPU,
+    with ``device="cpu"``) makes it the same batch on every call."""
     d = cfg.data
-    return random_batch(method_class(cfg.method).view_plan(cfg), batch, d.global_size, d.local_size, device=device)
+    plan = method_class(cfg.method).view_plan(cfg)
+    return random_batch(plan, batch, d.global_size, d.local_size, generator=generator, device=device)
 
 
 def time_steps(trainer: Trainer, views: Batch, steps: int, warmup: int = 2) -> float:

@@ -189,6 +189,8 @@ def exact_fp32() -> Iterator[None]:
 
 # ---------------------------------------------------------------------------------------------- 1. numerics
 def stage_numerics(ctx: Ctx) -> None:
+    from pretrain_throughput import views_for
+
     from evaluate.protocols.davis import propagation as P
     from evaluate.protocols.features import autocast_context, tap_features
     from evaluate.protocols.knn import knn_predict
@@ -256,7 +258,7 @@ def stage_numerics(ctx: Ctx) -> None:
         losses = {}
         for name, device, precision in (("cpu", "cpu", "fp32"), ("device", dev.type, "bf16")):
             trainer = tiny_trainer(device, precision, batch=8, warmup_epochs=0)  # step 2 sees an update
-            batch = tiny_views(trainer, 8)
+            batch = views_for(trainer.cfg, 8, "cpu", torch.Generator().manual_seed(1))
             losses[name] = torch.tensor([trainer.train_step(batch)[0] for _ in range(2)])
         err = rel_err(losses["device"], losses["cpu"])
         ctx.add("numerics", "engine: 2 BAM steps, bf16 vs fp32 CPU (losses)", err, passed=err <= BF16_TOL,
@@ -269,16 +271,6 @@ def tiny_trainer(device: str, precision: str, batch: int, warmup_epochs: int):
 
     over = {"train.batch_size": batch, "train.device": device, "train.precision": precision}
     return make_trainer({**tiny_overrides("bam"), **over, "optim.warmup_epochs": warmup_epochs})
-
-
-def tiny_views(trainer, batch: int):
-    from pretrain.methods import method_class
-    from pretrain.views import random_batch
-
-    cfg = trainer.cfg
-    plan = method_class(cfg.method).view_plan(cfg)
-    gen = torch.Generator().manual_seed(1)
-    return random_batch(plan, batch, cfg.data.global_size, cfg.data.local_size, generator=gen)
 
 
 # ---------------------------------------------------------------------------------------------- 2. pretraining
@@ -553,8 +545,8 @@ def parse_sets(items: list[str], base: Sizes) -> Sizes:
     from pretrain.vit import ARCHS
 
     archs = {*sizes.extract_archs, sizes.numerics_arch, sizes.davis_arch, sizes.finetune_arch}
-    if archs - set(ARCHS) or set(sizes.dense_tasks) - {"coco", "ade20k"}:
-        bad = sorted(archs - set(ARCHS)) + sorted(set(sizes.dense_tasks) - {"coco", "ade20k"})
+    bad = sorted(archs - set(ARCHS)) + sorted(set(sizes.dense_tasks) - {"coco", "ade20k"})
+    if bad:
         raise ValueError(f"--set: unknown {bad} (archs: {', '.join(ARCHS)}; dense_tasks: coco, ade20k)")
     return sizes
 
