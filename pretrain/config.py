@@ -235,6 +235,9 @@ class IBOTConfig:
 
     patch_out_dim: int = 8192
     shared_head: bool = True  # patch tokens use the CLS head's last layer (False: a separate last layer)
+    # with shared_head=false, the teacher still scores its patches with its CLS last layer (the official argparse
+    # default --shared_head_teacher true); false (the paper's separate heads): the teacher mirrors the student
+    shared_head_teacher: bool = False
     warmup_teacher_patch_temp: float = 0.04
     teacher_patch_temp: float = 0.07
     center_momentum2: float = 0.9

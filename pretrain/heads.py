@@ -146,10 +146,14 @@ class DINOHead(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.last_layer(self.bottleneck(x))
 
+    patches_from_cls_layer = False  # a head with last_layer2 that scores patches with last_layer anyway
+
     def forward_patches(self, x: Tensor) -> Tensor:
-        """Patch tokens (B, N, in_dim) -> (B, N, K): the shared last layer, or ``last_layer2`` when separate."""
+        """Patch tokens (B, N, in_dim) -> (B, N, K): the shared last layer, or ``last_layer2`` when separate (unless
+        ``patches_from_cls_layer``: iBOT's teacher with ``ibot.shared_head_teacher``)."""
         z = self.bottleneck(x)
-        return (self.last_layer2 or self.last_layer)(z)
+        separate = self.last_layer2 is not None and not self.patches_from_cls_layer
+        return (self.last_layer2 if separate else self.last_layer)(z)
 
 
 class SEREHead(nn.Module):

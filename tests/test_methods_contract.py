@@ -82,6 +82,10 @@ def test_ibot_shared_head_with_another_patch_width_is_one_config_error(tmp_path)
     cfg = toy_cfg(tmp_path, **{**METHOD_OVERRIDES["ibot"], "ibot.patch_out_dim": 32})
     with pytest.raises(ConfigError, match="ibot.shared_head=true gives patch logits of dino.out_dim=64"):
         build_method(cfg)
+    separate = {"ibot.patch_out_dim": 32, "ibot.shared_head": False, "ibot.shared_head_teacher": True}
+    cfg = toy_cfg(tmp_path, **{**METHOD_OVERRIDES["ibot"], **separate})
+    with pytest.raises(ConfigError, match="ibot.shared_head_teacher=true gives patch logits of dino.out_dim=64"):
+        build_method(cfg)
 
 
 def test_training_modules_never_import_the_harness_or_each_other_lazily():

@@ -1,12 +1,15 @@
 """Six DINO and six iBOT training steps of the engine against the official training loops.
 
-``tests/data/official/{dino,ibot}_steps.pt`` were written by ``scripts/reference/official_dino_ibot_steps.py``: the
-official ``train_one_epoch`` of facebookresearch/dino@7c446df and bytedance/ibot@da316d8, run on the CPU for two epochs
-of three iterations with a ``vit_femto``-shaped official ``VisionTransformer`` and head (drop-path 0; iBOT's shared
-head), their schedules, per-parameter clipping, last layer frozen in epoch 0, AdamW and EMA teacher. Each file holds
-the initial weights, the six batches of crops (2 x 32 px + 4 x 16 px, 3 images; iBOT: the global crops' masks, image
-0 unmasked, image 1 fully masked) and what the official loop produced: each step's loss and centers, the schedules,
-the final student and teacher.
+``tests/data/official/{dino,ibot,ibot_separate}_steps.pt`` were written by
+``scripts/reference/official_dino_ibot_steps.py``: the official ``train_one_epoch`` of facebookresearch/dino@7c446df
+and bytedance/ibot@da316d8, run on the CPU for two epochs of three iterations with a ``vit_femto``-shaped official
+``VisionTransformer`` and head (drop-path 0), their schedules, per-parameter clipping, last layer frozen in epoch 0,
+AdamW and EMA teacher. iBOT runs twice: with the shared head of its released recipes, and with its argparse defaults
+(a separate patch layer in the student, the teacher scoring patches with its CLS layer, which starts as a copy of the
+student's patch layer: ``ibot.shared_head=false ibot.shared_head_teacher=true``). Each file holds the initial weights
+(student, and teacher after the official copy), the six batches of crops (2 x 32 px + 4 x 16 px, 3 images; iBOT: the
+global crops' masks, image 0 unmasked, image 1 fully masked) and what the official loop produced: each step's loss
+(iBOT: and its two terms) and centers, the schedules, the final student and teacher.
 
 The engine's :class:`~pretrain.engine.Trainer`, configured as the script's settings, starts from the same weights,
 takes the same batches and must give the same numbers. A mismatch in any piece of the step (pairing of teacher and
@@ -23,21 +26,22 @@ import torch
 
 from pretrain.config import PretrainConfig
 from pretrain.engine import Trainer
+from pretrain.methods.ibot import share_teacher_patch_layer
 from pretrain.views import Batch
 from sslcore.config import load_config
 
 OFFICIAL = Path(__file__).parent / "data" / "official"
-METHODS = ("dino", "ibot")
+RUNS = ("dino", "ibot", "ibot_separate")
 
 
-@pytest.fixture(scope="module", params=METHODS)
+@pytest.fixture(scope="module", params=RUNS)
 def official(request):
     return request.param, torch.load(OFFICIAL / f"{request.param}_steps.pt", weights_only=True)
 
 
-def engine_config(method: str, s: dict, out: Path) -> PretrainConfig:
+def engine_config(run: str, s: dict, out: Path) -> PretrainConfig:
     overrides = {
-        "method": method,
+        "method": run.split("_")[0],
         "model.arch": "vit_femto",
         "model.drop_path": 0.0,
         "data.global_size": s["global_size"],
@@ -70,11 +74,12 @@ def engine_config(method: str, s: dict, out: Path) -> PretrainConfig:
         "dino.student_temp": s["student_temp"],
         "dino.center_momentum": s["center_momentum"],
     }
-    if method == "ibot":
+    if run.startswith("ibot"):
         overrides.update(
             {
                 "ibot.patch_out_dim": s["out_dim"],
-                "ibot.shared_head": True,
+                "ibot.shared_head": s["shared_head"],
+                "ibot.shared_head_teacher": s["shared_head_teacher"],
                 "ibot.warmup_teacher_patch_temp": s["warmup_teacher_patch_temp"],
                 "ibot.teacher_patch_temp": s["teacher_patch_temp"],
                 "ibot.center_momentum2": s["center_momentum2"],
@@ -85,13 +90,13 @@ def engine_config(method: str, s: dict, out: Path) -> PretrainConfig:
     return load_config(PretrainConfig, None, [f"{k}={v}" for k, v in overrides.items()])
 
 
-def to_engine_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def to_engine_keys(state: dict[str, torch.Tensor], shared: bool = True) -> dict[str, torch.Tensor]:
     """Official ``MultiCropWrapper`` keys (``backbone.*``, ``head.*``) -> the engine's (``backbone.*``,
-    ``heads.cls.*``; iBOT's ``masked_embed`` is the engine's ``mask_token``). iBOT's shared head lists its last layer
-    twice (``last_layer2`` is the same module): the alias is dropped."""
+    ``heads.cls.*``; iBOT's ``masked_embed`` is the engine's ``mask_token``). iBOT's ``shared`` head lists its last
+    layer twice (``last_layer2`` is the same module): the alias is dropped."""
     out = {}
     for key, value in state.items():
-        if key.startswith("head.last_layer2."):
+        if shared and key.startswith("head.last_layer2."):
             continue
         key = "heads.cls." + key[len("head.") :] if key.startswith("head.") else key
         out[key.replace("backbone.masked_embed", "backbone.mask_token")] = value
@@ -113,21 +118,31 @@ def batch_of(crops: list[torch.Tensor], masks: list[torch.Tensor] | None = None,
 
 @pytest.fixture(scope="module")
 def engine_run(official, tmp_path_factory):
-    method, ref = official
+    run, ref = official
     s = ref["settings"]
-    trainer = Trainer(engine_config(method, s, tmp_path_factory.mktemp(method)), iters_per_epoch=s["iters_per_epoch"])
-    init = to_engine_keys(ref["initial"])
+    trainer = Trainer(engine_config(run, s, tmp_path_factory.mktemp(run)), iters_per_epoch=s["iters_per_epoch"])
+    init = to_engine_keys(ref["initial"], s.get("shared_head", True))
     for net in (trainer.method.student, trainer.method.teacher):
         missing, unexpected = net.load_state_dict(init, strict=False)
         assert not unexpected and not missing, (missing, unexpected)
+    share_teacher_patch_layer(trainer.method)  # the engine's rule for the teacher's start, on the loaded student
+    teacher_init = to_engine_keys(ref["initial_teacher"], shared=True)
+    teacher = trainer.method.teacher.state_dict()
+    for key, value in teacher_init.items():
+        assert torch.equal(teacher[key], value), key
     center_names = [name for name in ("center", "center2") if name in ref]
     losses, centers = [], {name: [] for name in center_names}
+    terms = {"loss_cls": [], "loss_patch": []}
     for step, crops in enumerate(ref["batches"]):
-        loss, _ = trainer.train_step(batch_of(crops, ref["masks"][step] if "masks" in ref else None))
+        loss, diag = trainer.train_step(batch_of(crops, ref["masks"][step] if "masks" in ref else None))
         losses.append(loss)
         for name in center_names:
             centers[name].append(getattr(trainer.method, name).clone())
-    return trainer, torch.tensor(losses, dtype=torch.float64), {k: torch.stack(v) for k, v in centers.items()}
+        if "loss_mim" in diag:  # the official patch term includes its weight lambda2
+            terms["loss_cls"].append(diag["loss_cls"])
+            terms["loss_patch"].append(diag["loss_mim"] * s["lambda2"])
+    terms = {k: torch.tensor(v, dtype=torch.float64) for k, v in terms.items() if v}
+    return trainer, torch.tensor(losses, dtype=torch.float64), {k: torch.stack(v) for k, v in centers.items()}, terms
 
 
 def test_schedules_equal_the_official_tables(official, engine_run):
@@ -141,10 +156,13 @@ def test_schedules_equal_the_official_tables(official, engine_run):
 
 
 def test_every_step_loss_and_center_equal_the_official_loop(official, engine_run):
-    ref, (_, losses, centers) = official[1], engine_run
+    ref, (_, losses, centers, terms) = official[1], engine_run
     assert len(set(ref["losses"].tolist())) == len(losses)  # six different steps, not one repeated
     torch.testing.assert_close(losses, ref["losses"], rtol=2e-5, atol=1e-6)
-    assert set(centers) == ({"center", "center2"} if official[0] == "ibot" else {"center"})
+    assert set(terms) == ({"loss_cls", "loss_patch"} if official[0].startswith("ibot") else set())
+    for name, values in terms.items():
+        torch.testing.assert_close(values, ref[name], rtol=2e-5, atol=1e-6)
+    assert set(centers) == ({"center", "center2"} if official[0].startswith("ibot") else {"center"})
     for name, values in centers.items():
         torch.testing.assert_close(values, ref[name].reshape(values.shape), rtol=2e-5, atol=1e-6)
 
@@ -152,9 +170,12 @@ def test_every_step_loss_and_center_equal_the_official_loop(official, engine_run
 @pytest.mark.parametrize("network", ["student", "teacher"])
 def test_final_weights_equal_the_official_loop(official, engine_run, network):
     trainer = engine_run[0]
+    s = official[1]["settings"]
     ours = getattr(trainer.method, network).state_dict()
-    ref = to_engine_keys(official[1][network])  # iBOT's teacher has no mask token: the engine's is never read
-    init = to_engine_keys(official[1]["initial"])
+    # iBOT's teacher has no mask token and, with shared_head_teacher, no patch layer: the engine's are never read
+    shared = s.get("shared_head", True) or (network == "teacher" and s["shared_head_teacher"])
+    ref = to_engine_keys(official[1][network], shared)
+    init = to_engine_keys(official[1]["initial"], s.get("shared_head", True))
     dim = trainer.method.student.backbone.embed_dim
     moved = 0
     for key, value in ref.items():

@@ -42,7 +42,7 @@ from pretrain.losses.dino import entropy, teacher_probs, teacher_temperature_sch
 from pretrain.losses.ibot import masked_patch_loss
 from pretrain.methods.base import SSLMethod, StepContext, patch_size_of
 from pretrain.methods.dino import dino_head, teacher_diagnostics
-from pretrain.methods.ibot import mask_plan, patch_temperature_schedule
+from pretrain.methods.ibot import ibot_head, mask_plan, patch_temperature_schedule, share_teacher_patch_layer
 from pretrain.networks import MultiCropNet
 from pretrain.views import Batch, ViewPlan
 from pretrain.vit import ExtraAttn, SSLViT, TokenOutput
@@ -102,15 +102,12 @@ class ADCLR(SSLMethod):
             raise ValueError(
                 f"the query term pairs two global views: data.global_crops must be >= 2, got {cfg.data.global_crops}"
             )
-        if a.mim and i.shared_head and i.patch_out_dim != d.out_dim:
-            raise ValueError(
-                f"ibot.shared_head=true gives patch logits of dino.out_dim={d.out_dim}; set ibot.patch_out_dim to "
-                f"the same value (got {i.patch_out_dim}) or ibot.shared_head=false"
-            )
         backbone = backbone_from_config(cfg.model, mask_token=a.mim)
-        head = dino_head(cfg, backbone.embed_dim, patch_out_dim=0 if (not a.mim or i.shared_head) else i.patch_out_dim)
+        head = ibot_head(cfg, backbone.embed_dim) if a.mim else dino_head(cfg, backbone.embed_dim)
         net = ADCLRNet(backbone, {"cls": head}, cfg.data.global_crops, a.attention, patches=a.mim)
         super().__init__(cfg, net)
+        if a.mim:
+            share_teacher_patch_layer(self)
         self.register_buffer("center", torch.zeros(1, d.out_dim))
         self.register_buffer("center_query", torch.zeros(1, 1, d.out_dim))
         if a.mim:

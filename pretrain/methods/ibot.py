@@ -3,7 +3,12 @@
 * Networks: backbone with a learned mask token (``model`` section) and one :class:`~pretrain.heads.DINOHead` ``"cls"``
   for CLS and patch tokens (``ibot.shared_head=true``, the released ViT-S/B recipes; ``false`` adds a separate last
   layer ``last_layer2`` of ``ibot.patch_out_dim`` for the patches, the MLP staying shared, as the official head).
-  The head widths and the CLS temperatures are the ``dino`` section (iBOT recipes: K = 8192).
+  The head widths and the CLS temperatures are the ``dino`` section (iBOT recipes: K = 8192). With separate heads,
+  the paper's teacher mirrors the student; the official code's argparse default (``--shared_head_teacher true``) has
+  the teacher score its patches with its CLS last layer instead, which ``ibot.shared_head_teacher=true`` gives (the
+  student's ``last_layer2`` is then trained towards the teacher's CLS-layer patch distributions). As in the official
+  code, the teacher's CLS layer then starts as a copy of the student's *patch* layer (its state-dict copy loads the
+  alias ``last_layer2`` last) and only the EMA brings it towards the student's CLS layer.
 * Views: the plan asks for one block mask per global crop (``ibot.mask_*``: ratio 0 or U(0.1, 0.5) with probability
   1/2 each, BEiT block shapes; :mod:`pretrain.masking`). The student sees the *masked* global crops and the
   unmasked local crops; the teacher sees the unmasked global crops.
@@ -25,6 +30,7 @@ from torch import Tensor, nn
 
 from pretrain.backbones import backbone_from_config
 from pretrain.config import IBOTConfig, PretrainConfig
+from pretrain.heads import DINOHead
 from pretrain.losses.dino import teacher_temperature_schedule, updated_center
 from pretrain.losses.ibot import ibot_loss
 from pretrain.methods.base import SSLMethod, StepContext, patch_size_of
@@ -48,6 +54,30 @@ class IBOTNet(MultiCropNet):
             "cls": head(torch.cat([o.cls for o in outs])),
             "patch": head.forward_patches(torch.cat([o.patch for o in outs[: self.num_global]])),
         }
+
+
+def ibot_head(cfg: PretrainConfig, in_dim: int) -> DINOHead:
+    """The CLS + patch head of a method with iBOT's masked-patch term (``dino`` widths, ``ibot`` head options)."""
+    d, i = cfg.dino, cfg.ibot
+    for key, shared in (("shared_head", i.shared_head), ("shared_head_teacher", i.shared_head_teacher)):
+        if shared and i.patch_out_dim != d.out_dim:
+            raise ValueError(
+                f"ibot.{key}=true gives patch logits of dino.out_dim={d.out_dim}; set ibot.patch_out_dim to "
+                f"the same value (got {i.patch_out_dim}) or ibot.{key}=false"
+            )
+    return dino_head(cfg, in_dim, patch_out_dim=0 if i.shared_head else i.patch_out_dim)
+
+
+@torch.no_grad()
+def share_teacher_patch_layer(method: SSLMethod) -> None:
+    """``ibot.shared_head_teacher``: the teacher's head scores patches with its CLS last layer, which starts as a
+    copy of the student's patch layer ``last_layer2`` (the official initial copy); call once the teacher is made.
+    The student keeps both layers; the teacher's unused ``last_layer2`` follows the EMA."""
+    i = method.cfg.ibot
+    if not i.shared_head and i.shared_head_teacher:
+        head = method.teacher.heads["cls"]
+        head.patches_from_cls_layer = True
+        head.last_layer.load_state_dict(method.student.heads["cls"].last_layer2.state_dict())
 
 
 def patch_temperature_schedule(cfg: PretrainConfig) -> np.ndarray:
@@ -76,16 +106,12 @@ class IBOT(SSLMethod):
 
     def __init__(self, cfg: PretrainConfig) -> None:
         d, i = cfg.dino, cfg.ibot
-        if i.shared_head and i.patch_out_dim != d.out_dim:
-            raise ValueError(
-                f"ibot.shared_head=true gives patch logits of dino.out_dim={d.out_dim}; set ibot.patch_out_dim to "
-                f"the same value (got {i.patch_out_dim}) or ibot.shared_head=false"
-            )
         if not cfg.ema.enabled:
             raise ValueError("iBOT needs an EMA teacher (ema.enabled=true)")
         backbone = backbone_from_config(cfg.model, mask_token=True)
-        head = dino_head(cfg, backbone.embed_dim, patch_out_dim=0 if i.shared_head else i.patch_out_dim)
+        head = ibot_head(cfg, backbone.embed_dim)
         super().__init__(cfg, IBOTNet(backbone, {"cls": head}, cfg.data.global_crops))
+        share_teacher_patch_layer(self)
         self.register_buffer("center", torch.zeros(1, d.out_dim))
         self.register_buffer("center2", torch.zeros(1, 1, i.patch_out_dim))
         self.temp_schedule = teacher_temperature_schedule(

@@ -48,7 +48,13 @@ from pretrain.losses.dino import teacher_temperature_schedule
 from pretrain.losses.sere import channel_relation, pixel_relation, sere_channel_loss, sere_pixel_loss
 from pretrain.methods.base import SSLMethod, StepContext, patch_size_of
 from pretrain.methods.dino import dino_head, dino_objective
-from pretrain.methods.ibot import IBOT, ibot_objective, patch_temperature_schedule
+from pretrain.methods.ibot import (
+    IBOT,
+    ibot_head,
+    ibot_objective,
+    patch_temperature_schedule,
+    share_teacher_patch_layer,
+)
 from pretrain.networks import MultiCropNet
 from pretrain.pooled import is_pooled
 from pretrain.views import Batch, ViewPlan
@@ -99,11 +105,6 @@ class SERE(SSLMethod):
         if not cfg.ema.enabled:
             raise ValueError("SERE needs an EMA teacher (ema.enabled=true)")
         ibot = s.base == "ibot"
-        if ibot and i.shared_head and i.patch_out_dim != d.out_dim:
-            raise ValueError(
-                f"ibot.shared_head=true gives patch logits of dino.out_dim={d.out_dim}; set ibot.patch_out_dim to "
-                f"the same value (got {i.patch_out_dim}) or ibot.shared_head=false"
-            )
         backbone = backbone_from_config(cfg.model, mask_token=ibot)
         if is_pooled(backbone):
             raise ValueError(f"model.arch={cfg.model.arch}: sere needs a ViT (patch tokens)")
@@ -111,12 +112,13 @@ class SERE(SSLMethod):
         heads_m = s.relation_heads or backbone.blocks[-1].attn.num_heads
         if dim % heads_m:
             raise ValueError(f"sere.relation_heads={heads_m} does not divide the width {dim}")
-        patch_out = 0 if (not ibot or i.shared_head) else i.patch_out_dim
-        heads: dict[str, nn.Module] = {"cls": dino_head(cfg, dim, patch_out_dim=patch_out)}
+        heads: dict[str, nn.Module] = {"cls": ibot_head(cfg, dim) if ibot else dino_head(cfg, dim)}
         kinds = ["", "_local"] if cfg.data.local_crops > 0 else [""]
         heads.update({f"{rel}{k}": SEREHead(dim) for k in kinds for rel in ("pixel", "channel")})
         super().__init__(cfg, SERENet(backbone, heads, cfg.data.global_crops, ibot, heads_m))
         self.teacher.predict = False
+        if ibot:
+            share_teacher_patch_layer(self)
         self.register_buffer("center", torch.zeros(1, d.out_dim))
         if ibot:
             self.register_buffer("center2", torch.zeros(1, 1, i.patch_out_dim))

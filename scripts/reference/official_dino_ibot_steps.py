@@ -2,7 +2,9 @@
 
     python scripts/reference/official_dino_ibot_steps.py DINO_SRC IBOT_SRC tests/data/official
 
-writes ``dino_steps.pt`` and ``ibot_steps.pt`` there. DINO_SRC: a checkout of facebookresearch/dino at 7c446df;
+writes ``dino_steps.pt``, ``ibot_steps.pt`` (the shared head of iBOT's released ViT-S/B recipes) and
+``ibot_separate_steps.pt`` (the official argparse defaults: a separate patch layer in the student, ``--shared_head
+false``, while the teacher scores patches with its CLS layer, ``--shared_head_teacher true``) there. DINO_SRC: a checkout of facebookresearch/dino at 7c446df;
 IBOT_SRC: a checkout of bytedance/ibot at da316d8. What runs is each repository's own ``train_one_epoch`` (two epochs
 of three iterations) with its own ``VisionTransformer``, head, ``MultiCropWrapper``, loss, ``get_params_groups``,
 ``cosine_scheduler``, ``clip_gradients`` and ``cancel_gradients_last_layer``, so the whole step is covered: the
@@ -16,8 +18,9 @@ Patch, without touching their files: a one-process gloo group (the center update
 that ``train_one_epoch`` runs on the CPU; stand-ins for the modules iBOT's script imports only for logging and its
 epoch-end clustering score (``tensorboardX``, ``evaluation.unsupervised.unsup_cls``). Drop-path is 0 (it draws random
 numbers the implementations cannot share). The model is sslbench's ``vit_femto`` shape (patch 8, width 32, 2 blocks,
-2 heads, 32 px) with a small head; iBOT uses the shared head of its released ViT-S/B recipes. The saved initial state
-dicts use the official key names.
+2 heads, 32 px) with a small head. The saved initial state dicts (student, and teacher after the official copy) use
+the official key names. With ``--shared_head_teacher`` the official copy loads the student's separate patch layer
+into the teacher's CLS layer (its alias ``last_layer2`` is loaded last), so the two CLS layers start apart.
 """
 
 from __future__ import annotations
@@ -147,12 +150,19 @@ def _run(main_module, ddp, teacher, loss_fn, optimizer, schedules, batches, s, a
 
 
 def _result(s, initial, batches, seen, schedules, student, teacher, source) -> dict:
+    steps = seen.pop("losses")
     return {
         "settings": s,
         "source": source,
-        "initial": initial,
+        "initial": initial[0],
+        "initial_teacher": initial[1],
         "batches": batches,
-        "losses": torch.tensor([float(x["loss"]) for x in seen.pop("losses")], dtype=torch.float64),
+        **{
+            ("losses" if term == "loss" else f"loss_{term}"): torch.tensor(
+                [float(x[term]) for x in steps], dtype=torch.float64
+            )
+            for term in steps[0]
+        },
         **{name: torch.stack(values) for name, values in seen.items()},
         "lr": torch.from_numpy(schedules[0]),
         "wd": torch.from_numpy(schedules[1]),
@@ -179,7 +189,7 @@ def dino_steps(dino_src: str) -> dict:
     teacher.load_state_dict(student.state_dict())
     for p in teacher.parameters():
         p.requires_grad = False
-    initial = {k: v.clone() for k, v in student.state_dict().items()}
+    initial = [{k: v.clone() for k, v in net.state_dict().items()} for net in (student, teacher)]
     batches = _crops(s)
     ddp = _Ddp(student)
     optimizer = torch.optim.AdamW(utils.get_params_groups(ddp))
@@ -196,8 +206,8 @@ def dino_steps(dino_src: str) -> dict:
     return _result(s, initial, batches, seen, schedules, student, teacher, "facebookresearch/dino@7c446df")
 
 
-def ibot_steps(ibot_src: str) -> dict:
-    s = {**COMMON, **IBOT}
+def ibot_steps(ibot_src: str, shared_head: bool) -> dict:
+    s = {**COMMON, **IBOT, "shared_head": shared_head, "shared_head_teacher": True}
     sys.modules["tensorboardX"] = types.SimpleNamespace(SummaryWriter=None)
     for name in ("evaluation", "evaluation.unsupervised"):
         sys.modules[name] = types.ModuleType(name)
@@ -210,7 +220,7 @@ def ibot_steps(ibot_src: str) -> dict:
         head = head_cls(
             32, s["out_dim"], patch_out_dim=s["out_dim"], norm=None, act="gelu",
             norm_last_layer=s["norm_last_layer"], nlayers=3, hidden_dim=s["hidden_dim"],
-            bottleneck_dim=s["bottleneck_dim"], shared_head=True,
+            bottleneck_dim=s["bottleneck_dim"], shared_head=s["shared_head"] if student else s["shared_head_teacher"],
         )  # fmt: skip
         backbone = _vit(vits, s["global_size"], return_all_tokens=True, masked_im_modeling=student)
         return utils.MultiCropWrapper(backbone, head)
@@ -221,7 +231,7 @@ def ibot_steps(ibot_src: str) -> dict:
     teacher.load_state_dict(student.state_dict(), strict=False)
     for p in teacher.parameters():
         p.requires_grad = False
-    initial = {k: v.clone() for k, v in student.state_dict().items()}
+    initial = [{k: v.clone() for k, v in net.state_dict().items()} for net in (student, teacher)]
     batches = _crops(s)
     side = s["global_size"] // 8
     masks = []
@@ -256,8 +266,13 @@ def main(dino_src: str, ibot_src: str, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init.name}", rank=0, world_size=1)
     torch.Tensor.cuda = lambda self, *args, **kwargs: self
     torch.cuda.synchronize = lambda *args, **kwargs: None
-    for name, run, src in (("dino", dino_steps, dino_src), ("ibot", ibot_steps, ibot_src)):
-        result = run(src)
+    runs = (
+        ("dino", lambda: dino_steps(dino_src)),
+        ("ibot", lambda: ibot_steps(ibot_src, shared_head=True)),
+        ("ibot_separate", lambda: ibot_steps(ibot_src, shared_head=False)),
+    )
+    for name, run in runs:
+        result = run()
         path = os.path.join(out_dir, f"{name}_steps.pt")
         torch.save(result, path)
         print(f"{name}: losses {[round(float(x), 6) for x in result['losses']]} -> {path}")
