@@ -23,8 +23,10 @@ test: setup-dense
 lint: setup
 	.venv/bin/ruff check sslcore pretrain evaluate tests benchmarks sslbench_entry.py
 
+# every CPU benchmark of docs/performance.md in turn, at its defaults (each prints its table; GPU rows where CUDA is)
+BENCHMARKS := knn logreg linear_grid davis render loader_span pretrain_throughput finetune
 bench: setup
-	$(PY) benchmarks/run_all.py
+	for b in $(BENCHMARKS); do echo "== benchmarks/$$b.py"; $(PY) benchmarks/$$b.py || exit 1; done
 
 clean:
 	rm -rf runs .pytest_cache reports/demo

@@ -7,6 +7,7 @@ without a package index", has the measured real run).
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -223,3 +224,13 @@ def test_device_run_needs_a_bundle_file(tmp_path):
     result = subprocess.run(["bash", script, str(tmp_path / "missing.tar.xz"), str(tmp_path / "out")],
                             capture_output=True, text=True)  # fmt: skip
     assert result.returncode == 2 and "not a file" in result.stderr and not (tmp_path / "out").exists()
+
+
+def test_every_script_the_makefile_runs_exists():
+    text = (REPO / "Makefile").read_text()
+    paths = set(re.findall(r"(?:scripts|benchmarks)/[\w/]+\.(?:py|sh)", text))
+    benchmarks = re.search(r"^BENCHMARKS := (.+)$", text, re.M)
+    assert benchmarks is not None
+    paths |= {f"benchmarks/{name}.py" for name in benchmarks.group(1).split()}
+    assert "benchmarks/knn.py" in paths and "scripts/setup_env.sh" in paths
+    assert [p for p in sorted(paths) if not (REPO / p).is_file()] == []
