@@ -23,7 +23,7 @@ from torchvision import transforms as T
 from pretrain.config import CCropConfig, DataConfig, KnnConfig
 from pretrain.contrastive_crop import boxes_for_images
 from pretrain.data import image_folder
-from pretrain.diagnostics import effective_rank
+from pretrain.diagnostics import effective_rank, mean_cosine
 from pretrain.dist import Distributed
 
 # knn_fn(train (N, D), train_labels (N,), test (M, D), test_labels (M,), ks=(k,), T=temperature, num_classes=C)
@@ -81,8 +81,10 @@ def knn_pass(
 ) -> dict[str, float]:
     """One monitor pass on ``cfg.train_root`` -> ``cfg.val_root`` (ImageFolder trees).
 
-    Returns ``knn_top1`` (%) and ``knn_eff_rank``, the effective rank of the training-set CLS features
-    (:func:`pretrain.diagnostics.effective_rank`: near 1 when the backbone maps every image to one line).
+    Returns ``knn_top1`` (%), ``knn_eff_rank``, the effective rank of the training-set CLS features
+    (:func:`pretrain.diagnostics.effective_rank`: near 1 when the backbone maps every image to one line) and
+    ``knn_mean_cosine``, their mean cosine between different images (:func:`pretrain.diagnostics.mean_cosine`: near 1
+    when they share one direction).
     """
     train_s, _ = image_folder(cfg.train_root)
     val_s, _ = image_folder(cfg.val_root)
@@ -93,9 +95,12 @@ def knn_pass(
     num_classes = int(max(labels.max(), val_labels.max())) + 1
     metrics = knn_fn(train_f, labels, val_f, val_labels, ks=(cfg.k,), T=cfg.temperature, num_classes=num_classes)
     top1 = float(metrics[f"top1@k{cfg.k}"])
-    rank = effective_rank(train_f)
-    logger.info("k-NN monitor: top-1 %.2f%% (k=%d, T=%g), effective rank %.1f", top1, cfg.k, cfg.temperature, rank)
-    return {"knn_top1": top1, "knn_eff_rank": rank}
+    rank, shared = effective_rank(train_f), mean_cosine(train_f)
+    logger.info(
+        "k-NN monitor: top-1 %.2f%% (k=%d, T=%g), effective rank %.1f, mean cosine %.3f",
+        top1, cfg.k, cfg.temperature, rank, shared,
+    )  # fmt: skip
+    return {"knn_top1": top1, "knn_eff_rank": rank, "knn_mean_cosine": shared}
 
 
 def knn_top1(backbone: nn.Module, cfg: KnnConfig, data: DataConfig, device: torch.device, knn_fn: KnnFn) -> float:

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from pretrain.diagnostics import collapse_findings, effective_rank, uniform_entropy, view_cosines
+from pretrain.diagnostics import collapse_findings, effective_rank, mean_cosine, uniform_entropy, view_cosines
 
 
 def test_view_cosines_hand_built() -> None:
@@ -56,6 +56,22 @@ def test_effective_rank_limits() -> None:
     assert effective_rank(torch.zeros(4, 3)) == 1.0
 
 
+def test_mean_cosine_hand_values_and_the_shared_direction_the_effective_rank_misses() -> None:
+    # rows e1, e2, e1 + e2: pair cosines 0, 1/sqrt2, 1/sqrt2 -> mean sqrt2 / 3
+    x = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 3.0]])
+    assert mean_cosine(x) == pytest.approx(math.sqrt(2) / 3, rel=1e-12)
+    assert mean_cosine(torch.tensor([[1.0, 0.0], [-2.0, 0.0]])) == pytest.approx(-1.0)
+    # a shared vector of norm 8 plus isotropic residuals of norm ~0.2 (the 150-epoch BAM backbone): the centred
+    # effective rank sees only the residuals (near D), the mean cosine sees the shared direction
+    g = torch.Generator().manual_seed(0)
+    shared = torch.randn(64, generator=g)
+    features = 8 * shared / shared.norm() + 0.025 * torch.randn(300, 64, generator=g)
+    assert effective_rank(features) > 50
+    assert mean_cosine(features) > 0.99
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        mean_cosine(torch.ones(1, 4))
+
+
 def test_uniform_entropy() -> None:
     assert uniform_entropy(128, 2) == pytest.approx(math.log(126))
     with pytest.raises(ValueError):
@@ -80,3 +96,7 @@ def test_collapse_findings() -> None:
     assert "one prototype" in collapse_findings([{"teacher_entropy": 0.01, "teacher_num_outputs": 1024}])[0]
     assert "uniform" in collapse_findings([{"teacher_entropy": 6.9, "teacher_num_outputs": 1024}])[0]
     assert collapse_findings([{"teacher_entropy": 3.0, "teacher_num_outputs": 1024}]) == []
+    # backbone features sharing one direction (logged by the k-NN monitor)
+    shared = collapse_findings([{"knn_eff_rank": 15.3, "knn_mean_cosine": 0.9993}])
+    assert len(shared) == 1 and "mean cosine 0.9993" in shared[0] and "one direction" in shared[0]
+    assert collapse_findings([{"knn_eff_rank": 15.3, "knn_mean_cosine": 0.76}]) == []

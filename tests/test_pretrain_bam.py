@@ -94,6 +94,7 @@ def test_bam_shapesworld_run_beats_random_init(tmp_path, shapes_cls):
     # the Sinkhorn target is sharper than the source softmax (eps < tau), as in the paper's Fig. 3
     assert all(r["diag/target_entropy"] < r["diag/source_entropy"] for r in steps)
     assert [r["epoch"] for r in epochs if "knn_top1" in r] == [5, 11]
+    assert all(-1.0 <= r["knn_mean_cosine"] < 1.0 and r["knn_eff_rank"] >= 1.0 for r in epochs if "knn_top1" in r)
     assert [r["epoch"] for r in epochs if r.get("crop_boxes_updated")] == [5, 8]
 
     state = torch.load(out / "checkpoint.pth", weights_only=True)

@@ -151,6 +151,9 @@ def learning_check(frame: Any, logs: dict[str, Path], step0_of: dict[str, str], 
         rank = next((e["knn_eff_rank"] for e in reversed(epochs) if e.get("knn_eff_rank") is not None), None)
         if rank is not None:
             diag.append(f"eff. rank {rank:.1f}")
+        shared = next((e["knn_mean_cosine"] for e in reversed(epochs) if e.get("knn_mean_cosine") is not None), None)
+        if shared is not None:
+            diag.append(f"feature cosine {shared:.2f}")
         findings = collapse_findings(records)
         diag += [f"**collapse**: {f}" for f in findings]
         met = (

@@ -198,7 +198,7 @@ def plot_collapse(
 
     panels = [
         key
-        for key, where in (("positive_cosine", 1), ("knn_eff_rank", 2), ("teacher_entropy", 1))
+        for key, where in (("positive_cosine", 1), ("knn_eff_rank", 2), ("knn_mean_cosine", 2), ("teacher_entropy", 1))
         if any(has(log[where], key) for log in logs)
     ]
     if not panels:
@@ -216,7 +216,7 @@ def plot_collapse(
                 ax.plot(
                     data["epoch"], data["negative_cosine"], color=color, lw=1.0, ls="--", label=f"{label}: negative"
                 )
-            elif key == "knn_eff_rank" and has(epochs, key):
+            elif key in ("knn_eff_rank", "knn_mean_cosine") and has(epochs, key):
                 data = epochs.dropna(subset=[key])
                 ax.plot(data["epoch"] + 1.0, data[key], "o-", color=color, ms=3, label=label)
             elif key == "teacher_entropy" and has(steps, key):
@@ -227,6 +227,7 @@ def plot_collapse(
     titles = {
         "positive_cosine": "projector cosine: same image vs others",
         "knn_eff_rank": "effective rank of CLS features",
+        "knn_mean_cosine": "CLS feature cosine, different images",
         "teacher_entropy": "teacher entropy / ln K",
     }
     for ax, key in zip(axes[0], panels):
