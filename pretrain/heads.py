@@ -112,6 +112,8 @@ class DINOHead(nn.Module):
     second last layer ``last_layer2`` for patch tokens (iBOT's separate-head option; the MLP stays shared).
     """
 
+    patches_from_cls_layer = False  # set on a head with last_layer2 that scores patches with last_layer anyway
+
     def __init__(
         self,
         in_dim: int,
@@ -145,8 +147,6 @@ class DINOHead(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.last_layer(self.bottleneck(x))
-
-    patches_from_cls_layer = False  # a head with last_layer2 that scores patches with last_layer anyway
 
     def forward_patches(self, x: Tensor) -> Tensor:
         """Patch tokens (B, N, in_dim) -> (B, N, K): the shared last layer, or ``last_layer2`` when separate (unless
