@@ -147,3 +147,31 @@ def test_default_chunk_bounds_the_similarity_block(monkeypatch):
     assert knn._chunk_rows(None, 1000, 4) == 7
     blocked = knn_predict(train, labels, test, [10], num_classes=5)
     torch.testing.assert_close(blocked[10], full[10], rtol=1e-5, atol=0)  # blocked matmuls round differently
+
+
+def test_run_reports_the_feature_cosine_and_warns_when_features_share_one_direction(shapes_cls, tmp_path, caplog):
+    """``knn.run`` writes the mean cosine between the train features into metrics.json and warns from 0.95 on; a
+    backbone whose final norm has a large shared bias and a tiny scale gives features that differ by ~0.1 %."""
+    import json
+
+    from evaluate.protocols import knn
+    from evaluate.protocols.evalrun import DataConfig
+    from pretrain.vit import build_vit
+
+    torch.manual_seed(0)
+    cosines = {}
+    for name in ("healthy", "shared"):
+        model = build_vit("vit_femto").eval()
+        if name == "shared":
+            with torch.no_grad():
+                model.norm.weight.fill_(1e-3)
+                model.norm.bias.fill_(1.0)
+        cfg = knn.KNNConfig(ks=[5], out=str(tmp_path / name))
+        cfg.data = DataConfig(root=str(shapes_cls), name="shapesworld")
+        cfg.features.progress = False
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="sslbench"):
+            knn.run(cfg, backbone=model)
+        cosines[name] = json.loads((tmp_path / name / "metrics.json").read_text())["feature_mean_cosine"]
+        assert ("share one direction" in caplog.text) == (name == "shared")
+    assert cosines["healthy"] < 0.95 <= cosines["shared"] <= 1.0

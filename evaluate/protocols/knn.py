@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -42,7 +43,10 @@ from torch import Tensor
 from evaluate.datasets.metrics import accuracy
 from evaluate.protocols import evalrun
 from evaluate.protocols.features import FeatureConfig, get_features, resolve_device
+from pretrain.diagnostics import THRESHOLDS, mean_cosine
 from sslcore.config import ALL_POSITIVE, POSITIVE, POSITIVE_OR_NONE, validate
+
+logger = logging.getLogger("sslbench")
 
 DEFAULT_KS = (10, 20, 100, 200)
 
@@ -208,6 +212,13 @@ def run(cfg: KNNConfig, backbone: Any = None) -> dict[str, float]:
         cfg.chunk,
         per_class=plan.metric == "mean_per_class",
     )
+    shared = mean_cosine(tr.features)
+    if shared >= THRESHOLDS["feature_mean_cosine"]:
+        logger.warning(
+            "k-NN: the train features share one direction (mean cosine %.4f between images): a cosine k-NN still "
+            "ranks them, but a linear head or fine-tuning starts from near-constant features",
+            shared,
+        )
     out = evalrun.output_dir(cfg.out, "knn", info, evalrun.dataset_label(cfg.data))
     extra = {
         "transform": tr.key["transform"],
@@ -227,6 +238,7 @@ def run(cfg: KNNConfig, backbone: Any = None) -> dict[str, float]:
         started=started,
         out=out,
         extra_settings=extra,
+        details={"feature_mean_cosine": shared},
     )
     return metrics
 
