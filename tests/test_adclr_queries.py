@@ -200,3 +200,29 @@ def test_bidirectional_attention_maps_put_image_mass_on_the_queries():
     assert out.attn.shape == plain.attn.shape and (out.attn.sum(-1) < 1 - 1e-4).all()  # the rest is on the queries
     torch.testing.assert_close(plain.attn.sum(-1), torch.ones_like(plain.attn.sum(-1)))
     torch.testing.assert_close(out.extra_attn.sum(-1), torch.ones(2, FEMTO.num_heads, 3))
+
+
+def test_all_rule_block_equals_the_released_pqcl_block():
+    """``query_block`` under ``extra_attn="all"`` against ``models/pos_transformer.py::Block`` of the PQCL release
+    (tests/data/official/pqcl_block.pt, written by scripts/reference/official_pqcl_block.py): same weights, same image
+    tokens and queries, same outputs; the image stream equals the block without queries, and the paper's ``oneway``
+    rule gives other query outputs."""
+    from functools import partial
+    from pathlib import Path
+
+    from timm.models.vision_transformer import Block
+
+    from pretrain.vit import query_block
+
+    ref = torch.load(Path(__file__).parent / "data" / "official" / "pqcl_block.pt", weights_only=True)
+    block = Block(16, 2, mlp_ratio=4.0, qkv_bias=True, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6)).eval()
+    block.load_state_dict(ref["state_dict"])
+    x, queries = ref["x"], ref["queries"]
+    n, q = x.shape[1], queries.shape[1]
+    with torch.no_grad():
+        out_x, out_q = query_block(block, x, queries, extra_attention_mask(n, q, "all")[n:])
+        _, oneway_q = query_block(block, x, queries, extra_attention_mask(n, q, "oneway")[n:])
+        torch.testing.assert_close(block(x), ref["image_out_alone"], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out_x, ref["image_out"], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out_q, ref["query_out"], rtol=1e-5, atol=1e-6)
+    assert float((oneway_q - ref["query_out"]).abs().max()) > 1e-2
