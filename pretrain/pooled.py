@@ -101,6 +101,11 @@ class PooledArch:
             out[key] = list(out[key])
         return out
 
+    def described(self) -> dict[str, Any]:
+        """:meth:`to_dict` without the fields of the other family (a ResNet has no mixers, a MetaFormer no block)."""
+        other = ("mixers", "act", "res_scale") if self.family == "resnet" else ("block",)
+        return {k: v for k, v in self.to_dict().items() if k not in other}
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PooledArch:
         data = dict(data)

@@ -170,7 +170,7 @@ def _official_files(tmp: Path, arch: str, model: nn.Module) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize("arch", list(OVERS))
-def test_official_layouts_load_strictly_with_equal_features(tmp_path, arch):
+def test_official_layouts_load_strictly_with_equal_features(tmp_path, arch, capsys):
     model = _randomised(arch)
     x = torch.randn(2, 3, 64, 64)
     ref = _features(model, x)
@@ -192,7 +192,13 @@ def test_official_layouts_load_strictly_with_equal_features(tmp_path, arch):
         if name in ("bam", "dino", "moco", "torchvision", "timm_classifier"):
             assert loaded.report.dropped, name  # heads, projectors, the other network, classifiers
     # ckpt inspect reads them too (one report, exit 0), ckpt convert --to timm writes plain timm keys
+    capsys.readouterr()
     assert cli_main(["ckpt", "inspect", str(tmp_path / f"{arch}_bam.pth")]) == 0
+    report = capsys.readouterr().out
+    family = model.arch.family
+    assert f"family      {family}" in report and "depths" in report
+    assert ("block" in report) == (family == "resnet")  # each family shows its own fields only
+    assert ("mixers" in report) == ("res_scale" in report) == (family == "metaformer")
     conv = tmp_path / f"{arch}_timm.pth"
     assert cli_main(["ckpt", "convert", str(tmp_path / f"{arch}_bam.pth"), "--to", "timm", str(conv)]) == 0
     torch.testing.assert_close(_features(load_backbone(conv).model, x), ref, rtol=0, atol=0)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from evaluate.checkpoints.formats import CHECKPOINT_FORMATS
+from pretrain.pooled import PooledArch
 from sslcore.errors import SSLBenchError
 
 CONVERT_TARGETS = ("timm", "mmdet", "mmseg")
@@ -121,7 +122,7 @@ def _pooled_lines(path: Path, checkpoint: Any, pickled: list[str], args: argpars
         f"network:     {info['which'] or 'single network'}",
         f"unpickled:   {', '.join(pickled) if pickled else 'nothing (tensor-only file)'}",
         "architecture:",
-        *(f"  {k:<11} {v!s}" for k, v in info["arch"].items()),
+        *(f"  {k:<11} {v!s}" for k, v in PooledArch.from_dict(info["arch"]).described().items()),
         f"keys:        {len(model.state_dict())} backbone tensors ({params / 1e6:.2f}M values), {len(dropped)} dropped",
         f"dropped:     {_short(dropped)}",
         "status:      loads strictly",
