@@ -103,7 +103,7 @@ wheels=(
   packaging  # wheel's dependency, needed inside pip's isolated build environment, which does not see the image
   ninja      # install_mm.sh's first step installs it with setuptools and wheel (only a from-source build uses it)
   "pip>=24"  # install.sh makes the venv --without-pip (an image's python may lack ensurepip) and installs this one;
-             # setup_env.sh wants pip >= 24 (Python 3.12.1's ensurepip would give 23.2.1)
+             # setup_env.sh wants pip >= 24 (Python 3.12.1's ensurepip would give 23.2.1); constraints.txt pins which
 )
 
 run() {  # print, and execute unless --dry-run (dropping pip's noise about unreachable local index folders)

@@ -67,7 +67,7 @@ else
 fi
 stamp=.venv/.sslbench-core-$key
 if [ "$dry" = 1 ] || [ ! -f "$stamp" ]; then
-  pip_quiet .venv/bin/python -m pip install -q "${pip_opts[@]}" --upgrade "pip>=24"
+  pip_quiet .venv/bin/python -m pip install -q "${pip_opts[@]}" -c "$constraints" --upgrade "pip>=24"
   pip_quiet .venv/bin/python -m pip install -q "${pip_opts[@]}" -c "$constraints" -e ".[dev]"
   if [ "$dry" = 0 ]; then
     .venv/bin/python -c 'import torch, torchvision, timm, evaluate, pretrain' \
