@@ -20,13 +20,15 @@ import torch
 import torch.distributed as dist
 
 
-def _import(src: str, module: str):
+def import_from(src: str, module: str):
+    """Import ``module`` from the checkout ``src``, then forget the names both repositories use (``utils``,
+    ``models``, ...), so that the other checkout's modules of the same name can be imported next."""
     sys.path.insert(0, src)
     try:
         return __import__(module)
     finally:
         sys.path.remove(src)
-        for name in ("utils", "models", "vision_transformer", "loader"):
+        for name in ("utils", "models", "models.head", "models.vision_transformer", "vision_transformer", "loader"):
             sys.modules.pop(name, None)
 
 
@@ -37,8 +39,8 @@ def main(dino_src: str, ibot_src: str, out: str) -> None:
     for name in ("evaluation", "evaluation.unsupervised"):
         sys.modules[name] = types.ModuleType(name)
     sys.modules["evaluation.unsupervised.unsup_cls"] = types.SimpleNamespace(eval_pred=None)
-    main_dino = _import(dino_src, "main_dino")
-    main_ibot = _import(ibot_src, "main_ibot")
+    main_dino = import_from(dino_src, "main_dino")
+    main_ibot = import_from(ibot_src, "main_ibot")
 
     torch.manual_seed(0)
     k, k2, b, n_side = 7, 5, 3, 2

@@ -34,6 +34,7 @@ from functools import partial
 
 import torch
 import torch.distributed as dist
+from official_dino_ibot_losses import import_from  # this folder (sys.path[0] when run as a script)
 from torch import nn
 
 COMMON = {
@@ -80,16 +81,6 @@ class _Ddp(nn.Module):
 
     def forward(self, *args, **kwargs):
         return self.module(*args, **kwargs)
-
-
-def _import(src: str, module: str):
-    sys.path.insert(0, src)
-    try:
-        return __import__(module)
-    finally:
-        sys.path.remove(src)
-        for name in ("utils", "models", "models.head", "models.vision_transformer", "vision_transformer", "loader"):
-            sys.modules.pop(name, None)
 
 
 def _vit(vits, img_size: int, **kwargs) -> nn.Module:
@@ -174,7 +165,7 @@ def _result(s, initial, batches, seen, schedules, student, teacher, source) -> d
 
 def dino_steps(dino_src: str) -> dict:
     s = dict(COMMON)
-    main_dino = _import(dino_src, "main_dino")
+    main_dino = import_from(dino_src, "main_dino")
     utils, vits = main_dino.utils, main_dino.vits
     torch.manual_seed(0)
 
@@ -212,7 +203,7 @@ def ibot_steps(ibot_src: str, shared_head: bool) -> dict:
     for name in ("evaluation", "evaluation.unsupervised"):
         sys.modules[name] = types.ModuleType(name)
     sys.modules["evaluation.unsupervised.unsup_cls"] = types.SimpleNamespace(eval_pred=lambda *a, **k: (0, 0, 0, 0))
-    main_ibot = _import(ibot_src, "main_ibot")
+    main_ibot = import_from(ibot_src, "main_ibot")
     utils, vits, head_cls = main_ibot.utils, main_ibot.models.vision_transformer, main_ibot.iBOTHead
     torch.manual_seed(1)
 
