@@ -1,4 +1,4 @@
-"""Six DINO and six iBOT training steps of the engine against the official training loops.
+"""Six training steps of DINO and of iBOT (two head settings) on the engine against the official training loops.
 
 ``tests/data/official/{dino,ibot,ibot_separate}_steps.pt`` were written by
 ``scripts/reference/official_dino_ibot_steps.py``: the official ``train_one_epoch`` of facebookresearch/dino@7c446df
