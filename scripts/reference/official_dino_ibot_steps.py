@@ -126,7 +126,7 @@ def _record(loss_fn: nn.Module, centers: tuple[str, ...]) -> dict[str, list]:
         seen["losses"].append(out if isinstance(out, dict) else {"loss": out})
         for name in centers:
             seen[name].append(getattr(loss_fn, name).clone())
-        return {k: v for k, v in out.items()} if isinstance(out, dict) else out
+        return dict(out) if isinstance(out, dict) else out  # a copy: iBOT's loop pops "loss" from what it gets
 
     loss_fn.forward = forward
     return seen
