@@ -68,6 +68,7 @@ def test_mean_cosine_hand_values_and_the_shared_direction_the_effective_rank_mis
     features = 8 * shared / shared.norm() + 0.025 * torch.randn(300, 64, generator=g)
     assert effective_rank(features) > 50
     assert mean_cosine(features) > 0.99
+    assert mean_cosine(features, chunk=7) == pytest.approx(mean_cosine(features), rel=1e-12)  # chunks: same sum
     with pytest.raises(ValueError, match="at least 2 rows"):
         mean_cosine(torch.ones(1, 4))
 
