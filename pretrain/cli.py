@@ -4,6 +4,8 @@ Single process: run it directly. Several GPUs / nodes: launch the same module wi
 ``torchrun --nproc_per_node=8 -m sslbench_entry pretrain --config ...``; the engine reads torchrun's environment.
 With ``--resume`` the run continues from ``<out>/checkpoint.pth``; the resolved configuration must equal the one
 stored in the checkpoint except for keys that do not change the numbers (:data:`RESUME_FREE_KEYS`).
+``--probe-views N`` trains nothing: it prints what the recipe's global views of one image share at step 0
+(:meth:`pretrain.engine.Trainer.probe_views`) and exits.
 """
 
 from __future__ import annotations
@@ -11,10 +13,14 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sslcore.config import load_config, to_dict
 from sslcore.errors import ConfigError
 from sslcore.io import check_writable
+
+if TYPE_CHECKING:
+    from pretrain.config import PretrainConfig
 
 logger = logging.getLogger("sslbench")
 
@@ -38,6 +44,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", help="output directory (overrides train.out)")
     parser.add_argument("--resume", action="store_true", help="continue exactly from <out>/checkpoint.pth")
+    parser.add_argument(
+        "--probe-views",
+        type=int,
+        metavar="N",
+        help="print what the recipe's global views of one image share at step 0 (N batches; "
+        "pretrain.diagnostics.view_agreement) and exit without training or writing",
+    )
     parser.add_argument(
         "--plugin", action="append", default=[], metavar="DIR", help="directory a 'method: module:Class' may come from"
     )
@@ -82,6 +95,8 @@ def run_cli(args: argparse.Namespace) -> int:
     if not config_path and args.resume and args.out and (Path(args.out) / "config.yaml").is_file():
         config_path = str(Path(args.out) / "config.yaml")  # --resume --out DIR reuses the run's resolved config
     cfg = load_config(PretrainConfig, config_path, overrides)
+    if args.probe_views is not None:
+        return probe_views(cfg, args.probe_views, args.plugin)
     ckpt_path = Path(cfg.train.out) / "checkpoint.pth"
     state = None
     if args.resume and ckpt_path.is_file():
@@ -95,4 +110,22 @@ def run_cli(args: argparse.Namespace) -> int:
     backbone = trainer.fit(resume=args.resume, state=state)
     if trainer.dist.is_main:
         print(f"backbone: {backbone}")
+    return 0
+
+
+def probe_views(cfg: PretrainConfig, num_batches: int, plugin_dirs: list[str]) -> int:
+    """``--probe-views N``: the step-0 view agreement of the recipe as one JSON line on stdout (main process)."""
+    import json
+
+    from pretrain.engine import Trainer
+
+    if num_batches < 1:
+        raise ConfigError(f"--probe-views: {num_batches} batches; give >= 1")
+    if cfg.data.global_crops < 2:
+        raise ConfigError(f"--probe-views: data.global_crops={cfg.data.global_crops}; the probe needs >= 2")
+    cfg.knn.every_epochs = 0  # the monitor is not used
+    trainer = Trainer(cfg, plugin_dirs=plugin_dirs)
+    result = trainer.probe_views(num_batches)
+    if trainer.dist.is_main:
+        print(json.dumps({"method": cfg.method, **{k: round(v, 4) for k, v in result.items()}}))
     return 0

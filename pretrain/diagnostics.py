@@ -7,6 +7,8 @@ them with each step line; the engine adds the effective rank at every k-NN monit
 * :func:`view_cosines` — mean cosine similarity of embeddings of two different views of the **same** image
   (positive) and of **different** images (negative). Healthy runs keep the negative mean clearly below the positive
   one; in a collapsed run both approach 1.
+* :func:`view_agreement` — the same cosines after centring, and how often an image's other view is its nearest
+  one: whether the augmentations leave a network anything to match across views (a step-0 probe).
 * :func:`effective_rank` — exp of the Shannon entropy of the normalised singular values of the centred feature
   matrix (Roy & Vetterli, 2007): 1 for features on one line, D for isotropic D-dimensional features.
 * :func:`mean_cosine` — mean cosine similarity of the features of two different images, *not* centred: near 1 when
@@ -60,6 +62,37 @@ def view_cosines(z: Tensor, num_views: int) -> dict[str, float]:
     return {
         "positive_cosine": float(sim[same_image & off_diagonal].mean()),
         "negative_cosine": float(sim[~same_image].mean()),
+    }
+
+
+@torch.no_grad()
+def view_agreement(z: Tensor, num_views: int) -> dict[str, float]:
+    """What the views of one image still share, in ``z`` (V*B, D) crop-major, after centring by the mean row.
+
+    ``agreement_positive_cosine`` / ``agreement_negative_cosine``: :func:`view_cosines` of the centred rows (the
+    component every image shares removed, so a network whose features are one vector plus a residual is judged by
+    the residual); ``agreement_retrieval``: how often, for an image's view u, the nearest (cosine) view-v row among
+    the B images is the same image's, averaged over the ordered pairs u != v; ``agreement_chance`` = 1 / B.
+
+    Measured at step 0 on a recipe's own views (``sslbench pretrain --probe-views``), it tells whether the
+    augmentations leave the initial network anything to match across views (docs/demo.md, sixth round).
+    """
+    centred = z.float() - z.float().mean(0, keepdim=True)
+    cosines = view_cosines(centred, num_views)  # also checks the layout
+    batch = z.shape[0] // num_views
+    zn = F.normalize(centred, dim=-1).reshape(num_views, batch, -1)
+    target = torch.arange(batch, device=z.device)
+    hits = [
+        float(((zn[u] @ zn[v].T).argmax(1) == target).float().mean())
+        for u in range(num_views)
+        for v in range(num_views)
+        if u != v
+    ]
+    return {
+        "agreement_positive_cosine": cosines["positive_cosine"],
+        "agreement_negative_cosine": cosines["negative_cosine"],
+        "agreement_retrieval": sum(hits) / len(hits),
+        "agreement_chance": 1.0 / batch,
     }
 
 

@@ -55,7 +55,7 @@ from pretrain import checkpoint as ckpt
 from pretrain import monitor
 from pretrain.config import PretrainConfig
 from pretrain.data import build_data, make_loader, render_batch
-from pretrain.diagnostics import collapse_findings
+from pretrain.diagnostics import collapse_findings, view_agreement
 from pretrain.dist import Distributed
 from pretrain.ema import ema_update
 from pretrain.methods import build_method, method_class
@@ -244,6 +244,14 @@ class Trainer:
         self.scaler.scale(loss).backward()
         return mean_loss, diag
 
+    def on_device(self, batch: Batch) -> Batch:
+        """``batch`` on the training device, its views rendered there when the loader left them (``data.render:
+        batch`` on a GPU)."""
+        batch = batch.to(self.device)
+        if batch.images is not None and self.data is not None:
+            batch = render_batch(batch, self.data.dataset.augment, self.data.dataset.plan)
+        return batch
+
     def train_step(self, batch: Batch) -> tuple[float, dict[str, Any]]:
         """One optimizer step at ``self.step`` (schedules, backward, clip, step, EMA); advances ``self.step``."""
         step, o = self.step, self.cfg.optim
@@ -251,10 +259,7 @@ class Trainer:
             group["lr"] = float(self.lr_schedule[step])
             if group["name"] == "decay":
                 group["weight_decay"] = float(self.wd_schedule[step])
-        batch = batch.to(self.device)
-        if batch.images is not None and self.data is not None:  # data.render: batch
-            batch = render_batch(batch, self.data.dataset.augment, self.data.dataset.plan)
-        loss, diag = self.forward_backward(batch)
+        loss, diag = self.forward_backward(self.on_device(batch))
         self.scaler.unscale_(self.optimizer)
         if o.clip_grad > 0:
             diag["grad_norm"] = clip_gradients(self.params, o.clip_grad, o.clip_mode)
@@ -427,6 +432,30 @@ class Trainer:
     def eval_backbone(self) -> nn.Module:
         """The backbone evaluations and exports use: the teacher's, else the student's (teacher-free runs)."""
         return (self.method.teacher if self.method.teacher is not None else self.method.student).backbone
+
+    @torch.no_grad()
+    def probe_views(self, num_batches: int) -> dict[str, float]:
+        """:func:`pretrain.diagnostics.view_agreement` of the evaluation backbone's CLS features of the global views
+        of the first ``num_batches`` batches of epoch 0 (this process's share), averaged over the batches; the
+        network is used as it stands (step 0 before :meth:`fit`) and nothing is trained or written."""
+        if self.data is None or self.cfg.data.global_crops < 2 or num_batches < 1:
+            raise SSLBenchError("probe_views needs the training data, >= 2 global crops and >= 1 batch")
+        net = self.eval_backbone()
+        was_training = net.training
+        net.eval()
+        rows: list[dict[str, float]] = []
+        try:
+            for batch in itertools.islice(self._batches(0, 0), num_batches):
+                batch = self.on_device(batch)
+                with self.autocast():
+                    cls = torch.cat([net.forward_tokens(view).cls.float() for view in batch.globals])
+                rows.append(view_agreement(cls, len(batch.globals)))
+        finally:
+            net.train(was_training)
+            self._stream, self._stream_step = None, -1  # the loader stood at epoch 0's batches: start afresh
+        if not rows:
+            raise SSLBenchError("probe_views: the loader gave no batch")
+        return {key: sum(r[key] for r in rows) / len(rows) for key in rows[0]} | {"batches": float(len(rows))}
 
     def state_dict(self) -> dict[str, Any]:
         """Everything an exact resume needs (layout in :mod:`pretrain.checkpoint`); a collective under DDP."""

@@ -7,7 +7,14 @@ import math
 import pytest
 import torch
 
-from pretrain.diagnostics import collapse_findings, effective_rank, mean_cosine, uniform_entropy, view_cosines
+from pretrain.diagnostics import (
+    collapse_findings,
+    effective_rank,
+    mean_cosine,
+    uniform_entropy,
+    view_agreement,
+    view_cosines,
+)
 
 
 def test_view_cosines_hand_built() -> None:
@@ -42,6 +49,41 @@ def test_view_cosines_rejects_bad_layout() -> None:
         view_cosines(torch.randn(5, 3), 2)
     with pytest.raises(ValueError):
         view_cosines(torch.randn(2, 3), 2)  # one image: no negatives
+
+
+def test_view_agreement_hand_built() -> None:
+    # 2 views x 3 images; every row = e_i + a large shared vector c. Centring removes c: u_i = e_i - (1, 1, 1, 0) / 3,
+    # |u_i|^2 = 2/3 and u_i . u_j = -1/3, so same image 1, different images -1/2, and every image finds its other view
+    eye = torch.cat([torch.eye(3), torch.zeros(3, 1)], dim=1)
+    shared = torch.tensor([0.0, 0.0, 0.0, 50.0])
+    z = torch.cat([eye, eye]) + shared
+    assert view_cosines(z, 2)["negative_cosine"] > 0.99  # uncentred, the shared vector hides the images
+    out = view_agreement(z, 2)
+    assert out["agreement_positive_cosine"] == pytest.approx(1.0, abs=1e-6)
+    assert out["agreement_negative_cosine"] == pytest.approx(-0.5, abs=1e-6)
+    assert out["agreement_retrieval"] == 1.0 and out["agreement_chance"] == pytest.approx(1 / 3)
+    # view 1 of image i shows image i + 1: nobody finds its own other view, in either direction
+    shifted = torch.cat([eye, eye.roll(-1, dims=0)]) + shared
+    assert view_agreement(shifted, 2)["agreement_retrieval"] == 0.0
+
+
+def test_view_agreement_retrieval_against_loops() -> None:
+    g = torch.Generator().manual_seed(1)
+    views, batch = 3, 5
+    base = torch.randn(batch, 6, generator=g)
+    z = torch.cat([base + 0.8 * torch.randn(batch, 6, generator=g) for _ in range(views)])
+    c = z - z.mean(0)
+    c = c / c.norm(dim=1, keepdim=True)
+    hits = []
+    for u in range(views):
+        for v in range(views):
+            if u != v:
+                for i in range(batch):
+                    sims = [float(c[u * batch + i] @ c[v * batch + j]) for j in range(batch)]
+                    hits.append(max(range(batch), key=sims.__getitem__) == i)
+    assert view_agreement(z, views)["agreement_retrieval"] == pytest.approx(sum(hits) / len(hits))
+    with pytest.raises(ValueError, match="V=2"):
+        view_agreement(torch.randn(5, 3), 2)
 
 
 def test_effective_rank_limits() -> None:

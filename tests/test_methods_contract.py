@@ -168,3 +168,27 @@ def test_last_layer_frozen_during_the_first_epoch_then_trained(tmp_path, name):
     assert torch.equal(head.last_layer.weight_v, last) and not torch.equal(head.mlp[0].weight, mlp)
     trainer.train_step(random_batch(plan, 8, 32, 16, generator=torch.Generator().manual_seed(1)))  # epoch 1
     assert not torch.equal(head.last_layer.weight_v, last)
+
+
+def test_probe_views_prints_the_step0_agreement_and_writes_nothing(tmp_path, shapes_cls, capsys):
+    """``sslbench pretrain --probe-views N``: one JSON line, nothing trained or written; switching the photometric
+    augmentations off raises the agreement (docs/demo.md, sixth round: 8.9 % -> 79.2 % on the demo's data)."""
+    recipe = CONFIGS / "dino_shapes_tiny.yaml"
+    out = tmp_path / "never"
+    args = [f"{k}={v}" for k, v in shapes_32px(shapes_cls).items()]
+    off = ["data.jitter_p=0", "data.grayscale_p=0", "data.solarize_p=[0,0,0]", "data.blur_p=[0,0,0]"]
+    results = []
+    for extra in ([], off):
+        capsys.readouterr()
+        assert (
+            cli_main(["pretrain", "--config", str(recipe), "--out", str(out), "--probe-views", "2", *args, *extra]) == 0
+        )
+        results.append(json.loads(capsys.readouterr().out.strip().splitlines()[-1]))
+    recipe_probe, plain = results
+    assert recipe_probe["method"] == "dino" and recipe_probe["batches"] == 2.0
+    assert recipe_probe["agreement_chance"] == pytest.approx(1 / 50, abs=1e-4)
+    assert 0.0 <= recipe_probe["agreement_retrieval"] < plain["agreement_retrieval"] <= 1.0
+    assert plain["agreement_positive_cosine"] > recipe_probe["agreement_positive_cosine"]
+    assert not out.exists()
+    assert cli_main(["pretrain", "--config", str(recipe), "--probe-views", "0", *args]) == 2
+    assert "--probe-views: 0 batches" in capsys.readouterr().err
