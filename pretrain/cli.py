@@ -4,8 +4,8 @@ Single process: run it directly. Several GPUs / nodes: launch the same module wi
 ``torchrun --nproc_per_node=8 -m sslbench_entry pretrain --config ...``; the engine reads torchrun's environment.
 With ``--resume`` the run continues from ``<out>/checkpoint.pth``; the resolved configuration must equal the one
 stored in the checkpoint except for keys that do not change the numbers (:data:`RESUME_FREE_KEYS`).
-``--probe-views N`` trains nothing: it prints what the recipe's global views of one image share at step 0
-(:meth:`pretrain.engine.Trainer.probe_views`) and exits.
+``--probe-views N`` trains nothing: it prints what the recipe's global views of one image share for its network at
+step 0, or with ``--resume`` at the run's checkpoint (:meth:`pretrain.engine.Trainer.probe_views`), and exits.
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--probe-views",
         type=int,
         metavar="N",
-        help="print what the recipe's global views of one image share at step 0 (N batches; "
-        "pretrain.diagnostics.view_agreement) and exit without training or writing",
+        help="print what the recipe's global views of one image share for the network at step 0 (with --resume: "
+        "at the run's checkpoint) over N batches (pretrain.diagnostics.view_agreement), then exit; writes nothing",
     )
     parser.add_argument(
         "--plugin", action="append", default=[], metavar="DIR", help="directory a 'method: module:Class' may come from"
@@ -95,13 +95,14 @@ def run_cli(args: argparse.Namespace) -> int:
     if not config_path and args.resume and args.out and (Path(args.out) / "config.yaml").is_file():
         config_path = str(Path(args.out) / "config.yaml")  # --resume --out DIR reuses the run's resolved config
     cfg = load_config(PretrainConfig, config_path, overrides)
-    if args.probe_views is not None:
-        return probe_views(cfg, args.probe_views, args.plugin)
     ckpt_path = Path(cfg.train.out) / "checkpoint.pth"
     state = None
     if args.resume and ckpt_path.is_file():
         state = read_training_state(ckpt_path)  # a damaged file: one line, before any work; read once
-        check_resume_config(to_dict(cfg), state.get("config", {}), ckpt_path)
+        if args.probe_views is None:  # a probe may look at the run's networks under other augmentations
+            check_resume_config(to_dict(cfg), state.get("config", {}), ckpt_path)
+    if args.probe_views is not None:
+        return probe_views(cfg, args.probe_views, args.plugin, state)
     knn_fn = None
     if cfg.knn.every_epochs > 0:  # the CLI layer wires the protocol's k-NN vote into the training monitor
         from evaluate.protocols.knn import knn_accuracy as knn_fn
@@ -113,8 +114,10 @@ def run_cli(args: argparse.Namespace) -> int:
     return 0
 
 
-def probe_views(cfg: PretrainConfig, num_batches: int, plugin_dirs: list[str]) -> int:
-    """``--probe-views N``: the step-0 view agreement of the recipe as one JSON line on stdout (main process)."""
+def probe_views(cfg: PretrainConfig, num_batches: int, plugin_dirs: list[str], state: dict | None = None) -> int:
+    """``--probe-views N``: the view agreement of the recipe's network as one JSON line on stdout (main process), at
+    step 0, or with ``--resume`` at the run's checkpoint (``state``: its networks only; the config may change the
+    augmentations, not the networks)."""
     import json
 
     from pretrain.engine import Trainer
@@ -125,7 +128,15 @@ def probe_views(cfg: PretrainConfig, num_batches: int, plugin_dirs: list[str]) -
         raise ConfigError(f"--probe-views: data.global_crops={cfg.data.global_crops}; the probe needs >= 2")
     cfg.knn.every_epochs = 0  # the monitor is not used
     trainer = Trainer(cfg, plugin_dirs=plugin_dirs)
+    step = 0
+    if state is not None:
+        try:
+            trainer.load_networks(state)
+        except RuntimeError as exc:  # load_state_dict: missing/unexpected keys or other shapes
+            why = " ".join(line.strip() for line in str(exc).strip().splitlines()[:2])[:240]
+            raise ConfigError(f"--probe-views: the checkpoint's networks do not fit the config ({why})") from None
+        step = int(state["step"])
     result = trainer.probe_views(num_batches)
     if trainer.dist.is_main:
-        print(json.dumps({"method": cfg.method, **{k: round(v, 4) for k, v in result.items()}}))
+        print(json.dumps({"method": cfg.method, "step": step, **{k: round(v, 4) for k, v in result.items()}}))
     return 0

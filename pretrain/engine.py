@@ -437,7 +437,8 @@ class Trainer:
     def probe_views(self, num_batches: int) -> dict[str, float]:
         """:func:`pretrain.diagnostics.view_agreement` of the evaluation backbone's CLS features of the global views
         of the first ``num_batches`` batches of epoch 0 (this process's share), averaged over the batches; the
-        network is used as it stands (step 0 before :meth:`fit`) and nothing is trained or written."""
+        network is used as it stands (step 0 before :meth:`fit`, or what :meth:`load_networks` put there) and
+        nothing is trained or written."""
         if self.data is None or self.cfg.data.global_crops < 2 or num_batches < 1:
             raise SSLBenchError("probe_views needs the training data, >= 2 global crops and >= 1 batch")
         net = self.eval_backbone()
@@ -485,11 +486,9 @@ class Trainer:
             "log_lines": self.log_lines,
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` saved into this freshly built trainer."""
-        world = state["sampler"]["world_size"]
-        if world != self.dist.world_size:
-            raise SSLBenchError(f"checkpoint saved with world size {world}, resuming with {self.dist.world_size}")
+    def load_networks(self, state: dict[str, Any]) -> None:
+        """The student's and the teacher's weights from a :meth:`state_dict` (all :meth:`load_state_dict` restores
+        besides the optimisation and data state; what a probe of a run needs)."""
         if state.get("method", self.cfg.method) != self.cfg.method:
             raise SSLBenchError(f"checkpoint is a {state['method']!r} run, the config says {self.cfg.method!r}")
         method = self.method
@@ -498,7 +497,14 @@ class Trainer:
             if state["teacher"] is None:
                 raise SSLBenchError("checkpoint has no teacher but ema.enabled is true")
             method.teacher.load_state_dict(state["teacher"])
-        method.load_method_state(state.get("method_state", {}))
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` saved into this freshly built trainer."""
+        world = state["sampler"]["world_size"]
+        if world != self.dist.world_size:
+            raise SSLBenchError(f"checkpoint saved with world size {world}, resuming with {self.dist.world_size}")
+        self.load_networks(state)
+        self.method.load_method_state(state.get("method_state", {}))
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])

@@ -192,3 +192,22 @@ def test_probe_views_prints_the_step0_agreement_and_writes_nothing(tmp_path, sha
     assert not out.exists()
     assert cli_main(["pretrain", "--config", str(recipe), "--probe-views", "0", *args]) == 2
     assert "--probe-views: 0 batches" in capsys.readouterr().err
+
+
+def test_probe_views_of_a_run_reads_its_networks(tmp_path, shapes_cls, capsys):
+    """``--probe-views N --resume --out RUN``: the run's own networks (its step in the line), under other
+    augmentations if asked; a config whose networks do not fit the checkpoint is one line, exit 2."""
+    recipe = CONFIGS / "dino_shapes_tiny.yaml"
+    out = tmp_path / "run"
+    args = [f"{k}={v}" for k, v in {**shapes_32px(shapes_cls), "train.epochs": 1, "knn.every_epochs": 0}.items()]
+    assert cli_main(["pretrain", "--config", str(recipe), "--out", str(out), *args]) == 0
+    before = (out / "checkpoint.pth").read_bytes()
+    capsys.readouterr()
+    probe = ["pretrain", "--resume", "--out", str(out), "--probe-views", "1"]
+    assert cli_main([*probe, "data.jitter_p=0"]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["step"] == 6 and line["batches"] == 1.0 and 0.0 <= line["agreement_retrieval"] <= 1.0
+    assert (out / "checkpoint.pth").read_bytes() == before  # nothing written
+    assert cli_main([*probe, "model.arch=vit_femto"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "networks do not fit the config" in err[0]
