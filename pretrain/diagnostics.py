@@ -77,7 +77,8 @@ def view_agreement(z: Tensor, num_views: int) -> dict[str, float]:
     Measured at step 0 on a recipe's own views (``sslbench pretrain --probe-views``), it tells whether the
     augmentations leave the initial network anything to match across views (docs/demo.md, sixth round).
     """
-    centred = z.float() - z.float().mean(0, keepdim=True)
+    z = z.float()
+    centred = z - z.mean(0, keepdim=True)
     cosines = view_cosines(centred, num_views)  # also checks the layout
     batch = z.shape[0] // num_views
     zn = F.normalize(centred, dim=-1).reshape(num_views, batch, -1)
