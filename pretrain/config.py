@@ -219,8 +219,14 @@ class DINOConfig:
     teacher_temp: float = 0.04  # final value; the released ViT-S/16 uses 0.07 after 30 warm-up epochs
     warmup_teacher_temp_epochs: int = 0
     center_momentum: float = 0.9
+    # teacher targets: the DINO paper's center + softmax, or DINOv2's Sinkhorn-Knopp option (its train.centering);
+    # applies to the CLS term of dino and of sere on dino
+    centering: Literal["centering", "sinkhorn_knopp"] = "centering"
+    sinkhorn_iters: int = 3
 
     def __post_init__(self) -> None:
+        if self.sinkhorn_iters < 1:
+            raise ValueError(f"dino.sinkhorn_iters must be >= 1, got {self.sinkhorn_iters}")
         if min(self.out_dim, self.hidden_dim, self.bottleneck_dim, self.nlayers) < 1:
             raise ValueError("dino.out_dim, hidden_dim, bottleneck_dim and nlayers must be >= 1")
         if min(self.student_temp, self.teacher_temp, self.warmup_teacher_temp) <= 0:
@@ -348,3 +354,9 @@ class PretrainConfig:
             raise ValueError(f"data.global_crops must be >= 1, got {self.data.global_crops}")
         if self.train.batch_size < 1 or self.train.epochs < 1:
             raise ValueError("train.batch_size and train.epochs must be >= 1")
+        on_dino = self.method == "dino" or (self.method == "sere" and self.sere.base == "dino")
+        if self.dino.centering != "centering" and self.method in ("ibot", "adclr", "sere") and not on_dino:
+            raise ValueError(
+                f"dino.centering={self.dino.centering} is implemented for method dino and sere on dino only, "
+                f"not for method {self.method}" + (" on ibot" if self.method == "sere" else "")
+            )

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-import threading
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from collectives import ThreadGroup, run_ranks
 
 from pretrain.losses.bam import bam_loss, positive_mask, sinkhorn_balance, topk_shared
 
@@ -235,39 +235,6 @@ def test_diagnostics_values():
     assert set(bam_loss(student, teacher, num_crops=views, diagnostics=False)[1]) == set()
 
 
-class _ThreadGroup:
-    """Collectives between threads: each call deposits its tensor, waits for all ranks, reads every slot."""
-
-    def __init__(self, world: int) -> None:
-        self.world, self.barrier, self.slots = world, threading.Barrier(world), [None] * world
-
-    def _exchange(self, rank: int, t: torch.Tensor) -> list[torch.Tensor]:
-        self.slots[rank] = t
-        self.barrier.wait()
-        parts = list(self.slots)
-        self.barrier.wait()
-        return parts
-
-    def all_gather(self, rank: int):
-        group = self
-
-        class Gather(torch.autograd.Function):  # backward: sum the gradients of all ranks, keep this rank's slice
-            @staticmethod
-            def forward(ctx, t):
-                ctx.n = t.shape[0]
-                return torch.cat(group._exchange(rank, t.detach()))
-
-            @staticmethod
-            def backward(ctx, grad):
-                total = torch.stack(group._exchange(rank, grad)).sum(0)
-                return total[rank * ctx.n : (rank + 1) * ctx.n]
-
-        return Gather.apply
-
-    def all_reduce(self, rank: int):
-        return lambda t: torch.stack(self._exchange(rank, t)).sum(0)
-
-
 @pytest.mark.parametrize("teacher_rows", ["global", "all", "none"])
 def test_split_batch_over_two_ranks_equals_full_batch(teacher_rows):
     views, n_global, world, batch, dim = 4, 2, 2, 5, 8
@@ -285,36 +252,20 @@ def test_split_batch_over_two_ranks_equals_full_batch(teacher_rows):
     def shard(x, r):  # rank r holds images r*B..(r+1)*B-1 of every crop
         return x.reshape(-1, full_b, dim)[:, r * batch : (r + 1) * batch].reshape(-1, dim)
 
-    group, results = _ThreadGroup(world), [None] * world
+    group = ThreadGroup(world)
     shards = [shard(student, r).clone().requires_grad_() for r in range(world)]
 
     def run(r):
         t = None if teacher is None else shard(teacher, r)
-        loss, diag = bam_loss(
-            shards[r], t, **kwargs, all_gather=group.all_gather(r), all_reduce=group.all_reduce(r), rank=r
-        )
-        results[r] = (loss, diag)
+        return bam_loss(shards[r], t, **kwargs, all_gather=group.all_gather(r), all_reduce=group.all_reduce(r), rank=r)
 
-    threads = [threading.Thread(target=run, args=(r,)) for r in range(world)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    results = run_ranks(world, run)
     mean_loss = sum(res[0] for res in results) / world
     assert mean_loss.item() == pytest.approx(full_loss.item(), rel=1e-5)
     for _, diag in results:
         assert diag == pytest.approx(full_diag, rel=1e-4, abs=1e-6)
     # DDP averages the ranks' gradients; teacher-free gradients also flow through the gathered columns
-    grads = [None] * world
-
-    def backward(r):
-        (grads[r],) = torch.autograd.grad(results[r][0] / world, shards[r])
-
-    threads = [threading.Thread(target=backward, args=(r,)) for r in range(world)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    grads = run_ranks(world, lambda r: torch.autograd.grad(results[r][0] / world, shards[r])[0])
     for r in range(world):
         assert torch.allclose(grads[r], shard(full_s.grad, r), atol=1e-6)
 

@@ -3,7 +3,9 @@
 ``tests/data/official/dino_ibot_losses.pt`` holds inputs and outputs of ``DINOLoss`` (facebookresearch/dino@7c446df)
 and ``iBOTLoss`` (bytedance/ibot@da316d8), written by ``scripts/reference/official_dino_ibot_losses.py`` (one-process
 gloo group, stand-ins for iBOT's logging imports; their files untouched): three DINO steps and two iBOT steps, so the
-center updates between steps are checked too.
+center updates between steps are checked too. ``tests/data/official/dinov2_sinkhorn.pt`` holds inputs and outputs of
+DINOv2's ``DINOLoss.sinkhorn_knopp_teacher`` (facebookresearch/dinov2@b8931f7, its file untouched), written by
+``scripts/reference/official_dinov2_sinkhorn.py``.
 """
 
 from __future__ import annotations
@@ -14,11 +16,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from collectives import ThreadGroup, run_ranks
 
-from pretrain.losses.dino import dino_loss, teacher_temperature_schedule, updated_center
+from pretrain.losses.dino import (
+    dino_loss,
+    distillation_loss,
+    sinkhorn_knopp_probs,
+    teacher_probs,
+    teacher_temperature_schedule,
+    updated_center,
+)
 from pretrain.losses.ibot import ibot_loss, masked_patch_loss
 
 OFFICIAL = Path(__file__).parent / "data" / "official" / "dino_ibot_losses.pt"
+OFFICIAL_SK = Path(__file__).parent / "data" / "official" / "dinov2_sinkhorn.pt"
 
 
 def _identity(x, op="sum"):
@@ -120,3 +131,46 @@ def test_center_update_averages_over_ranks():
     patch = torch.randn(4, 3, 5)  # patch center: per-image mean over tokens, then the batch mean
     ref = 0.9 * torch.zeros(1, 1, 5) + 0.1 * patch.mean(1).mean(0).reshape(1, 1, 5)
     torch.testing.assert_close(updated_center(torch.zeros(1, 1, 5), patch, 0.9, _identity, 1), ref)
+
+
+def test_sinkhorn_knopp_targets_equal_dinov2():
+    ref = torch.load(OFFICIAL_SK, weights_only=True)
+    assert ref["source"].startswith("facebookresearch/dinov2@b8931f7")
+    assert len(ref["cases"]) == 6
+    for case in ref["cases"]:
+        got = sinkhorn_knopp_probs(case["teacher"], case["temp"], case["iters"])
+        torch.testing.assert_close(got, case["probs"], rtol=1e-5, atol=1e-7)
+
+
+def test_sinkhorn_knopp_targets_balance_the_prototypes_and_differ_from_centering():
+    torch.manual_seed(1)
+    teacher = torch.tanh(torch.randn(12, 4)) + torch.tensor([2.0, 0.0, 0.0, 0.0])  # prototype 0 favoured by all rows
+    probs = sinkhorn_knopp_probs(teacher, 0.07, iters=200)
+    torch.testing.assert_close(probs.sum(1), torch.ones(12))
+    torch.testing.assert_close(probs.sum(0), torch.full((4,), 3.0), rtol=1e-4, atol=1e-4)  # 12 rows over 4 prototypes
+    plain = teacher_probs(teacher, torch.zeros(1, 4), 0.07)
+    assert plain[:, 0].mean() > 0.9 and probs[:, 0].mean() < 0.3  # softmax without a center would collapse here
+    # the loss from ready targets equals the centred DINO loss when the targets are the centred softmax
+    student = torch.randn(3 * 6, 4)
+    center = torch.randn(1, 4)
+    torch.testing.assert_close(
+        distillation_loss(student, teacher_probs(teacher, center, 0.04), 3),
+        dino_loss(student, teacher, center, 3, 0.04),
+    )
+
+
+def test_sinkhorn_knopp_targets_over_two_ranks_equal_one_process():
+    """Rank r holds half of the teacher rows; balancing over the world equals balancing the whole batch at once."""
+    torch.manual_seed(2)
+    teacher = torch.tanh(torch.randn(10, 6)) * 3
+    whole = sinkhorn_knopp_probs(teacher, 0.04, 3)
+    group, halves = ThreadGroup(2), teacher.chunk(2)
+    parts = run_ranks(
+        2,
+        lambda r: sinkhorn_knopp_probs(
+            halves[r], 0.04, 3, all_gather=group.all_gather(r), all_reduce=group.all_reduce(r)
+        ),
+    )
+    torch.testing.assert_close(torch.cat(parts), whole, rtol=1e-6, atol=1e-7)
+    alone = sinkhorn_knopp_probs(halves[0], 0.04, 3)  # without the collectives rank 0 would balance its half only
+    assert not torch.allclose(alone, parts[0], atol=1e-4)

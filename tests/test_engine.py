@@ -227,6 +227,7 @@ METHOD_OVERRIDES = {
     "bam_resnet": BAM_RESNET_OVER,
     "bam_caformer": BAM_CAFORMER_OVER,
     "dino": DINO_OVER,
+    "dino_sinkhorn": {**DINO_OVER, "dino.centering": "sinkhorn_knopp"},  # DINOv2's option: collectives in the target
     "ibot": IBOT_OVER,
     "adclr": ADCLR_OVER,
     "adclr_star": ADCLR_STAR_OVER,

@@ -51,21 +51,17 @@ the columns); ``all_reduce(t)`` must return the sum over ranks. All ranks must c
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-Collective = Callable[[Tensor], Tensor]
+from pretrain.losses.sinkhorn import Collective, identity, sinkhorn_balance
+
 PositiveMode = Literal["paper", "code"]
 POSITIVE_MODES = ("paper", "code")
 DIAGNOSTICS = ("diag/source_entropy", "diag/target_entropy", "diag/marginal_error", "diag/topk_mass")
-
-
-def _identity(t: Tensor) -> Tensor:
-    return t
 
 
 def positive_mask(rows: int, batch: int, world: int, num_global: int, rank: int, device=None) -> Tensor:
@@ -78,25 +74,6 @@ def positive_mask(rows: int, batch: int, world: int, num_global: int, rank: int,
 
 def _fill_value(mode: str) -> float:
     return float("-inf") if mode == "paper" else torch.finfo(torch.float32).min
-
-
-@torch.no_grad()
-def sinkhorn_balance(
-    logits: Tensor, iters: int, *, all_gather: Collective = _identity, all_reduce: Collective = _identity
-) -> Tensor:
-    """Balance exp(logits) (n, K) so that its column sums over all ranks are equal; rows sum to 1 on return.
-
-    Each iteration scales the columns by their global sums (``all_reduce``), then the rows by theirs (rows are
-    local: every rank holds all K columns). A final row normalisation makes ``iters=0`` the plain softmax. Entries
-    with logit -inf (or the most negative float) come out exactly 0. One global max shift keeps exp in range.
-    """
-    shift = all_gather(logits.max().reshape(1)).max()
-    q = torch.exp(logits - shift)
-    tiny = torch.finfo(q.dtype).tiny
-    for _ in range(iters):
-        q = q / all_reduce(q.sum(0, keepdim=True)).clamp_min(tiny)
-        q = q / q.sum(1, keepdim=True).clamp_min(tiny)
-    return q / q.sum(1, keepdim=True).clamp_min(tiny)
 
 
 @torch.no_grad()
@@ -125,8 +102,8 @@ def bam_loss(
     topk: int | None = None,
     mask_positives: bool = True,
     positive_mode: PositiveMode = "paper",
-    all_gather: Collective = _identity,
-    all_reduce: Collective = _identity,
+    all_gather: Collective = identity,
+    all_reduce: Collective = identity,
     rank: int = 0,
     diagnostics: bool = True,
 ) -> tuple[Tensor, dict[str, float]]:

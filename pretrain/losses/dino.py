@@ -9,6 +9,11 @@ then crop 1, ...), globals first; ``teacher`` (G * B, K) logits of the G global 
 The center is updated *after* the loss from the raw teacher logits: ``c <- m c + (1 - m) mean_over_world_batch(t)``,
 the batch sum all-reduced over ranks (:func:`updated_center`). The teacher temperature follows
 :func:`teacher_temperature_schedule` indexed by epoch, as the official code.
+
+Option (not in the DINO paper): DINOv2's ``train.centering: sinkhorn_knopp`` (Oquab et al. 2024, §4; official
+``dinov2/loss/dino_clstoken_loss.py::sinkhorn_knopp_teacher``) replaces center and softmax by a Sinkhorn-Knopp
+balancing of ``exp(teacher / tau_t)`` over the teacher rows of the whole world batch (3 iterations: prototypes to
+equal mass, then each row to sum 1): :func:`sinkhorn_knopp_probs`. No center is used or updated then.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from pretrain.losses.sinkhorn import Collective, identity, sinkhorn_balance
 
 
 def teacher_temperature_schedule(warmup_temp: float, temp: float, warmup_epochs: int, epochs: int) -> np.ndarray:
@@ -38,6 +45,20 @@ def teacher_temperature_schedule(warmup_temp: float, temp: float, warmup_epochs:
 def teacher_probs(teacher: Tensor, center: Tensor, temp: float) -> Tensor:
     """softmax((teacher - center) / temp) over the last axis, detached, fp32."""
     return F.softmax((teacher.float() - center) / temp, dim=-1).detach()
+
+
+def sinkhorn_knopp_probs(
+    teacher: Tensor,
+    temp: float,
+    iters: int = 3,
+    *,
+    all_gather: Collective = identity,
+    all_reduce: Collective = identity,
+) -> Tensor:
+    """DINOv2's Sinkhorn-Knopp teacher targets: (R, K) logits -> (R, K) rows summing to 1 whose prototype masses are
+    equal over the R rows of every rank (after ``iters`` rounds), fp32, no gradient. Equal to DINOv2's
+    ``sinkhorn_knopp_teacher`` up to rounding (its global scale constants cancel; a global max shift is added)."""
+    return sinkhorn_balance(teacher.detach().float() / temp, iters, all_gather=all_gather, all_reduce=all_reduce)
 
 
 def cross_view_loss(student: Tensor, probs: Tensor, num_student: int, student_temp: float) -> tuple[Tensor, int]:
@@ -62,9 +83,14 @@ def dino_loss(
     student: Tensor, teacher: Tensor, center: Tensor, num_student: int, teacher_temp: float, student_temp: float = 0.1
 ) -> Tensor:
     """The DINO loss (see the module docstring); ``num_student`` = S crops in ``student``."""
-    if student.shape[0] % num_student or teacher.shape[0] * num_student % student.shape[0]:
-        raise ValueError(f"student rows {student.shape[0]} / teacher rows {teacher.shape[0]} do not split into crops")
-    total, pairs = cross_view_loss(student, teacher_probs(teacher, center, teacher_temp), num_student, student_temp)
+    return distillation_loss(student, teacher_probs(teacher, center, teacher_temp), num_student, student_temp)
+
+
+def distillation_loss(student: Tensor, probs: Tensor, num_student: int, student_temp: float = 0.1) -> Tensor:
+    """The DINO loss from ready teacher targets ``probs`` (G * B, K) (centred softmax or Sinkhorn-Knopp)."""
+    if student.shape[0] % num_student or probs.shape[0] * num_student % student.shape[0]:
+        raise ValueError(f"student rows {student.shape[0]} / teacher rows {probs.shape[0]} do not split into crops")
+    total, pairs = cross_view_loss(student, probs, num_student, student_temp)
     if pairs == 0:
         raise ValueError("DINO needs at least one (teacher crop, other student crop) pair")
     return total / pairs

@@ -6,7 +6,8 @@
 * Views: ``data.global_crops`` (2) + ``data.local_crops`` (10 in the ViT-S recipe); the teacher sees the global crops.
 * Loss: :func:`pretrain.losses.dino.dino_loss` with the teacher temperature of the current epoch
   (:func:`~pretrain.losses.dino.teacher_temperature_schedule`), then the center update, all-reduced over ranks
-  (``center`` is a buffer of the method: checkpointed and restored with it).
+  (``center`` is a buffer of the method: checkpointed and restored with it). ``dino.centering=sinkhorn_knopp``:
+  DINOv2's Sinkhorn-Knopp targets instead (:func:`pretrain.losses.dino.sinkhorn_knopp_probs`; no center update).
 * The last layer is frozen during ``optim.freeze_last_layer_epochs`` (recipes: 1, ``optim.last_layer: last_layer``);
   gradient clipping per parameter (``optim.clip_mode: per_param``) as the official ``utils.clip_gradients``.
 
@@ -28,7 +29,14 @@ from torch import Tensor, nn
 from pretrain.backbones import backbone_from_config
 from pretrain.config import PretrainConfig
 from pretrain.heads import DINOHead
-from pretrain.losses.dino import dino_loss, entropy, teacher_probs, teacher_temperature_schedule, updated_center
+from pretrain.losses.dino import (
+    distillation_loss,
+    entropy,
+    sinkhorn_knopp_probs,
+    teacher_probs,
+    teacher_temperature_schedule,
+    updated_center,
+)
 from pretrain.methods.base import SSLMethod, StepContext
 from pretrain.networks import CLSProjectionNet
 from pretrain.views import Batch
@@ -50,7 +58,11 @@ def dino_head(cfg: PretrainConfig, in_dim: int, patch_out_dim: int = 0) -> DINOH
 
 def teacher_diagnostics(teacher: Tensor, center: Tensor, temp: float) -> dict[str, float]:
     """Collapse diagnostics of teacher logits (R, K): mean row entropy, entropy of the batch mean, KL(mean || U)."""
-    probs = teacher_probs(teacher, center, temp)
+    return target_diagnostics(teacher_probs(teacher, center, temp))
+
+
+def target_diagnostics(probs: Tensor) -> dict[str, float]:
+    """:func:`teacher_diagnostics` of ready (R, K) teacher targets."""
     mean = probs.mean(0)
     mean_entropy = float(entropy(mean))
     return {
@@ -96,7 +108,14 @@ def dino_objective(
     d = cfg.dino
     t_cls = t_cls.float()
     temp = float(temp_schedule[min(ctx.epoch, len(temp_schedule) - 1)])
-    loss = dino_loss(s_cls, t_cls, center, num_views, temp, d.student_temp)
-    diag = {"teacher_temp": temp, **teacher_diagnostics(t_cls, center, temp)}
-    center.copy_(updated_center(center, t_cls, d.center_momentum, ctx.all_reduce, ctx.world_size))
+    if d.centering == "sinkhorn_knopp":
+        probs = sinkhorn_knopp_probs(
+            t_cls, temp, d.sinkhorn_iters, all_gather=ctx.all_gather, all_reduce=ctx.all_reduce
+        )
+    else:
+        probs = teacher_probs(t_cls, center, temp)
+    loss = distillation_loss(s_cls, probs, num_views, d.student_temp)
+    diag = {"teacher_temp": temp, **target_diagnostics(probs)}
+    if d.centering == "centering":
+        center.copy_(updated_center(center, t_cls, d.center_momentum, ctx.all_reduce, ctx.world_size))
     return loss, diag
