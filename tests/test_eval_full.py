@@ -153,6 +153,22 @@ def test_shipped_suites_load_and_select():
         select(papers, only=["nope"])
 
 
+def test_every_dense_job_of_the_papers_suite_asks_for_its_protocols_total_batch():
+    """gpus x the config's per-process batch = the protocol's total batch (``auto_scale_lr.base_batch_size``): the
+    dense runner keeps the config's lr, so 8 GPUs on a 4-GPU protocol would train at twice its batch (ViT-S configs,
+    the suite's architecture)."""
+    pytest.importorskip("mmengine")
+    from evaluate.protocols.dense.runner import CONFIG_DIR, TASKS, load_mm_config
+
+    dense = [p for p in load_suite(SUITES_DIR / "papers.yaml").protocols if p.protocol in TASKS]
+    assert len(dense) >= 6
+    for entry in dense:
+        name = entry.settings.get("config") or TASKS[entry.protocol]["configs"]["vit_small"]
+        cfg = load_mm_config(CONFIG_DIR / f"{name}.py")
+        total = entry.gpus * cfg.train_dataloader.batch_size
+        assert total == cfg.auto_scale_lr.base_batch_size, (entry.id, entry.gpus, total)
+
+
 @pytest.mark.parametrize(
     ("edit", "message"),
     [

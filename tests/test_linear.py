@@ -19,20 +19,23 @@ def _batches(x, y, batch):
     return gen
 
 
-@pytest.mark.parametrize("schedule", ["epoch", "iter"])
-def test_grid_equals_separately_trained_heads(schedule):
+@pytest.mark.parametrize(("schedule", "bn"), [("epoch", False), ("iter", False), ("epoch", True)])
+def test_grid_equals_separately_trained_heads(schedule, bn):
+    """bn: each reference head is BAM's ``BatchNorm1d(affine=False, eps=1e-6)`` + Linear, trained in train mode."""
     gen = torch.Generator().manual_seed(0)
-    x, y = torch.randn(40, 6, generator=gen, dtype=torch.float64), torch.randint(0, 3, (40,), generator=gen)
+    x, y = torch.randn(40, 6, generator=gen, dtype=torch.float64) * 3 + 1, torch.randint(0, 3, (40,), generator=gen)
     groups = [HeadGroup("a", 0, 4), HeadGroup("b", 2, 6)]
     lrs = [0.5, 0.05, 0.005]
-    grid = HeadGrid(groups, lrs, num_classes=3, seed=1).double()
+    grid = HeadGrid(groups, lrs, num_classes=3, seed=1, bn=bn).double()
     # reference: one nn.Linear per head with its own torch SGD (lr_h * cosine, momentum, weight decay)
     refs = []
     for g, w, b in zip(groups, grid.weights, grid.biases):
         for i, lr in enumerate(lrs):
-            head = torch.nn.Linear(g.stop - g.start, 3).double()
-            head.weight.data.copy_(w[i].detach())
-            head.bias.data.copy_(b[i].detach())
+            linear = torch.nn.Linear(g.stop - g.start, 3).double()
+            linear.weight.data.copy_(w[i].detach())
+            linear.bias.data.copy_(b[i].detach())
+            norm = torch.nn.BatchNorm1d(g.stop - g.start, affine=False, eps=1e-6).double()
+            head = torch.nn.Sequential(norm, linear) if bn else linear
             refs.append((g, lr, head, torch.optim.SGD(head.parameters(), lr=lr, momentum=0.9, weight_decay=1e-2)))
     epochs, batch = 3, 16
     steps = -(-len(x) // batch)
@@ -47,10 +50,18 @@ def test_grid_equals_separately_trained_heads(schedule):
                 F.cross_entropy(head(xb[:, g.start : g.stop]), yb).backward()
                 opt.step()
             step += 1
-    for h, (_, _, head, _) in enumerate(refs):
+    grid.eval()
+    with torch.no_grad():
+        logits = grid(x)  # (H, B, C); BN heads with their running statistics
+    for h, (g, _, head, _) in enumerate(refs):
         gi, li = divmod(h, len(lrs))
-        torch.testing.assert_close(grid.weights[gi][li].detach(), head.weight.detach(), rtol=1e-9, atol=1e-12)
-        torch.testing.assert_close(grid.biases[gi][li].detach(), head.bias.detach(), rtol=1e-9, atol=1e-12)
+        linear = head[1] if bn else head
+        torch.testing.assert_close(grid.weights[gi][li].detach(), linear.weight.detach(), rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(grid.biases[gi][li].detach(), linear.bias.detach(), rtol=1e-9, atol=1e-12)
+        with torch.no_grad():
+            torch.testing.assert_close(logits[h], head.eval()(x[:, g.start : g.stop]), rtol=1e-9, atol=1e-12)
+    if bn:  # the running statistics moved from (0, 1) towards the data's (1, 9)
+        assert grid.bn_mean0.mean() > 0.3 and grid.bn_var0.mean() > 2.0
 
 
 def test_grid_groups_slices_of_the_bank():

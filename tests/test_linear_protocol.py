@@ -99,3 +99,15 @@ def test_augmented_mode_is_data_parallel_under_two_ranks(shapes_root, tmp_path):
     # each rank ran the backbone on half of every epoch's 120 training images (2 epochs) plus its share of the
     # test-set features (40 images, strided): 120 + 20 each, not 240 + 40 as when every rank repeated the training
     assert (r0["seen"], r1["seen"]) == (140, 140)
+
+
+def test_bam_linear_protocol_is_recorded_with_its_bn_head(shapes_root, tmp_path):
+    """``lr=0.002 bn_head=true`` (BAM's eval_linear): the heads' BN statistics are trained and the record says so."""
+    torch.manual_seed(0)
+    model = SSLViT(ARCHS["vit_femto"])
+    metrics = run(
+        _cfg(shapes_root, tmp_path, "mode=cached", "heldout_fraction=0.2", "bn_head=true", "lr=0.002"), backbone=model
+    )
+    assert 0 <= metrics["top1"] <= 100 and 0 <= metrics["top1_heldout"] <= 100
+    (record,) = (r for r in read_records() if r["metric"] == "top1")
+    assert record["settings"]["bn_head"] is True and record["settings"]["lr"] == 0.002

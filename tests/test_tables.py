@@ -13,6 +13,7 @@ from evaluate.cli import main
 from evaluate.reporting.records import Record, append_records
 from evaluate.reporting.reference import REFERENCE_DIR, is_number, load_paper, load_reference, published_records
 from evaluate.reporting.results import query
+from evaluate.reporting.table_specs import ADCLR_MASK_RCNN, CASCADE, SELFPATCH_MASK_RCNN
 from evaluate.reporting.tables import (
     build_tables,
     full_protocol_markdown,
@@ -216,6 +217,42 @@ def test_linear_prefers_the_dino_variant(store):
     view = regenerate(_table("dino.readme"), query(store), checkpoints=["bam-femto"])
     assert view.rows[4][5] == "33.0" and view.refs[1].run_id == "lindino00001"
     assert 'variant="dino"' in view.refs[1].text
+
+
+def test_bam_tables_take_bams_linear_protocol_and_the_others_dinos(store):
+    lin = [
+        rec("linear", "shapesworld", "top1", 33.0, "lindino00001", created="2026-01-01T08:00:00+0000"),
+        rec("linear", "shapesworld", "top1", 36.0, "linbam000001", created="2026-01-01T11:00:00+0000"),
+    ]
+    lin[0].settings = {"variant": "dino", "bn_head": False, "lr": 0.001}
+    lin[1].settings = {"variant": "dino", "bn_head": True, "lr": 0.002}  # the papers suite's linear-bam job
+    append_records(lin, store)
+    dino = regenerate(_table("dino.readme"), query(store), checkpoints=["bam-femto"])
+    assert dino.rows[4][5] == "33.0" and dino.refs[1].run_id == "lindino00001"
+    bam = regenerate(_table("bam.table2_linear"), query(store), checkpoints=["bam-femto"])
+    assert bam.rows[-1][-1] == "36.0" and any(ref.run_id == "linbam000001" for ref in bam.refs)
+    assert "bn_head=true" in next(ref.text for ref in bam.refs if ref.run_id == "linbam000001")
+
+
+def test_coco_columns_read_their_papers_detector_only(store):
+    runs = [
+        rec("coco", "coco2017", "bbox_mAP", 40.0, "cascade00001", created="2026-01-01T08:00:00+0000"),
+        rec("coco", "coco2017", "bbox_mAP", 38.0, "maskrcnnadc1", created="2026-01-01T09:00:00+0000"),
+        rec("coco", "coco2017", "bbox_mAP", 37.0, "maskrcnnslf1", created="2026-01-01T10:00:00+0000"),
+    ]
+    configs = [CASCADE[0], ADCLR_MASK_RCNN, SELFPATCH_MASK_RCNN]
+    for run, config in zip(runs, configs):
+        run.settings = {"config": config}
+    append_records(runs[1:], store)  # Mask R-CNN records only: BAM's Cascade column stays unmeasured
+    bam = regenerate(_table("bam.table7_coco_ade20k"), query(store), checkpoints=["bam-femto"])
+    assert bam.rows[-1][4] == "n/m"
+    adclr = regenerate(_table("adclr.table3_coco_maskrcnn"), query(store), checkpoints=["bam-femto"])
+    assert "38.0" in adclr.rows[-1] and "37.0" not in adclr.rows[-1]  # ADCLR's stated protocol before SelfPatch's
+    selfpatch = regenerate(_table("selfpatch.readme"), query(store), checkpoints=["bam-femto"])
+    assert "37.0" in selfpatch.rows[-1]
+    append_records(runs[:1], store)
+    bam = regenerate(_table("bam.table7_coco_ade20k"), query(store), checkpoints=["bam-femto"])
+    assert bam.rows[-1][4] == "40.0"
 
 
 def test_unmapped_columns_and_extra_columns(store):

@@ -1,4 +1,6 @@
-# COCO Mask R-CNN 1x, ViT-S/16: the SelfPatch protocol ADCLR reports (protocols.md §6.2, adclr.md §5).
+# COCO Mask R-CNN 1x, ViT-S/16: SelfPatch's released protocol (protocols.md §6.2, adclr.md §5), whose numbers ADCLR's
+# Table 3 compares with. ADCLR's own fine-tuning, as its paper states it (batch 32, lr 3e-4, layer decay 0.75), is
+# mask_rcnn_vit_small_coco_1x_adclr.py; the papers suite runs that one.
 # SelfPatch detection/configs/selfpatch/mask_rcnn_vit_small_12_p16_1x_coco.py: FPN 256, Shared2FC box head with L1
 # loss, AdamW lr 5e-5, wd 0.05 without decay on pos_embed/cls_token/norms, no layer decay, drop-path 0.05,
 # 12 epochs (steps 8, 11), warm-up 1000 iterations, 1 image per GPU (8 GPUs assumed: batch 8), DETR-style

@@ -8,6 +8,11 @@ slice of it (:class:`HeadGrid`), so any number of heads trains on the same forwa
   (concatenated; ``features.interleave`` gives DINO's interleaved order). SGD momentum 0.9, weight decay 0,
   lr = ``lr`` x batch / 256 (DINO default base 0.001), cosine to 0 stepped per epoch, 100 epochs, heads ~ N(0, 0.01^2),
   bias 0, cross-entropy. Training crops: RandomResizedCrop (bilinear, DINO v1) + flip; evaluation: Resize + CenterCrop.
+  BAM's linear protocol (its ``eval_linear.py`` = DINO's plus ``--bn_head``; paper Table 9(b), ``linear.slurm``) is
+  ``lr=0.002 bn_head=true``: the same head behind ``BatchNorm1d(affine=False, eps=1e-6)`` (batch statistics while
+  training, running ones when evaluating; over the global batch under torchrun, as BAM's SyncBatchNorm), lr 0.002 x
+  batch / 256. BAM released only its ViT-B script (CLS + mean patch, as ``taps=auto``); the ViT-S taps follow its
+  argparse defaults (last 4 CLS), and the BN head and lr of Table 9(b) are applied to both.
   CNN/MetaFormer backbones (ResNet-50, CAFormer-M36) follow the same ``eval_linear.py`` with its torchvision path:
   one head on the pooled feature (ResNet-50: 2048-d average pool, ``fc`` removed; CAFormer: the pooled, normed 576-d
   output, as BAM's ``eval_linear.py``); BAM Table 9(b) gives SGD, lr 0.3, batch 1024, 100 epochs for ResNet-50 (not
@@ -90,14 +95,28 @@ class HeadGroup:
 class HeadGrid(nn.Module):
     """Linear heads over slices of a feature bank: group g has stacked weights (L, C, F_g) and biases (L, C)."""
 
-    def __init__(self, groups: Sequence[HeadGroup], lrs: Sequence[float], num_classes: int, seed: int = 0) -> None:
+    def __init__(
+        self, groups: Sequence[HeadGroup], lrs: Sequence[float], num_classes: int, seed: int = 0, bn: bool = False
+    ) -> None:
         super().__init__()
-        self.groups, self.lrs = list(groups), [float(lr) for lr in lrs]
+        self.groups, self.lrs, self.bn = list(groups), [float(lr) for lr in lrs], bn
         gen = torch.Generator().manual_seed(seed)
         self.weights = nn.ParameterList(
             [nn.Parameter(torch.randn(len(lrs), num_classes, g.stop - g.start, generator=gen) * 0.01) for g in groups]
         )
         self.biases = nn.ParameterList([nn.Parameter(torch.zeros(len(lrs), num_classes)) for _ in groups])
+        for i, g in enumerate(self.groups if bn else ()):  # BatchNorm1d(affine=False) statistics of each group's slice
+            self.register_buffer(f"bn_mean{i}", torch.zeros(g.stop - g.start))
+            self.register_buffer(f"bn_var{i}", torch.ones(g.stop - g.start))
+
+    def normalise(self, i: int, x: Tensor) -> Tensor:
+        """Group ``i``'s slice through ``BatchNorm1d(affine=False, eps=1e-6)`` (BAM's ``--bn_head``): batch statistics
+        in train mode (updating the running ones, momentum 0.1), the running ones in eval mode and for a batch of one
+        image (where batch statistics do not exist); the identity without ``bn``."""
+        if not self.bn:
+            return x
+        train = self.training and x.shape[0] > 1
+        return F.batch_norm(x, getattr(self, f"bn_mean{i}"), getattr(self, f"bn_var{i}"), None, None, train, 0.1, 1e-6)
 
     @property
     def head_names(self) -> list[str]:
@@ -111,9 +130,9 @@ class HeadGrid(nn.Module):
         """Logits (B, H, C), contiguous: per group ONE fused product bank[:, slice] (B, F_g) x (F_g, L*C) + bias,
         so all learning rates share one pass over the batch (and one product for the weight gradient)."""
         out = []
-        for g, w, b in zip(self.groups, self.weights, self.biases):
+        for i, (g, w, b) in enumerate(zip(self.groups, self.weights, self.biases)):
             lrs, classes, width = w.shape
-            x = bank[:, g.start : g.stop]
+            x = self.normalise(i, bank[:, g.start : g.stop])
             out.append(torch.addmm(b.reshape(-1), x, w.reshape(lrs * classes, width).T).view(-1, lrs, classes))
         return out[0] if len(out) == 1 else torch.cat(out, dim=1)
 
@@ -151,11 +170,14 @@ def head_accuracy(grid: HeadGrid, bank: Tensor, labels: Tensor, chunk: int = 409
     heads = len(grid.head_names)
     classes = int(grid.biases[0].shape[1])
     hits = torch.zeros(heads, classes)  # (H, C) correct predictions per true class
+    training = grid.training
+    grid.eval()  # BN heads: running statistics
     for start in range(0, len(bank), chunk):
         logits = grid.batch_major(bank[start : start + chunk])  # (b, H, C)
         target = labels[start : start + chunk].to(logits.device)
         correct = (logits.argmax(-1) == target[:, None]).float().T.cpu()  # (H, b)
         hits.index_add_(1, target.cpu(), correct)
+    grid.train(training)
     if metric == "top1":
         return 100.0 * hits.sum(1) / max(len(bank), 1)
     counts = torch.bincount(labels.cpu(), minlength=classes).float()
@@ -199,6 +221,7 @@ def train_heads(
     total = epochs * steps_per_epoch if schedule_step == "iter" else epochs
     step = 0
     for epoch in tqdm(range(epochs), desc="linear heads", disable=not progress, leave=False):
+        grid.train()
         for bank, labels in epoch_batches(epoch):
             factor = cosine(step if schedule_step == "iter" else epoch, total)
             for group in opt.param_groups:
@@ -255,6 +278,7 @@ class LinearConfig:
     taps: Literal["auto", "cls", "mean_patch", "cls+mean_patch"] = "auto"  # variant=dino only
     n_last: int | None = None  # variant=dino with explicit taps (default 1)
     lr: float = 0.001  # variant=dino: base lr (x batch / 256)
+    bn_head: bool = False  # BatchNorm1d(affine=False) before the heads: BAM's eval_linear --bn_head (its ViT-B script)
     lrs: list[float] = dataclasses.field(default_factory=lambda: list(GRID_LRS))  # variant=grid
     grid_blocks: list[int] = dataclasses.field(default_factory=lambda: [1, 4])
     grid_avgpool: list[bool] = dataclasses.field(default_factory=lambda: [False, True])
@@ -436,7 +460,7 @@ def run(cfg: LinearConfig, backbone: Any = None) -> dict[str, float]:
     if held_idx:
         groups = groups + [HeadGroup(f"{g.name}_fit", g.start, g.stop) for g in groups]
     scale = cfg.batch_size / 256
-    grid = HeadGrid(groups, [lr * scale for lr in base_lrs], len(train_all.classes), cfg.seed).to(device)
+    grid = HeadGrid(groups, [lr * scale for lr in base_lrs], len(train_all.classes), cfg.seed, cfg.bn_head).to(device)
     if cfg.mode == "cached":
         batches = _cached_batches(full.features.to(device), full.labels.to(device), cfg.batch_size, cfg.seed)
     else:

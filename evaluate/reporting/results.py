@@ -53,7 +53,7 @@ DEDUP_KEY = ["checkpoint_key", "protocol", "dataset", "split", "metric", "settin
 # The settings that distinguish runs of a protocol (docs/records.md), shown in listings and table footnotes.
 KEY_SETTINGS: dict[str, tuple[str, ...]] = {
     "knn": ("T", "taps", "transform"),
-    "linear": ("variant", "taps", "lr", "epochs"),
+    "linear": ("variant", "taps", "lr", "bn_head", "epochs"),
     "logreg": ("C", "grid", "selection"),
     "cluster": ("num_classes", "instances"),
     "finetune": ("recipe", "epochs", "global_batch", "effective_lr"),

@@ -22,7 +22,7 @@ from evaluate.datasets.registry import metric_of
 @dataclasses.dataclass(frozen=True)
 class Source:
     """A measured number: ``protocol`` records on the first of ``datasets`` that has one, metric ``metric``, whose
-    settings contain every ``(key, value)`` of ``settings``."""
+    settings contain every ``(key, value)`` of ``settings`` (a tuple value: any of its items)."""
 
     protocol: str
     datasets: tuple[str, ...]
@@ -30,7 +30,7 @@ class Source:
     settings: tuple[tuple[str, Any], ...] = ()
 
     def matches(self, settings: dict[str, Any]) -> bool:
-        return all(settings.get(k) == v for k, v in self.settings)
+        return all(settings.get(k) in v if isinstance(v, tuple) else settings.get(k) == v for k, v in self.settings)
 
 
 IMAGENET = ("imagenet", "shapesworld")
@@ -39,8 +39,14 @@ ADE = ("ade20k", "shapesworld-ade20k")
 DAVIS = ("davis2017", "shapesworld-davis")
 IMAGENET_S = ("imagenet-s919", "imagenet-s", "imagenet", "shapesworld")  # SERE Table 4: ImageNet-S val images
 
-# The papers' linear probes follow DINO's recipe: prefer sslbench's "dino" variant when both variants were run.
-LINEAR = (Source("linear", IMAGENET, "top1", (("variant", "dino"),)), Source("linear", IMAGENET, "top1"))
+# ADCLR, SERE, iBOT and DINO probe with DINO's recipe: prefer sslbench's "dino" variant without BAM's BN head.
+LINEAR = (
+    Source("linear", IMAGENET, "top1", (("variant", "dino"), ("bn_head", False))),
+    Source("linear", IMAGENET, "top1", (("variant", "dino"),)),
+    Source("linear", IMAGENET, "top1"),
+)
+# BAM probes with its own eval_linear (Table 9(b)): DINO's recipe at lr 0.002 with a BN head (the suite's linear-bam).
+BAM_LINEAR = (Source("linear", IMAGENET, "top1", (("variant", "dino"), ("bn_head", True), ("lr", 0.002))), *LINEAR)
 KNN = (Source("knn", IMAGENET, "top1@k20"),)
 
 
@@ -50,14 +56,35 @@ def _finetune(recipe: str, metric: str = "top1", datasets: tuple[str, ...] = IMA
 
 
 FINETUNE = (Source("finetune", IMAGENET, "top1"),)
-BOX = {
-    "box_AP": (Source("coco", COCO, "bbox_mAP"),),
-    "box_AP50": (Source("coco", COCO, "bbox_mAP_50"),),
-    "box_AP75": (Source("coco", COCO, "bbox_mAP_75"),),
-    "mask_AP": (Source("coco", COCO, "segm_mAP"),),
-    "mask_AP50": (Source("coco", COCO, "segm_mAP_50"),),
-    "mask_AP75": (Source("coco", COCO, "segm_mAP_75"),),
+
+# COCO columns read records of their paper's detector only (``settings.config``, the config file's stem): Cascade Mask
+# R-CNN (BAM, SERE, iBOT; the ShapesWorld stand-in is a Cascade too), or Mask R-CNN for ADCLR's Table 3 (ADCLR's
+# stated fine-tuning first, then SelfPatch's released config) and SelfPatch's README (the other way round).
+CASCADE = (
+    "cascade_mask_rcnn_vit_small_giou_4conv1f_coco_1x",
+    "cascade_mask_rcnn_vit_base_giou_4conv1f_coco_1x",
+    "cascade_mask_rcnn_vit_shapesworld",
+)
+ADCLR_MASK_RCNN, SELFPATCH_MASK_RCNN = "mask_rcnn_vit_small_coco_1x_adclr", "mask_rcnn_vit_small_coco_1x"
+_COCO_METRICS = {
+    "box_AP": "bbox_mAP",
+    "box_AP50": "bbox_mAP_50",
+    "box_AP75": "bbox_mAP_75",
+    "mask_AP": "segm_mAP",
+    "mask_AP50": "segm_mAP_50",
+    "mask_AP75": "segm_mAP_75",
 }
+
+
+def _coco(*configs: tuple[str, ...]) -> dict[str, tuple[Source, ...]]:
+    """Column key -> sources: the COCO records of each group of configs in turn."""
+    return {
+        key: tuple(Source("coco", COCO, metric, (("config", group),)) for group in configs)
+        for key, metric in _COCO_METRICS.items()
+    }
+
+
+BOX = _coco(CASCADE)
 ADE_MIOU = (Source("ade20k", ADE, "mIoU"),)
 ADE_MACC = (Source("ade20k", ADE, "mAcc"),)
 
@@ -94,8 +121,8 @@ _ADCLR_TRANSFER = {
 }
 
 COLUMN_SOURCES: dict[str, dict[str, tuple[Source, ...]]] = {
-    "bam.table1_ablation": {"top1": LINEAR},
-    "bam.table2_linear": {"top1": LINEAR},
+    "bam.table1_ablation": {"top1": BAM_LINEAR},
+    "bam.table2_linear": {"top1": BAM_LINEAR},
     "bam.table3_finetune": {"top1": _finetune("deit_bam")},
     "bam.table4_semisup": {
         "semi_1pct_top1": _semi("1pct", "bam_semisup_1pct"),
@@ -109,10 +136,10 @@ COLUMN_SOURCES: dict[str, dict[str, tuple[Source, ...]]] = {
         "ade_mIoU": ADE_MIOU,
         "ade_mAcc": ADE_MACC,
     },
-    "bam.table8_architectures": {"linear_top1": LINEAR},
+    "bam.table8_architectures": {"linear_top1": BAM_LINEAR},
     "adclr.table1_in1k_linear_finetune": {"linear_top1": LINEAR, "ft_top1": _finetune("adclr_beit_vitb")},
     "adclr.table2_knn_linear": {"knn_top1": KNN, "linear_top1": LINEAR},
-    "adclr.table3_coco_maskrcnn": BOX,
+    "adclr.table3_coco_maskrcnn": _coco((ADCLR_MASK_RCNN,), (SELFPATCH_MASK_RCNN,)),
     "adclr.table4_ade20k": {
         "mIoU": ADE_MIOU,
         "aAcc": (Source("ade20k", ADE, "aAcc"),),
@@ -135,7 +162,7 @@ COLUMN_SOURCES: dict[str, dict[str, tuple[Source, ...]]] = {
             Source("sere-relation", IMAGENET_S, "channel_rel_diff"),
         ),
     },
-    "bam.readme_checkpoints": {"linear_top1": LINEAR},
+    "bam.readme_checkpoints": {"linear_top1": BAM_LINEAR},
     "sere.readme_finetune": {"ft_top1": _finetune("sere_vits")},
     "ibot.readme": {
         "knn_top1": KNN,
@@ -146,7 +173,11 @@ COLUMN_SOURCES: dict[str, dict[str, tuple[Source, ...]]] = {
         "ade_mIoU": ADE_MIOU,
     },
     "dino.readme": {"knn_top1": KNN, "linear_top1": LINEAR},
-    "selfpatch.readme": {"box_AP": BOX["box_AP"], "mask_AP": BOX["mask_AP"]},
+    "selfpatch.readme": {
+        key: sources
+        for key, sources in _coco((SELFPATCH_MASK_RCNN,), (ADCLR_MASK_RCNN,)).items()
+        if key in ("box_AP", "mask_AP")
+    },
 }
 
 # table id -> [(column key, header, sources)] appended after the paper's columns (published rows show blanks).
