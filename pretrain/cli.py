@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sslcore.config import load_config, to_dict
-from sslcore.errors import ConfigError
+from sslcore.errors import ConfigError, SSLBenchError
 from sslcore.io import check_writable
 
 if TYPE_CHECKING:
@@ -88,6 +88,9 @@ def run_cli(args: argparse.Namespace) -> int:
     from pretrain.config import PretrainConfig
     from pretrain.engine import Trainer  # torch and the engine load only when the command runs
 
+    for directory in args.plugin:
+        if not Path(directory).is_dir():
+            raise ConfigError(f"--plugin {directory}: directory not found")
     overrides = list(args.overrides or [])
     if args.out:
         overrides.append(f"train.out={args.out}")
@@ -103,6 +106,11 @@ def run_cli(args: argparse.Namespace) -> int:
             check_resume_config(to_dict(cfg), state.get("config", {}), ckpt_path)
     if args.probe_views is not None:
         return probe_views(cfg, args.probe_views, args.plugin, state)
+    if not args.resume and ckpt_path.is_file():  # starting over would replace the run's config and log at once
+        raise SSLBenchError(
+            f"train.out={cfg.train.out} already holds a run ({ckpt_path.name}); --resume continues it, or choose "
+            "another train.out (or delete that directory) to start over"
+        )
     knn_fn = None
     if cfg.knn.every_epochs > 0:  # the CLI layer wires the protocol's k-NN vote into the training monitor
         from evaluate.protocols.knn import knn_accuracy as knn_fn

@@ -16,6 +16,7 @@ import dataclasses
 from typing import Literal
 
 from sslcore.config import FRACTION, NON_NEGATIVE, POSITIVE, PROBABILITY, SCALE_RANGE, validate
+from sslcore.device import parse_device
 
 
 @dataclasses.dataclass
@@ -124,6 +125,9 @@ class EMAConfig:
     momentum: float = 0.996
     momentum_end: float = 1.0
 
+    def __post_init__(self) -> None:
+        validate(self, {"momentum": PROBABILITY, "momentum_end": PROBABILITY})
+
 
 @dataclasses.dataclass
 class TrainConfig:
@@ -155,6 +159,7 @@ class TrainConfig:
                 "log_every": POSITIVE,
             },
         )
+        parse_device(self.device, "train.device", available=False)
 
 
 @dataclasses.dataclass
@@ -202,6 +207,22 @@ class BAMConfig:
     proj_layers: int = 3
     proj_bn: bool = False  # BN variant (paper: for teacher-free ViT runs)
     proj_act: Literal["gelu", "relu"] = "gelu"  # paper App. 0.C: GELU for ViTs, ReLU for ResNet
+
+    def __post_init__(self) -> None:
+        validate(
+            self,
+            {
+                "tau": POSITIVE,
+                "eps": POSITIVE,
+                "eps_final": POSITIVE,
+                "eps_warmup_epochs": NON_NEGATIVE,
+                "sinkhorn_iters": NON_NEGATIVE,  # 0: a plain softmax target (the no-balancing ablation)
+                "top_k": NON_NEGATIVE,
+                "proj_hidden": POSITIVE,
+                "proj_out": POSITIVE,
+                "proj_layers": POSITIVE,
+            },
+        )
 
 
 @dataclasses.dataclass

@@ -67,6 +67,7 @@ from pretrain.syncbn import WorldBatchNorm2d
 from pretrain.views import Batch
 from pretrain.vit import export_backbone
 from sslcore.config import save_config, to_dict
+from sslcore.device import parse_device
 from sslcore.errors import SSLBenchError
 from sslcore.io import atomic_torch_save, git_sha, remove_stale_temporaries
 
@@ -128,9 +129,9 @@ def world_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
 
 
 def resolve_device(name: str, local_rank: int) -> torch.device:
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    """``train.device`` checked (:func:`sslcore.device.parse_device`); CUDA without an index: this rank's GPU."""
+    device = parse_device(name, "train.device")
+    return torch.device("cuda", local_rank) if device.type == "cuda" and device.index is None else device
 
 
 class Trainer:

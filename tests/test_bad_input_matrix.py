@@ -54,6 +54,15 @@ def W(tmp_path_factory, shapes_root):
     (root / "prev" / "metrics.json").write_text('{"metrics": {"top1": 50.0}}\n')
     (root / "pretrain.yaml").write_text("method: bam\nmodel:\n  arch: vit_femto\n")
     (root / "log.jsonl").write_text('{"kind": "meta"}\n')
+    (root / "keep.csv").write_text("an earlier export\n")
+    from PIL import Image
+
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(root / "img.png")
+    (root / "inet" / "train").mkdir(parents=True)  # ImageNet with empty train/ and val/
+    (root / "inet" / "val").mkdir()
+    (root / "ptrun").mkdir()  # a finished pretraining run: a new run without --resume must not replace it
+    (root / "ptrun" / "checkpoint.pth").write_bytes(b"a previous run's checkpoint")
+    (root / "ptrun" / "log.jsonl").write_text('{"kind": "meta"}\n')
     return root
 
 
@@ -76,7 +85,55 @@ def _cases() -> list[tuple[str, list[str], str]]:
     rel = ["eval", "sere-relation", "{W}/good.pth", "--data", "{W}/data"]
     dv = ["eval", "davis", "--checkpoint", "{W}/good.pth", "--davis-root", "{W}/davis", "--out", "{W}/dv"]
     pt = ["pretrain", "--config", "{W}/pretrain.yaml", "--out", "{W}/pt"]
+    ft = ["eval", "finetune", "{W}/good.pth", "--data", "{W}/data", "--out", "{W}/ft"]
     return [
+        # ---- found by the 2026-11-29 CLI audit: binary configs and logs, devices, unchecked values, overwrites
+        ("knn-config-binary", [*knn, "--config", "{W}/good.pth"], "not a text file"),
+        ("knn-config-dir", [*knn, "--config", "{W}/prev"], "is a directory"),
+        ("knn-device-name", [*knn, "features.device=foo"], "features.device='foo'"),
+        ("knn-device-absent", [*knn, "features.device=cuda:99"], "features.device=cuda:99"),
+        ("pretrain-config-binary", ["pretrain", "--config", "{W}/good.pth"], "not a text file"),
+        ("pretrain-device-name", [*pt, "train.device=foo"], "train.device='foo'"),
+        ("pretrain-ema-momentum", [*pt, "ema.momentum=2"], "ema.momentum=2"),
+        ("pretrain-bam-tau", [*pt, "bam.tau=-1"], "bam.tau=-1"),
+        ("pretrain-bam-topk", [*pt, "bam.top_k=-1"], "bam.top_k=-1"),
+        ("pretrain-over-a-run", ["pretrain", "--config", "{W}/pretrain.yaml", "--out", "{W}/ptrun"], "--resume"),
+        ("finetune-batch-0", [*ft, "batch_size=0"], "batch_size=0"),
+        ("finetune-ema-decay", [*ft, "ema.decay=2"], "ema.decay=2"),
+        ("finetune-layer-decay", [*ft, "optim.layer_decay=-1"], "optim.layer_decay=-1"),
+        ("finetune-warmup", [*ft, "optim.warmup_epochs=-1"], "optim.warmup_epochs=-1"),
+        ("finetune-threads", [*ft, "threads=-1"], "threads=-1"),
+        ("finetune-input-size", [*ft, "aug.input_size=0"], "aug.input_size=0"),
+        ("finetune-device", [*ft, "device=foo"], "device='foo'"),
+        ("finetune-recipe-binary", [*ft, "--recipe", "{W}/good.pth"], "not a text file"),
+        ("plot-curves-binary", ["plot", "curves", "--log", "{W}/good.pth", "--out", "{W}/fig"], "not a text file"),
+        ("convert-in-place", ["ckpt", "convert", "{W}/good.pth", "--to", "timm", "{W}/good.pth"], "source checkpoint"),
+        ("convert-to-dir", ["ckpt", "convert", "{W}/good.pth", "--to", "timm", "{W}/prev"], "is a directory"),
+        ("init-safetensors", ["ckpt", "init", "--arch", "vit_femto", "{W}/x.safetensors"], ".pth"),
+        ("init-empty-path", ["ckpt", "init", "--arch", "vit_femto", ""], "path is empty"),
+        ("pretrain-plugin-missing", [*pt, "--plugin", "{W}/noplugins"], "--plugin"),
+        ("shapes-no-parts", ["data", "shapes", "--out", "{W}/sw", "--parts", ""], "--parts"),
+        ("check-imagenet-empty", ["data", "check", "imagenet:{W}/inet"], "no class folders"),
+        ("demo-seed", ["demo", "--quick", "--out", "{W}/demo", "--report", "{W}/demorep", "--seed", "-1"], "--seed -1"),
+        ("demo-report-unwritable", ["demo", "--quick", "--out", "{W}/demo", "--report", "{W}/blocker/r"], "--report"),
+        (
+            "full-pretrain-log-missing",
+            ["eval", "full", "{W}/good.pth", "--suite", "frozen", "--data-root", "{W}", "--dry-run"]
+            + ["--pretrain-log", "{W}/nolog.jsonl"],
+            "--pretrain-log",
+        ),
+        (
+            "export-nothing-keeps-file",
+            ["results", "export", "--store", "{W}/store", "--protocol", "nosuch", "{W}/keep.csv"],
+            "not written",
+        ),
+        ("cluster-no-possible-C", [*cl, "num_classes=[50]", "features.crop=32"], "no C can be clustered"),
+        (
+            "attention-image-size",
+            ["plot", "attention", "--checkpoint", "{W}/good.pth", "--image", "{W}/img.png", "--image-size", "0"],
+            "--image-size 0",
+        ),
+        ("inspect-img-size-huge", ["ckpt", "inspect", "{W}/good.pth", "--img-size", "80000"], "img_size=80000"),
         # ---- checkpoints
         ("knn-no-checkpoint", ["eval", "knn", "--data", "{W}/data"], "no checkpoint given"),
         ("knn-missing-checkpoint", ["eval", "knn", "{W}/nope.pth", "--data", "{W}/data"], "nope.pth"),

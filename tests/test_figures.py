@@ -75,6 +75,8 @@ def test_preprocess_crops_to_patch_grid():
     x, shown = preprocess(image, 36, 8)
     assert x.shape == (1, 3, 32, 32) and shown.shape == (32, 32, 3)
     assert torch.allclose(x[0, 0], torch.full((32, 32), (1 - 0.485) / 0.229), atol=1e-5)
+    with pytest.raises(SSLBenchError, match="--image-size 4: must be at least the patch size"):
+        preprocess(image, 4, 8)  # (it used to be widened silently to one patch)
 
 
 def test_plot_attention_differs_between_models_and_images(tmp_path):

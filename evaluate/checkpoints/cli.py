@@ -158,11 +158,23 @@ def converted_payload(loaded: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     return state, meta
 
 
+def check_output_file(out: str, source: str | None = None) -> Path:
+    """The output file of ``ckpt convert|init``: a file name (not empty, not a directory) other than the source."""
+    if not out.strip():
+        raise SSLBenchError("output: the path is empty")
+    path = Path(out)
+    if path.is_dir():
+        raise SSLBenchError(f"{path}: is a directory; name the output file")
+    if source is not None and path.exists() and path.resolve() == Path(source).resolve():
+        raise SSLBenchError(f"{path}: is the source checkpoint; converting in place would overwrite it")
+    return path
+
+
 def run_convert(args: argparse.Namespace) -> int:
     from evaluate.checkpoints.loader import load_backbone
     from sslcore.io import atomic_torch_save, atomic_write_bytes, check_writable
 
-    out = Path(args.out)
+    out = check_output_file(args.out, args.path)
     if args.to != "timm" and out.suffix == ".safetensors":
         raise SSLBenchError(f"{out}: {args.to} loads torch files; use a .pth name")
     check_writable(out.absolute().parent, "output")
@@ -201,6 +213,8 @@ def run_init(args: argparse.Namespace) -> int:
 
     if args.seed < 0:
         raise SSLBenchError(f"--seed {args.seed}: must be >= 0")
+    if check_output_file(args.out).suffix == ".safetensors":
+        raise SSLBenchError(f"{args.out}: ckpt init writes a torch file (an sslbench export); use a .pth name")
     check_writable(Path(args.out).absolute().parent, "output")
     torch.manual_seed(args.seed)
     model = build_vit(args.arch, pos_interp=args.pos_interp)

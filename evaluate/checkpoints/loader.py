@@ -47,6 +47,8 @@ from sslcore.errors import SSLBenchError
 log = logging.getLogger("sslbench")
 _BLOCK = re.compile(r"blocks\.(\d+)\.")
 
+MAX_GRID = 256  # positional tables up to 256 x 256 patches (4096 px at /16): larger ones only exhaust memory
+
 
 @dataclasses.dataclass
 class KeyReport:
@@ -264,6 +266,11 @@ def resolve(
     if img_size is not None and img_size != arch.img_size:
         if img_size <= 0 or img_size % arch.patch_size:
             raise SSLBenchError(f"img_size={img_size} is not a positive multiple of the patch size {arch.patch_size}")
+        if img_size // arch.patch_size > MAX_GRID:
+            raise SSLBenchError(
+                f"img_size={img_size}: a {img_size // arch.patch_size}-patch grid side is beyond {MAX_GRID} "
+                f"(at most {MAX_GRID * arch.patch_size} px for patch {arch.patch_size})"
+            )
         old = backbone["pos_embed"]
         backbone = dict(backbone, pos_embed=_resample(old, img_size // arch.patch_size, rule))
         report.reshaped.append(f"pos_embed {_shape(old)} -> {_shape(backbone['pos_embed'])} [{rule}]")

@@ -135,7 +135,10 @@ def read_imagenet(root: Path, split: str) -> LabeledImages:
     base = _imagenet_base(root)
     folder = require(base / split, f"the ImageNet {split} images")
     if (base / "train").is_dir():
-        classes = tuple(find_classes(str(base / "train"))[0])
+        try:
+            classes = tuple(find_classes(str(base / "train"))[0])
+        except FileNotFoundError:
+            raise DataError(f"{base / 'train'}: no class folders (ImageNet train is train/<wnid>/*.JPEG)") from None
     else:
         classes = ()
     if _has_subdirs(folder):

@@ -39,6 +39,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from sslcore.errors import SSLBenchError
 from sslcore.io import REPO_ROOT
 
 logger = logging.getLogger("sslbench")
@@ -374,7 +375,12 @@ def run_demo(
 ) -> DemoResult:
     """Run every stage; returns the report's README.md and the eval jobs that failed."""
     from evaluate.demo.report import write_report
+    from sslcore.io import check_writable
 
+    if seed < 0:
+        raise SSLBenchError(f"--seed {seed}: must be >= 0")
+    for path, what in ((out, "--out"), (report, "--report")):  # before any stage runs
+        check_writable(path, what)
     plan = PLANS["quick" if quick else "default"]
     if fresh:
         shutil.rmtree(out, ignore_errors=True)

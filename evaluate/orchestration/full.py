@@ -115,6 +115,9 @@ def run_full(
         raise ConfigError(f"--executor {executor}: expected one of {', '.join(EXECUTORS)}")
     if workers < 1:
         raise ConfigError(f"--jobs {workers}: must be >= 1")
+    for log in pretrain_logs or []:
+        if not Path(log).is_file():
+            raise ConfigError(f"--pretrain-log {log}: file not found")
     graph = plan_full(
         checkpoints,
         suite,

@@ -29,6 +29,7 @@ import numpy as np
 from evaluate.protocols import evalrun
 from evaluate.protocols.features import FeatureConfig, get_features
 from sslcore.config import NON_NEGATIVE, POSITIVE, validate
+from sslcore.errors import SSLBenchError
 
 logger = logging.getLogger("sslbench")
 
@@ -131,9 +132,15 @@ class ClusterConfig:
 def run(cfg: ClusterConfig, backbone: Any = None) -> dict[int, dict[str, float]]:
     """Features of the evaluation split, clustering instances, one record set per C; returns {C: metrics}."""
     started = time.time()
-    model, info = evalrun.load_model(cfg.backbone, backbone)
     plan = evalrun.data_plan(cfg.data)
     images = plan.load(plan.test)
+    present = len({label for _, label in images.samples})
+    if not any(2 <= c <= present for c in cfg.num_classes):  # a C above the class count is skipped with a warning
+        raise SSLBenchError(
+            f"num_classes={list(cfg.num_classes)}: the evaluation split has {present} classes, "
+            f"so no C can be clustered (each must be in 2..{present})"
+        )
+    model, info = evalrun.load_model(cfg.backbone, backbone)
     fs = get_features(model, info, images, cfg.features)
     results = clustering_instances(
         fs.features.double().numpy(),

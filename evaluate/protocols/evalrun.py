@@ -31,6 +31,7 @@ from evaluate.datasets import (
 )
 from evaluate.reporting.records import append_records, make_records
 from sslcore.config import POSITIVE_OR_NONE, load_config, save_config, to_dict, validate
+from sslcore.device import parse_device
 from sslcore.errors import ConfigError, SSLBenchError
 from sslcore.io import REPO_ROOT, atomic_write_json, check_writable, start_meter
 
@@ -342,6 +343,11 @@ def config_from_args(schema: type, args: argparse.Namespace) -> Any:
         cfg.out = args.out
     if getattr(args, "trust_pickle", False):
         cfg.backbone.trust_pickle = True
+    features = getattr(cfg, "features", None)
+    if features is not None:  # this machine has the device, before any checkpoint or data is read
+        parse_device(features.device, "features.device")
+    elif isinstance(getattr(cfg, "device", None), str):
+        parse_device(cfg.device)
     return cfg
 
 

@@ -45,6 +45,7 @@ from torch import Tensor
 
 from evaluate.datasets import LabeledImages, fingerprint
 from sslcore.config import NON_NEGATIVE, POSITIVE, POSITIVE_OR_NONE, validate
+from sslcore.device import parse_device
 from sslcore.errors import DataError, SSLBenchError
 from sslcore.io import atomic_torch_save, count_images, count_skipped, sha256_json
 
@@ -87,12 +88,12 @@ class FeatureConfig:
                 "num_workers": NON_NEGATIVE,
             },
         )
+        parse_device(self.device, "features.device", available=False)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+def resolve_device(name: str, key: str = "device") -> torch.device:
+    """:func:`sslcore.device.parse_device`: ``auto`` or a checked device name (one-line error naming ``key``)."""
+    return parse_device(name, key)
 
 
 def resolve_sizes(cfg: FeatureConfig, model: Any) -> tuple[int, int]:
@@ -186,7 +187,7 @@ def extract_features(model: Any, images: LabeledImages, transform: Any, cfg: Fea
 
     pooled = bool(getattr(model, "pooled_features", False))
     check_taps(cfg.taps, cfg.n_last, cfg.interleave, len(getattr(model, "blocks", [])) or None, pooled)
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, "features.device")
     rank, world = _world()
     indices = list(range(rank, len(images), world))
     loader = DataLoader(
@@ -273,7 +274,7 @@ def feature_key(info: dict[str, Any], images: LabeledImages, cfg: FeatureConfig,
         "dataset": fingerprint(images),
         "transform": {"resize": sizes[0], "crop": sizes[1], "interpolation": cfg.interpolation},
         "taps": {"taps": cfg.taps, "n_last": cfg.n_last, "interleave": cfg.interleave},
-        "precision": resolve_precision(resolve_device(cfg.device), cfg.precision),
+        "precision": resolve_precision(resolve_device(cfg.device, "features.device"), cfg.precision),
     }
 
 

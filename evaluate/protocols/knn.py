@@ -200,7 +200,7 @@ def run(cfg: KNNConfig, backbone: Any = None) -> dict[str, float]:
     plan, train, _, test = evalrun.load_splits(cfg.data)
     tr = get_features(model, info, train, cfg.features)
     te = get_features(model, info, test, cfg.features)
-    device = resolve_device(cfg.features.device)
+    device = resolve_device(cfg.features.device, "features.device")
     metrics = knn_accuracy(
         tr.features.to(device),
         tr.labels,

@@ -434,7 +434,7 @@ def run(cfg: LogRegConfig, backbone: Any = None) -> dict[str, float]:
         cfg.seed,
         cfg.features.progress,
         cfg.solver,
-        str(resolve_device(cfg.features.device)),
+        str(resolve_device(cfg.features.device, "features.device")),
         cfg.dtype,
         refit_on_val=rule != "outside_subset",
     )

@@ -58,23 +58,26 @@ def read_log(path: str | Path) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFra
         raise SSLBenchError(f"{path}: pretraining log not found")
     meta: dict[str, Any] = {}
     steps, epochs = [], []
-    with open(path, encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise SSLBenchError(f"{path}:{lineno}: malformed log line ({exc.msg})") from None
-            if not isinstance(obj, dict):
-                raise SSLBenchError(f"{path}:{lineno}: a log line must be a JSON object")
-            kind = obj.get("kind")
-            if kind == "meta":
-                meta = obj
-            elif kind == "step":
-                steps.append(obj)
-            elif kind == "epoch":
-                epochs.append(obj)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise SSLBenchError(f"{path}: not a text file (a pretraining log is JSON lines)") from None
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise SSLBenchError(f"{path}:{lineno}: malformed log line ({exc.msg})") from None
+        if not isinstance(obj, dict):
+            raise SSLBenchError(f"{path}:{lineno}: a log line must be a JSON object")
+        kind = obj.get("kind")
+        if kind == "meta":
+            meta = obj
+        elif kind == "step":
+            steps.append(obj)
+        elif kind == "epoch":
+            epochs.append(obj)
     steps_df, epochs_df = pd.DataFrame(steps), pd.DataFrame(epochs)
     # a resumed run re-logs the steps/epochs after its last checkpoint: the later lines win
     if "step" in steps_df.columns:
@@ -301,7 +304,9 @@ def preprocess(image: np.ndarray, size: int, patch: int) -> tuple[Tensor, np.nda
     input and the resized (H, W, 3) uint8 image for display."""
     from PIL import Image
 
-    side = max(patch, size - size % patch)
+    if size < patch:
+        raise SSLBenchError(f"--image-size {size}: must be at least the patch size ({patch} px)")
+    side = size - size % patch
     shown = np.asarray(Image.fromarray(image).resize((side, side), Image.BICUBIC))
     x = torch.from_numpy(shown.astype(np.float32) / 255.0).permute(2, 0, 1)
     mean, std = torch.tensor(IMAGENET_MEAN)[:, None, None], torch.tensor(IMAGENET_STD)[:, None, None]
@@ -508,6 +513,9 @@ def _check_inputs(args: argparse.Namespace) -> None:
     for log in getattr(args, "log", None) or []:
         if not Path(log).is_file():
             raise SSLBenchError(f"--log {log}: file not found")
+    size = getattr(args, "image_size", None)
+    if size is not None and size < 1:  # (below the patch size: refused once the checkpoint says its patch)
+        raise SSLBenchError(f"--image-size {size}: must be a positive number of pixels")
     check_writable(args.out, "--out")
 
 

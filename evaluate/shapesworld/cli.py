@@ -34,6 +34,8 @@ def run_cli(args: argparse.Namespace) -> int:
             raise DataError(f"--image-size {args.image_size}: must be at least 16 pixels")
         spec = dataclasses.replace(spec, cls_size=args.image_size, transfer_size=args.image_size)
     parts = tuple(p.strip() for p in args.parts.split(",") if p.strip())
+    if not parts:
+        raise DataError(f"--parts {args.parts!r}: name one or more of {','.join(PARTS)}")
     manifest = generate(args.out, spec, seed=args.seed, parts=parts, force=args.force, workers=args.workers)
     print(json.dumps({"out": args.out, "seed": manifest["seed"], "counts": manifest["counts"]}, indent=2))
     return 0

@@ -41,6 +41,7 @@ from evaluate.protocols.davis.score import score_results
 from evaluate.protocols.features import resolve_device
 from evaluate.reporting.records import append_records, default_store, make_records
 from sslcore.config import save_config, to_dict
+from sslcore.device import parse_device
 from sslcore.errors import ConfigError
 from sslcore.io import check_writable, start_meter
 
@@ -83,6 +84,7 @@ class DavisConfig:
             raise ValueError("n_last_frames must be >= 0 and topk >= 1")
         if self.short_side < 1 or self.batch_size < 1:
             raise ValueError("short_side and batch_size must be positive")
+        parse_device(self.device, available=False)
 
 
 def combo_tag(n_last_frames: int, topk: int, size_mask_neighborhood: int) -> str:

@@ -14,6 +14,16 @@ import dataclasses
 from typing import Literal
 
 from evaluate.protocols.evalrun import BackboneConfig, DataConfig
+from sslcore.config import (
+    FRACTION,
+    NON_NEGATIVE,
+    POSITIVE,
+    POSITIVE_OR_NONE,
+    PROBABILITY,
+    SCALE_RANGE,
+    validate,
+)
+from sslcore.device import parse_device
 
 
 @dataclasses.dataclass
@@ -26,6 +36,9 @@ class ModelConfig:
     head_init_std: float = 0.02  # trunc-normal std of the new classifier (MAE: 2e-5)
     head_init_scale: float = 1.0  # BEiT multiplies the new classifier's weights by 0.001
     freeze_sincos: bool = True  # keep a fixed sin-cos positional table fixed (BAM, MoCo v3 fine-tuning)
+
+    def __post_init__(self) -> None:
+        validate(self, {"drop_path": FRACTION, "head_init_std": POSITIVE, "head_init_scale": POSITIVE})
 
 
 @dataclasses.dataclass
@@ -43,6 +56,23 @@ class OptimConfig:
     momentum: float = 0.9  # sgd only
     layer_decay: float | None = None  # BEiT/MAE layer-wise decay (evaluate.protocols.layer_decay); None: off
     clip_grad: float | None = None
+
+    def __post_init__(self) -> None:
+        validate(
+            self,
+            {
+                "lr": POSITIVE,
+                "lr_batch_ref": POSITIVE_OR_NONE,
+                "min_lr": NON_NEGATIVE,
+                "warmup_lr": NON_NEGATIVE,
+                "warmup_epochs": NON_NEGATIVE,
+                "weight_decay": NON_NEGATIVE,
+                "eps": POSITIVE,
+                "momentum": FRACTION,
+                "layer_decay": (lambda v: v is None or 0 < v <= 1, "must be in (0, 1] (or null)"),
+                "clip_grad": POSITIVE_OR_NONE,
+            },
+        )
 
 
 @dataclasses.dataclass
@@ -65,12 +95,35 @@ class AugConfig:
     smoothing: float = 0.1
     repeated_aug: int = 3  # timm RepeatAugSampler repeats (DeiT/iBOT 3); 1 = off
 
+    def __post_init__(self) -> None:
+        validate(
+            self,
+            {
+                "input_size": POSITIVE,
+                "scale": SCALE_RANGE,
+                "hflip": PROBABILITY,
+                "color_jitter": NON_NEGATIVE,
+                "reprob": PROBABILITY,
+                "recount": POSITIVE,
+                "crop_pct": (lambda v: 0 < v <= 1, "must be in (0, 1]"),
+                "mixup": NON_NEGATIVE,
+                "cutmix": NON_NEGATIVE,
+                "mixup_prob": PROBABILITY,
+                "mixup_switch_prob": PROBABILITY,
+                "smoothing": FRACTION,
+                "repeated_aug": POSITIVE,
+            },
+        )
+
 
 @dataclasses.dataclass
 class EmaConfig:
     enabled: bool = True
     decay: float = 0.99996
     evaluate: bool = False  # DeiT/iBOT keep the EMA but report the model itself
+
+    def __post_init__(self) -> None:
+        validate(self, {"decay": FRACTION})
 
 
 @dataclasses.dataclass
@@ -95,6 +148,20 @@ class FinetuneConfig:
     resume: bool = True  # continue from <out>/checkpoint.pth when it exists
     progress: bool = True
     out: str | None = None
+
+    def __post_init__(self) -> None:
+        validate(
+            self,
+            {
+                "epochs": POSITIVE,
+                "batch_size": POSITIVE,
+                "eval_every": POSITIVE,
+                "num_workers": NON_NEGATIVE,
+                "threads": NON_NEGATIVE,
+                "seed": NON_NEGATIVE,
+            },
+        )
+        parse_device(self.device, available=False)
 
 
 # settings that may differ between a run and its resumption
