@@ -19,6 +19,7 @@ import argparse
 import importlib
 import logging
 import sys
+import warnings
 
 from sslcore.errors import SSLBenchError
 
@@ -208,6 +209,8 @@ def _close_progress_bars() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # mmengine (0.10.7) imports pkg_resources, whose deprecation warning would be two stray stderr lines per command
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
     try:
         parser = build_parser(argv)
         try:

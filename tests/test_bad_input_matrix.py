@@ -133,6 +133,7 @@ def _cases() -> list[tuple[str, list[str], str]]:
             ["plot", "attention", "--checkpoint", "{W}/good.pth", "--image", "{W}/img.png", "--image-size", "0"],
             "--image-size 0",
         ),
+        ("results-ls-no-store", ["results", "ls", "--store", "{W}/nostore"], "--store"),
         ("inspect-img-size-huge", ["ckpt", "inspect", "{W}/good.pth", "--img-size", "80000"], "img_size=80000"),
         # ---- checkpoints
         ("knn-no-checkpoint", ["eval", "knn", "--data", "{W}/data"], "no checkpoint given"),

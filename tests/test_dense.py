@@ -220,3 +220,40 @@ def test_the_heads_take_the_checkpoints_width(task, tmp_path):
         option = {"model.neck.in_channels": [16] * 4}
         cfg, _ = build_config(config, tmp_path / "bb.pth", root, tmp_path / "mm", options=option, width=32)
         assert cfg.model.neck.in_channels == [16] * 4
+
+
+@pytest.mark.parametrize(
+    ("task", "damage", "fragment"),
+    [
+        ("coco", "empty", "annotations/instances_train.json: annotation file not found"),
+        ("coco", "bad-json", "instances_train.json: not a JSON annotation file"),
+        ("coco", "no-images", "images/train: missing or empty"),
+        ("ade20k", "empty", "images/training: missing or empty"),
+        ("ade20k", "no-labels", "annotations/training: missing or empty"),
+    ],
+)
+def test_a_wrong_dataset_layout_is_one_line_before_anything_is_written(
+    shapes_root, tmp_path, capsys, task, damage, fragment
+):
+    import shutil
+
+    ckpt = tmp_path / "pico.pth"
+    torch.save(export_backbone(build_vit("vit_pico")), ckpt)
+    root = tmp_path / task
+    if damage == "empty":
+        root.mkdir()
+    else:
+        shutil.copytree(shapes_root / task, root)
+        (root.parent / "shapesworld.json").write_text((shapes_root / "shapesworld.json").read_text())
+    if damage == "bad-json":
+        (root / "annotations" / "instances_train.json").write_text("{")
+    if damage == "no-images":
+        shutil.rmtree(root / "images" / "train")
+    if damage == "no-labels":
+        shutil.rmtree(root / "annotations" / "training")
+    config = "coco/cascade_mask_rcnn_vit_shapesworld" if task == "coco" else "ade20k/upernet_vit_shapesworld"
+    out = tmp_path / "run"
+    code = main(["eval", task, str(ckpt), "--data-root", str(root), "--out", str(out), "--config", config])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and fragment in err[0], err
+    assert not out.exists()  # nothing converted or written before the data was checked

@@ -266,6 +266,8 @@ def _add_filters(parser: argparse.ArgumentParser) -> None:
 
 
 def _frame_from_args(args: argparse.Namespace) -> pd.DataFrame:
+    if args.store and not Path(args.store).exists():  # a mistyped --store would read as an empty store
+        raise SSLBenchError(f"--store {args.store}: no results store there (a directory or a .jsonl file)")
     return query(
         args.store,
         dedup=not args.all,

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from evaluate.reporting.records import append_records, default_store, make_records
-from sslcore.errors import SSLBenchError
+from sslcore.errors import ConfigError, DataError, SSLBenchError
 from sslcore.io import REPO_ROOT, atomic_torch_save, atomic_write_json, check_writable, sha256_file, start_meter
 
 logger = logging.getLogger("sslbench")
@@ -137,7 +137,10 @@ def load_mm_config(path: str | Path) -> Any:
     unformatted. mmengine 0.10.7 drops ``format_python_code=False`` on its non-lazy path, hence the attribute."""
     from mmengine.config import Config
 
-    cfg = Config.fromfile(str(path), format_python_code=False)
+    try:
+        cfg = Config.fromfile(str(path), format_python_code=False)
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError(f"{path}: not a readable mm config ({type(exc).__name__}: {exc})".splitlines()[0]) from None
     if getattr(cfg, "_format_python_code", False):
         object.__setattr__(cfg, "_format_python_code", False)
     return cfg
@@ -197,6 +200,55 @@ def _set_data_root(dataset: dict, root: str) -> None:
         _set_data_root(dataset["dataset"], root)
     else:
         dataset["data_root"] = root
+
+
+def _leaf_datasets(dataset: dict) -> list[dict]:
+    """The datasets that read files, through ConcatDataset / RepeatDataset wrappers."""
+    if "datasets" in dataset:
+        return [leaf for child in dataset["datasets"] for leaf in _leaf_datasets(child)]
+    if "dataset" in dataset:
+        return _leaf_datasets(dataset["dataset"])
+    return [dataset]
+
+
+def _check_coco_json(path: Path, parse_below: int = 64 << 20) -> None:
+    """A COCO annotation file: parsed (with ``images`` and ``annotations``) when under ``parse_below`` bytes; a larger
+    one (COCO's train file is 450 MB) only has to start like a JSON object, and pycocotools reads the rest."""
+    if path.stat().st_size >= parse_below:
+        with open(path, "rb") as handle:
+            if handle.read(4096).lstrip()[:1] != b"{":
+                raise DataError(f"{path}: not a JSON annotation file")
+        return
+    try:
+        head = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise DataError(f"{path}: not a JSON annotation file") from None
+    if not isinstance(head, dict) or not {"images", "annotations"} <= set(head):
+        raise DataError(f"{path}: a COCO annotation file needs 'images' and 'annotations'")
+
+
+def check_data_layout(config_path: Path, data_root: Path) -> None:
+    """Before any work: every annotation file and image/label folder the config's loaders read exists under
+    ``data_root`` (folders non-empty; COCO-style JSON annotations parse, with ``images`` and ``annotations``).
+    A missing or malformed part is one :class:`~sslcore.errors.DataError` naming it, instead of a crash inside
+    mmengine or pycocotools after the run directory was written."""
+    cfg = load_mm_config(config_path)
+    for split in ("train_dataloader", "val_dataloader", "test_dataloader"):
+        loader = cfg.get(split)
+        if loader is None:
+            continue
+        for dataset in _leaf_datasets(loader["dataset"]):
+            ann = dataset.get("ann_file")
+            if ann:
+                path = data_root / ann
+                if not path.is_file():
+                    raise DataError(f"{path}: annotation file not found ({split} of {config_path.name})")
+                if path.suffix == ".json":
+                    _check_coco_json(path)
+            for prefix in (dataset.get("data_prefix") or {}).values():
+                folder = data_root / prefix
+                if not folder.is_dir() or not any(folder.iterdir()):
+                    raise DataError(f"{folder}: missing or empty ({split} of {config_path.name})")
 
 
 # the parts that read the ViT's feature maps; with the simple feature pyramid every level has the ViT's width
@@ -403,6 +455,7 @@ def run_eval(
     check_writable(out, "--out")
     check_writable(default_store(), "results store")
     distributed = nproc > 1 or bool(torchrun_args)
+    check_data_layout(resolve_config(task, config, {}, data_root), data_root)  # the data part is the same at any width
     if distributed and not torch.cuda.is_available():
         raise SSLBenchError(
             f"--nproc {nproc}: multi-process runs need GPUs (mmengine 0.10.7's pytorch launcher binds every rank to a "
