@@ -257,3 +257,18 @@ def test_a_wrong_dataset_layout_is_one_line_before_anything_is_written(
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and fragment in err[0], err
     assert not out.exists()  # nothing converted or written before the data was checked
+
+
+def test_the_layout_check_follows_cfg_options(shapes_root, tmp_path):
+    import shutil
+
+    from evaluate.protocols.dense.runner import CONFIG_DIR, check_data_layout
+    from sslcore.errors import DataError
+
+    root = tmp_path / "coco"
+    shutil.copytree(shapes_root / "coco", root)
+    (root / "annotations" / "instances_train.json").rename(root / "annotations" / "mine.json")
+    config = CONFIG_DIR / "coco" / "cascade_mask_rcnn_vit_shapesworld.py"
+    with pytest.raises(DataError, match="instances_train.json: annotation file not found"):
+        check_data_layout(config, root)
+    check_data_layout(config, root, {"train_dataloader.dataset.ann_file": "annotations/mine.json"})

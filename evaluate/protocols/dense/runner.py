@@ -191,17 +191,6 @@ def _replace_type(node: Any, old: str, new: str) -> int:
     return count
 
 
-def _set_data_root(dataset: dict, root: str) -> None:
-    """Set ``data_root`` on a dataset config, through ConcatDataset / RepeatDataset wrappers (VOC aug)."""
-    if "datasets" in dataset:
-        for child in dataset["datasets"]:
-            _set_data_root(child, root)
-    elif "dataset" in dataset:
-        _set_data_root(dataset["dataset"], root)
-    else:
-        dataset["data_root"] = root
-
-
 def _leaf_datasets(dataset: dict) -> list[dict]:
     """The datasets that read files, through ConcatDataset / RepeatDataset wrappers."""
     if "datasets" in dataset:
@@ -209,6 +198,12 @@ def _leaf_datasets(dataset: dict) -> list[dict]:
     if "dataset" in dataset:
         return _leaf_datasets(dataset["dataset"])
     return [dataset]
+
+
+def _set_data_root(dataset: dict, root: str) -> None:
+    """Set ``data_root`` on a dataset config, through ConcatDataset / RepeatDataset wrappers (VOC aug)."""
+    for leaf in _leaf_datasets(dataset):
+        leaf["data_root"] = root
 
 
 def _check_coco_json(path: Path, parse_below: int = 64 << 20) -> None:
@@ -227,12 +222,14 @@ def _check_coco_json(path: Path, parse_below: int = 64 << 20) -> None:
         raise DataError(f"{path}: a COCO annotation file needs 'images' and 'annotations'")
 
 
-def check_data_layout(config_path: Path, data_root: Path) -> None:
+def check_data_layout(config_path: Path, data_root: Path, options: dict[str, Any] | None = None) -> None:
     """Before any work: every annotation file and image/label folder the config's loaders read exists under
     ``data_root`` (folders non-empty; COCO-style JSON annotations parse, with ``images`` and ``annotations``).
     A missing or malformed part is one :class:`~sslcore.errors.DataError` naming it, instead of a crash inside
-    mmengine or pycocotools after the run directory was written."""
+    mmengine or pycocotools after the run directory was written. ``options``: the run's ``--cfg-options``, which may
+    point the loaders elsewhere."""
     cfg = load_mm_config(config_path)
+    cfg.merge_from_dict(dict(options or {}))
     for split in ("train_dataloader", "val_dataloader", "test_dataloader"):
         loader = cfg.get(split)
         if loader is None:
@@ -455,7 +452,7 @@ def run_eval(
     check_writable(out, "--out")
     check_writable(default_store(), "results store")
     distributed = nproc > 1 or bool(torchrun_args)
-    check_data_layout(resolve_config(task, config, {}, data_root), data_root)  # the data part is the same at any width
+    check_data_layout(resolve_config(task, config, {}, data_root), data_root, options)  # same data at any width
     if distributed and not torch.cuda.is_available():
         raise SSLBenchError(
             f"--nproc {nproc}: multi-process runs need GPUs (mmengine 0.10.7's pytorch launcher binds every rank to a "
