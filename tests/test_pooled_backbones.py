@@ -306,8 +306,7 @@ def _resnet_export(tmp_path: Path) -> Path:
 
 def test_davis_and_dense_refuse_a_cnn_in_one_line(tmp_path, shapes_root, capsys):
     path = _resnet_export(tmp_path)
-    davis_root, data_root = shapes_root / "davis", tmp_path / "coco"
-    data_root.mkdir()
+    davis_root, data_root = shapes_root / "davis", shapes_root / "ade20k"  # good data: the network is what is refused
     out = tmp_path / "davis_out"
     code = cli_main(["eval", "davis", "--checkpoint", str(path), "--davis-root", str(davis_root), "--out", str(out)])
     err = capsys.readouterr().err.strip().splitlines()
