@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from sslcore.config import load_config, to_dict
 from sslcore.errors import ConfigError, SSLBenchError
 from sslcore.io import check_writable
+from sslcore.plugins import check_plugin_dirs
 
 if TYPE_CHECKING:
     from pretrain.config import PretrainConfig
@@ -88,9 +89,7 @@ def run_cli(args: argparse.Namespace) -> int:
     from pretrain.config import PretrainConfig
     from pretrain.engine import Trainer  # torch and the engine load only when the command runs
 
-    for directory in args.plugin:
-        if not Path(directory).is_dir():
-            raise ConfigError(f"--plugin {directory}: directory not found")
+    check_plugin_dirs(args.plugin)  # before any work, whether or not the config names a plugin method
     overrides = list(args.overrides or [])
     if args.out:
         overrides.append(f"train.out={args.out}")

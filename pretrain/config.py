@@ -375,8 +375,8 @@ class PretrainConfig:
             raise ValueError(f"data.global_crops must be >= 1, got {self.data.global_crops}")
         if self.train.batch_size < 1 or self.train.epochs < 1:
             raise ValueError("train.batch_size and train.epochs must be >= 1")
-        on_dino = self.method == "dino" or (self.method == "sere" and self.sere.base == "dino")
-        if self.dino.centering != "centering" and self.method in ("ibot", "adclr", "sere") and not on_dino:
+        ignores_centering = self.method in ("ibot", "adclr") or (self.method == "sere" and self.sere.base != "dino")
+        if self.dino.centering != "centering" and ignores_centering:
             raise ValueError(
                 f"dino.centering={self.dino.centering} is implemented for method dino and sere on dino only, "
                 f"not for method {self.method}" + (" on ibot" if self.method == "sere" else "")

@@ -42,6 +42,13 @@ def trusted_paths(plugin_dirs: Sequence[str | Path] = ()) -> list[str]:
     return out
 
 
+def check_plugin_dirs(plugin_dirs: Sequence[str | Path]) -> None:
+    """Every ``--plugin`` entry is an existing directory (a :class:`ConfigError` naming the first that is not)."""
+    for plugin in plugin_dirs:
+        if not Path(plugin).is_dir():
+            raise ConfigError(f"--plugin {plugin}: not a directory")
+
+
 def import_object(target: str, plugin_dirs: Sequence[str | Path] = (), key: str = "method") -> Any:
     """The object ``module:attr`` names, imported only from :func:`trusted_paths`.
 
@@ -52,9 +59,7 @@ def import_object(target: str, plugin_dirs: Sequence[str | Path] = (), key: str 
     module_name, sep, attr = target.partition(":")
     if not sep or not module_name or not attr:
         raise ConfigError(f"{key}: {target!r} is not 'package.module:Class'")
-    for plugin in plugin_dirs:
-        if not Path(plugin).is_dir():
-            raise ConfigError(f"--plugin {plugin}: not a directory")
+    check_plugin_dirs(plugin_dirs)
     search = trusted_paths(plugin_dirs)
     top = module_name.split(".", 1)[0]
     spec = importlib.machinery.PathFinder.find_spec(top, search)

@@ -213,9 +213,10 @@ def run_init(args: argparse.Namespace) -> int:
 
     if args.seed < 0:
         raise SSLBenchError(f"--seed {args.seed}: must be >= 0")
-    if check_output_file(args.out).suffix == ".safetensors":
-        raise SSLBenchError(f"{args.out}: ckpt init writes a torch file (an sslbench export); use a .pth name")
-    check_writable(Path(args.out).absolute().parent, "output")
+    out = check_output_file(args.out)
+    if out.suffix == ".safetensors":
+        raise SSLBenchError(f"{out}: ckpt init writes a torch file (an sslbench export); use a .pth name")
+    check_writable(out.absolute().parent, "output")
     torch.manual_seed(args.seed)
     model = build_vit(args.arch, pos_interp=args.pos_interp)
     atomic_torch_save(export_backbone(model, {"init": "random", "seed": args.seed, "arch_name": args.arch}), args.out)

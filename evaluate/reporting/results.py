@@ -328,9 +328,7 @@ def run_export(args: argparse.Namespace) -> int:
     check_writable(Path(args.out).absolute().parent, "--out")
     frame = _frame_from_args(args)
     if frame.empty:  # an existing file stays as it is
-        raise SSLBenchError(
-            f"{getattr(args, 'store', None) or 'results store'}: no record matches; {args.out} not written"
-        )
+        raise SSLBenchError(f"{args.store or 'results store'}: no record matches; {args.out} not written")
     path = export(frame, args.out, args.format)
     print(f"{len(frame)} records -> {path}")
     return 0
