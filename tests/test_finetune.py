@@ -225,6 +225,42 @@ def test_randaugment_posterize_survives_zero_bits():
     assert posterize[0].aug_fn(image, 2).getpixel((0, 0)) == (192, 64, 0)
 
 
+class _Timm1029RepeatAugSampler:
+    """timm 1.0.29's ``RepeatAugSampler`` size rule (transcribed; a GPU image ships it): no guard for datasets
+    smaller than ``selected_round``, so 128 images give an empty epoch."""
+
+    def __init__(self, dataset, num_replicas, rank, shuffle=True, num_repeats=3, selected_round=256):
+        n = len(dataset)
+        self.num_samples = math.ceil(n * num_repeats / num_replicas)
+        if selected_round:
+            self.num_selected_samples = int(math.floor(n // selected_round * selected_round / num_replicas))
+        else:
+            self.num_selected_samples = int(math.ceil(n / num_replicas))
+
+    def __iter__(self):
+        return iter(range(self.num_selected_samples))
+
+    def __len__(self):
+        return self.num_selected_samples
+
+
+@pytest.mark.parametrize("sampler", ["installed", "timm-1.0.29"])
+def test_repeated_augmentation_epoch_size_does_not_depend_on_timm(monkeypatch, sampler):
+    """DeiT's rule: the epoch is cut to a multiple of 256 images; a dataset below 256 images is kept whole (timm
+    1.0.31's rule, asked for explicitly so that timm 1.0.29 agrees; it gave 0 batches on the H200 image)."""
+    import timm.data.distributed_sampler as tds
+
+    from evaluate.protocols.finetune.data import Split, train_loader
+
+    if sampler != "installed":
+        monkeypatch.setattr(tds, "RepeatAugSampler", _Timm1029RepeatAugSampler)
+    aug = AugConfig(repeated_aug=3)
+    for n, batch, steps in ((128, 128, 1), (100, 8, 12), (600, 64, 8)):  # 600 images: 512 per epoch
+        data = torch.utils.data.TensorDataset(torch.zeros(n, 1), torch.zeros(n, dtype=torch.long))
+        loader = train_loader(Split(data, [0] * n, ("a",)), batch, 0, 1, aug, 0, 0, torch.device("cpu"))
+        assert len(loader) == steps, (n, batch)
+
+
 def test_summarize_max_and_last():
     hist = [{"epoch": 0, "top1": 50.0, "top5": 90.0}, {"epoch": 1}, {"epoch": 2, "top1": 40.0, "top5": 95.0}]
     metrics, chosen = summarize(hist, "max")

@@ -122,13 +122,19 @@ def train_loader(
     """Shuffled per-process batches of ``batch`` images, last partial batch dropped (timm/DeiT).
 
     ``aug.repeated_aug > 1`` uses timm's ``RepeatAugSampler`` (each image ``repeated_aug`` times per epoch on
-    different ranks, the epoch cut to a multiple of 256 images as DeiT); otherwise a ``DistributedSampler``.
+    different ranks, the epoch cut to a multiple of 256 images as DeiT, whole below 256 images); otherwise a
+    ``DistributedSampler``.
     """
     from timm.data.distributed_sampler import RepeatAugSampler
     from torch.utils.data.distributed import DistributedSampler
 
     if aug.repeated_aug > 1:
-        sampler: Any = RepeatAugSampler(split.dataset, world, rank, shuffle=True, num_repeats=aug.repeated_aug)
+        # DeiT cuts the epoch to a multiple of 256 images; below 256 images timm >= 1.0.31 keeps them all, while
+        # older timm (1.0.29, a GPU image's) selects 0 and the epoch is empty: asked for explicitly, one rule
+        rounding = 256 if len(split.dataset) >= 256 else 0
+        sampler: Any = RepeatAugSampler(
+            split.dataset, world, rank, shuffle=True, num_repeats=aug.repeated_aug, selected_round=rounding
+        )
     else:
         sampler = DistributedSampler(split.dataset, world, rank, shuffle=True, seed=seed, drop_last=False)
     return DataLoader(
