@@ -145,6 +145,8 @@ def test_default_chunk_bounds_the_similarity_block(monkeypatch):
     full = knn_predict(train, labels, test, [10], num_classes=5)
     monkeypatch.setattr(knn, "CHUNK_BYTES", 1000 * 4 * 7)  # 7 rows per block
     assert knn._chunk_rows(None, 1000, 4) == 7
+    assert knn._chunk_rows(None, 1000, 4, "cuda") == (1 << 30) // 4000  # the GPU budget: 1 GiB
+    assert knn._chunk_rows(3, 1000, 4, "cuda") == 3
     blocked = knn_predict(train, labels, test, [10], num_classes=5)
     torch.testing.assert_close(blocked[10], full[10], rtol=1e-5, atol=0)  # blocked matmuls round differently
 
