@@ -219,7 +219,9 @@ class ResourceMeter:
 
     On :meth:`start` the CUDA peak counters are reset and a daemon thread samples the resident set size every
     ``interval`` seconds (the high-water mark of *this* run: the process-lifetime ``ru_maxrss`` would give every run
-    of a long process the same number). Code that pushes images through a network calls :meth:`add_images`.
+    of a long process the same number). Code that pushes images through a network calls :meth:`add_images`. Code that
+    resets torch's CUDA peak counter during the run (mmengine does at every log line) hands each reading to
+    :meth:`note_cuda_peak` first, or in a child process's stead (a torchrun run), so the run's peak is kept.
     """
 
     def __init__(self, interval: float = 0.05) -> None:
@@ -228,6 +230,7 @@ class ResourceMeter:
         self.interval, self.images, self.started = interval, 0, time_now()
         self.skipped: set[str] = set()
         self._peak_rss = _rss_mb()
+        self._cuda_noted_mb = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True, name="sslbench-rss")
 
@@ -248,13 +251,21 @@ class ResourceMeter:
     def add_images(self, count: int) -> None:
         self.images += int(count)
 
+    def note_cuda_peak(self, mb: float) -> None:
+        """A CUDA peak (MiB) read before a reset of torch's counter, or measured in another process of this run."""
+        self._cuda_noted_mb = max(self._cuda_noted_mb, float(mb))
+
     def peak_memory_mb(self) -> dict[str, float]:
-        """{"cpu_rss_mb": high-water RSS since start, "cuda_mb": peak CUDA allocation since start (if used)}."""
+        """{"cpu_rss_mb": high-water RSS since start, "cuda_mb": peak CUDA allocation since start (if used): torch's
+        counter or the largest :meth:`note_cuda_peak`, whichever is larger}."""
         self._peak_rss = max(self._peak_rss, _rss_mb())
         out = {"cpu_rss_mb": round(self._peak_rss, 1)}
+        cuda = self._cuda_noted_mb
         torch = sys.modules.get("torch")
         if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
-            out["cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+            cuda = max(cuda, torch.cuda.max_memory_allocated() / 2**20)
+        if cuda or self._cuda_noted_mb:
+            out["cuda_mb"] = round(cuda, 1)
         return out
 
     def images_per_s(self) -> float | None:

@@ -272,3 +272,33 @@ def test_the_layout_check_follows_cfg_options(shapes_root, tmp_path):
     with pytest.raises(DataError, match="instances_train.json: annotation file not found"):
         check_data_layout(config, root)
     check_data_layout(config, root, {"train_dataloader.dataset.ann_file": "annotations/mine.json"})
+
+
+def test_cuda_peaks_survive_mmengines_resets(monkeypatch):
+    """mmengine's log processor reads torch's CUDA peak and resets it at every log line; ``run_mm``'s wrapper keeps
+    each reading for the run's meter and timings.json (on the H200 the acceptance run read 0.99 GiB after a COCO run
+    whose training lines logged up to 3.7 GiB)."""
+    from types import SimpleNamespace
+
+    from mmengine.runner import log_processor
+
+    from evaluate.protocols.dense.runner import _keep_cuda_peaks
+    from sslcore.io import start_meter
+
+    readings = iter([120, 3769, 900])  # MiB since the previous reset, as mmengine's reader returns them
+
+    def fake_reader(device=None):
+        return next(readings)
+
+    monkeypatch.setattr(log_processor, "get_max_cuda_memory", fake_reader)
+    meter = start_meter()
+    processor = log_processor.LogProcessor()
+    runner = SimpleNamespace(model=SimpleNamespace())
+    peaks: list[float] = []
+    with _keep_cuda_peaks(peaks):
+        got = [processor._get_max_memory(runner) for _ in range(3)]  # the call of every log line
+    assert got == [120, 3769, 900]  # mmengine's log lines are unchanged
+    assert peaks == [120.0, 3769.0, 900.0]
+    assert meter.peak_memory_mb()["cuda_mb"] == 3769.0
+    assert log_processor.get_max_cuda_memory is fake_reader  # restored
+    meter.stop()

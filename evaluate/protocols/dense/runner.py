@@ -20,6 +20,7 @@ resume; the checkpoint is read by :func:`evaluate.protocols.dense.register.safe_
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +36,15 @@ import torch
 
 from evaluate.reporting.records import append_records, default_store, make_records
 from sslcore.errors import ConfigError, DataError, SSLBenchError
-from sslcore.io import REPO_ROOT, atomic_torch_save, atomic_write_json, check_writable, sha256_file, start_meter
+from sslcore.io import (
+    REPO_ROOT,
+    atomic_torch_save,
+    atomic_write_json,
+    check_writable,
+    current_meter,
+    sha256_file,
+    start_meter,
+)
 
 logger = logging.getLogger("sslbench")
 
@@ -328,9 +338,33 @@ def train_scalars(work_dir: Path, *keys: str) -> list[dict[str, float]]:
     return rows
 
 
+@contextlib.contextmanager
+def _keep_cuda_peaks(peaks: list[float]) -> Iterator[None]:
+    """mmengine's log processor reads torch's CUDA peak and resets it at every log line (train, val and test; only
+    the train lines reach scalars.json), so after a run the counter holds the last interval's peak alone. While this
+    is active each reading is appended to ``peaks`` and handed to the run's meter before the reset."""
+    from mmengine.runner import log_processor
+
+    original = log_processor.get_max_cuda_memory
+
+    def read_then_reset(device=None):  # mmengine's signature
+        mb = original(device)
+        peaks.append(float(mb))
+        if (meter := current_meter()) is not None:
+            meter.note_cuda_peak(mb)
+        return mb
+
+    log_processor.get_max_cuda_memory = read_then_reset
+    try:
+        yield
+    finally:
+        log_processor.get_max_cuda_memory = original
+
+
 def run_mm(config_file: str | Path, launcher: str = "none", resume: bool = False) -> dict[str, float]:
     """Train and test with mmengine's Runner on this process (one rank); rank 0 writes metrics.json, losses.json and
-    timings.json (wall seconds of the training and of the test pass)."""
+    timings.json (wall seconds of the training and of the test pass; ``peak_cuda_mb``: rank 0's CUDA peak over both,
+    in MiB, where CUDA ran)."""
     from mmengine.dist import get_rank
     from mmengine.runner import Runner
 
@@ -343,18 +377,22 @@ def run_mm(config_file: str | Path, launcher: str = "none", resume: bool = False
     cfg.launcher = launcher
     cfg.resume = resume
     runner = Runner.from_cfg(cfg)
-    start = time.perf_counter()
-    runner.train()
-    trained = time.perf_counter()
-    metrics = runner.test()
+    peaks: list[float] = []
+    with _keep_cuda_peaks(peaks):
+        start = time.perf_counter()
+        runner.train()
+        trained = time.perf_counter()
+        metrics = runner.test()
+        tested = time.perf_counter()
     run_dir = Path(config_file).parent
     if get_rank() == 0:
         clean = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
         atomic_write_json(run_dir / "losses.json", train_scalars(Path(cfg.work_dir), "loss"))
         atomic_write_json(run_dir / "metrics.json", clean)
-        atomic_write_json(
-            run_dir / "timings.json", {"train_s": trained - start, "test_s": time.perf_counter() - trained}
-        )
+        timings = {"train_s": trained - start, "test_s": tested - trained}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            timings["peak_cuda_mb"] = max([*peaks, torch.cuda.max_memory_allocated() / 2**20])
+        atomic_write_json(run_dir / "timings.json", timings)
     return metrics
 
 
@@ -475,6 +513,9 @@ def run_eval(
         if subprocess.run(cmd, env=env, check=False).returncode:
             raise SSLBenchError(f"{final}: distributed mm run failed (logs under {out / 'mm'})")
         metrics = json.loads((out / "metrics.json").read_text())
+        peak = json.loads((out / "timings.json").read_text()).get("peak_cuda_mb")
+        if peak is not None and (meter := current_meter()) is not None:
+            meter.note_cuda_peak(peak)  # rank 0's, measured in its process
     else:
         metrics = run_mm(final, "none", resume)
     values = to_percent(task, metrics)
