@@ -79,6 +79,8 @@ TINY_METHOD = {  # what each method adds to the tiny model and crops (K = 1024 f
     },
     "dino": TINY_DINO_HEADS,
     "ibot": {**TINY_DINO_HEADS, "ibot.patch_out_dim": 1024},
+    "adclr": {**TINY_DINO_HEADS, "adclr.query_crops": 4},
+    "sere": {**TINY_DINO_HEADS, "ibot.patch_out_dim": 1024, "sere.global_grid": 3, "sere.local_grid": 2},
 }
 
 

@@ -6,7 +6,7 @@ Stages (``--stages`` picks a subset, in this order):
    propagation soft labels, extracted features (fp32 within 1e-5 of the largest magnitude; bf16 autocast within
    3e-2), and one engine step (BAM, bf16 autocast on the device against fp32 on the CPU: step losses within 3e-2).
    TF32 is off for the fp32 comparisons.
-2. ``pretrain`` - the ViT-S/16 recipes of BAM, DINO and iBOT (``pretrain/configs/*_vits16.yaml``: 2 x 224 + local
+2. ``pretrain`` - the ViT-S/16 recipes of BAM, DINO, iBOT, ADCLR and SERE (``*_vits16.yaml``: 2 x 224 + local
    crops) at 128 images per GPU in bf16 with timm's fused attention: images/s, model TFLOP/s (FLOPs counted by
    ``torch.utils.flop_counter``), MFU against the GPU's dense bf16 peak, peak memory; BAM also with
    ``torch.compile`` (the student and teacher backbones), whose first loss must equal the eager one.
@@ -274,7 +274,13 @@ def tiny_trainer(device: str, precision: str, batch: int, warmup_epochs: int):
 
 
 # ---------------------------------------------------------------------------------------------- 2. pretraining
-PRETRAIN_RECIPES = {"bam": "bam_vits16.yaml", "dino": "dino_vits16.yaml", "ibot": "ibot_vits16.yaml"}
+PRETRAIN_RECIPES = {
+    "bam": "bam_vits16.yaml",
+    "dino": "dino_vits16.yaml",
+    "ibot": "ibot_vits16.yaml",
+    "adclr": "adclr_vits16.yaml",
+    "sere": "sere_ibot_vits16.yaml",
+}
 
 
 def stage_pretrain(ctx: Ctx) -> None:
@@ -328,7 +334,7 @@ def stage_extract_knn(ctx: Ctx) -> None:
     from knn import dino_knn_classifier
 
     from evaluate.protocols.features import autocast_context, tap_features
-    from evaluate.protocols.knn import knn_accuracy
+    from evaluate.protocols.knn import CHUNK_BYTES, knn_accuracy
     from pretrain.vit import build_vit
 
     s, dev = ctx.sizes, ctx.device
@@ -362,11 +368,11 @@ def stage_extract_knn(ctx: Ctx) -> None:
         floor()
         acc, seconds = ctx.timed(lambda: knn_accuracy(train, labels, test, test_labels, [20], num_classes=c))
         _, floor_s = ctx.timed(floor)
-        # the protocol's block is 64 MiB of similarities (13 queries at a time against 1.28M rows), sized for a CPU;
-        # the same run with 1 GiB blocks says whether a GPU wants a larger default
-        big = max(1, (1 << 30) // (n * 4))
-        acc_big, big_s = ctx.timed(
-            lambda: knn_accuracy(train, labels, test, test_labels, [20], num_classes=c, chunk=big)
+        # the protocol's default block: 1 GiB of similarities on a GPU (209 queries at a time against 1.28M rows),
+        # 64 MiB on a CPU (13 queries); the same run with the CPU's budget says what the GPU's buys
+        small = max(1, CHUNK_BYTES // (n * 4))
+        acc_small, small_s = ctx.timed(
+            lambda: knn_accuracy(train, labels, test, test_labels, [20], num_classes=c, chunk=small)
         )
         k = s.knn_check
         dino_top1, _ = dino_knn_classifier(train, labels, test[:k], test_labels[:k], 20, 0.07, c)
@@ -376,8 +382,8 @@ def stage_extract_knn(ctx: Ctx) -> None:
             f"floor {floor_s / seconds:.0%}", abs(ours - dino_top1) < 1e-9,
             note=f"top-1 {acc['top1@k20']:.2f}; floor {floor_s:.2f} s at {tflops:.1f} TFLOP/s fp32; first {k} queries "
             f"top-1 {ours:.2f} vs DINO {dino_top1:.2f}")  # fmt: skip
-    ctx.add("extract_knn", f"k-NN, same with 1 GiB blocks ({big} queries)", big_s, "s",
-            f"{seconds / big_s:.2f}x the default", acc_big == acc, note="same accuracies required")  # fmt: skip
+    ctx.add("extract_knn", f"k-NN, same with 64 MiB blocks ({small} queries)", small_s, "s",
+            f"{small_s / seconds:.2f}x the default's time", acc_small == acc, note="same accuracies required")  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------- 4. DAVIS
@@ -437,7 +443,8 @@ def stage_dense(ctx: Ctx) -> None:
             old.unlink()  # a rerun's times only
         ctx.reset_peak()
         metrics = run_mm(run / "config.py")
-        logged = train_scalars(run / "mm", "loss", "time")  # every iteration (logger interval 1)
+        # every iteration, unsmoothed (logger interval 1, log window 1); "memory" only where CUDA ran
+        logged = train_scalars(run / "mm", "loss", "time", *(["memory"] if dev.type == "cuda" else []))
         iters, losses = [r["time"] for r in logged], [r["loss"] for r in logged]
         warm = iters[2:] or iters
         per_iter = sum(warm) / len(warm) if warm else float("nan")
@@ -453,8 +460,9 @@ def stage_dense(ctx: Ctx) -> None:
         n_test = dense_data.COUNTS[task]["val2017" if task == "coco" else "validation"] if not ctx.dry else 2
         ctx.add("dense", f"{label}: test pass ({n_test} images)", timings["test_s"], "s", "", ok,
                 found or "no detections above the score threshold")  # fmt: skip
-        if dev.type == "cuda":
-            ctx.add("dense", f"{label}: peak memory", ctx.peak_gib(), "GiB")
+        if dev.type == "cuda":  # mmengine resets torch's peak at every log line: run_mm keeps each reading
+            ctx.add("dense", f"{label}: peak memory", timings["peak_cuda_mb"] / 1024, "GiB",
+                    note=f"first iteration {logged[0]['memory'] / 1024:.1f} GiB" if logged else "")  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------- 6. linear + finetune

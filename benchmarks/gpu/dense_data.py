@@ -79,12 +79,13 @@ def write_shapesworld(root: Path, task: str) -> Path:
 
 def short_run_options(task: str, iters: int, batch: int, device_type: str, official: bool) -> dict[str, Any]:
     """Overrides that make a config train ``iters`` iterations at ``batch`` per process (no validation: the run's test
-    pass follows), log every iteration and save no checkpoint; the full configs also get an endless sampler (mmengine
-    sleeps 2 s whenever a finite one runs out)."""
+    pass follows), log every iteration unsmoothed and save no checkpoint; the full configs also get an endless sampler
+    (mmengine sleeps 2 s whenever a finite one runs out)."""
     options: dict[str, Any] = {
         "train_cfg": {"_delete_": True, "type": "IterBasedTrainLoop", "max_iters": iters, "val_begin": iters + 1},
         "train_dataloader.batch_size": batch,
         "default_hooks.logger.interval": 1,
+        "log_processor.window_size": 1,  # each logged time and loss is its own iteration's (default: mean of 10)
         "default_hooks.checkpoint": {"_delete_": True, "type": "CheckpointHook", "interval": 10**9,
                                      "by_epoch": False, "save_last": False},
         "log_processor.by_epoch": False,
