@@ -513,6 +513,44 @@ def test_set_changes_one_entry_and_is_checked(tmp_path, shapes_root, capsys):
     assert "--set nope: expected ID.KEY=VALUE" in capsys.readouterr().err
 
 
+def test_family_settings_give_a_resnet_its_protocol_and_set_still_wins(tmp_path, shapes_root, capsys):
+    """BAM Table 9(b) probes a ResNet-50 at lr 0.3 and a ViT at 0.002: ``family_settings`` over ``settings`` for a
+    checkpoint of that family only; an explicit ``--set`` of the same key wins; a family that does not exist is one
+    line naming the file and key."""
+    from evaluate.orchestration.full import plan_full
+    from pretrain.pooled import build_pooled, export_pooled
+
+    suite = tmp_path / "tiny.yaml"
+    entry = "{protocol: linear, dataset: classification, settings: {mode: cached, epochs: 3, lr: 0.002, bn_head: true}"
+    suite.write_text(TINY_SUITE.replace(
+        "  - {protocol: linear, dataset: classification, settings: {mode: cached, epochs: 3, batch_size: 64}}",
+        f"  - {entry}, family_settings: {{resnet: {{lr: 0.3, epochs: 2}}}}}}",
+    ))  # fmt: skip
+    vit = _checkpoints(tmp_path)["a"]
+    cnn = tmp_path / "resnet_tiny.pth"
+    torch.save(export_pooled(build_pooled("resnet_tiny"), {"method": "bam"}), cnn)
+    graph = plan_full([f"vit={vit}", f"cnn={cnn}"], suite, tmp_path / "out", data_root=shapes_root, only=["linear"])
+    vit_cfg, cnn_cfg = graph.job("vit/linear").spec["config"], graph.job("cnn/linear").spec["config"]
+    assert (vit_cfg["lr"], vit_cfg["epochs"], vit_cfg["bn_head"]) == (0.002, 3, True)
+    assert (cnn_cfg["lr"], cnn_cfg["epochs"], cnn_cfg["bn_head"]) == (0.3, 2, True)
+    forced = plan_full([f"cnn={cnn}"], suite, tmp_path / "out", data_root=shapes_root, settings=["linear.lr=0.05"])
+    assert forced.job("cnn/linear").spec["config"]["lr"] == 0.05  # --set wins; the family's epochs stay
+    assert forced.job("cnn/linear").spec["config"]["epochs"] == 2
+    # the shipped papers suite: linear-bam runs a ResNet at BAM's ResNet-50 lr
+    papers = load_suite(SUITES_DIR / "papers.yaml")
+    bam = papers.entry("linear-bam")
+    assert bam.settings == {"lr": 0.002, "bn_head": True} and bam.family_settings == {"resnet": {"lr": 0.3}}
+    suite.write_text(suite.read_text().replace("resnet: {lr: 0.3", "resnett: {lr: 0.3"))
+    args = ["eval", "full", str(vit), "--suite", str(suite), "--data-root", str(shapes_root), "--dry-run"]
+    capsys.readouterr()  # the plans' log lines
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "family_settings: 'resnett': expected one of resnet, metaformer" in err
+    suite.write_text(suite.read_text().replace("resnett: {lr: 0.3", "resnet: {lrr: 0.3"))
+    assert main(args) == 2
+    assert "protocols.1.family_settings.resnet: lrr: unknown key" in capsys.readouterr().err
+
+
 def test_published_rows_match_protocol_dataset_metric_and_architecture():
     from evaluate.orchestration.full_report import paper_arch, published_rows
     from evaluate.orchestration.jobgraph import Checkpoint, Graph

@@ -234,6 +234,20 @@ def test_bam_tables_take_bams_linear_protocol_and_the_others_dinos(store):
     assert "bn_head=true" in next(ref.text for ref in bam.refs if ref.run_id == "linbam000001")
 
 
+def test_bam_linear_takes_the_resnet_lr_of_its_protocol_over_dinos(store):
+    """A ResNet-50 checkpoint's linear-bam record carries lr 0.3 (the suite's family_settings, BAM Table 9(b)): it is
+    BAM's protocol, so it fills BAM's cell even when a plain DINO-protocol record is newer."""
+    lin = [
+        rec("linear", "shapesworld", "top1", 36.0, "linbamres001", created="2026-01-01T08:00:00+0000"),
+        rec("linear", "shapesworld", "top1", 33.0, "lindino00001", created="2026-01-01T11:00:00+0000"),
+    ]
+    lin[0].settings = {"variant": "dino", "bn_head": True, "lr": 0.3}
+    lin[1].settings = {"variant": "dino", "bn_head": False, "lr": 0.001}
+    append_records(lin, store)
+    bam = regenerate(_table("bam.table2_linear"), query(store), checkpoints=["bam-femto"])
+    assert bam.rows[-1][-1] == "36.0" and any(ref.run_id == "linbamres001" for ref in bam.refs)
+
+
 def test_coco_columns_read_their_papers_detector_only(store):
     runs = [
         rec("coco", "coco2017", "bbox_mAP", 40.0, "cascade00001", created="2026-01-01T08:00:00+0000"),

@@ -164,7 +164,7 @@ def protocol_config(entry: SuiteProtocol, suite: Suite, root: str, ckpt: Checkpo
     from evaluate.protocols.evalrun import BackboneConfig
 
     where = f"{suite.path}: protocols.{entry.id}"
-    cfg = base_config(entry, where)
+    cfg = base_config(entry, where, ckpt.arch.get("family"))  # a ViT's arch has no family
     ds = suite.datasets[entry.dataset]
     if entry.protocol in FROZEN:
         cfg.backbone = BackboneConfig(path=ckpt.path, which=ckpt.which, trust_pickle=ckpt.trust_pickle, name=ckpt.name)

@@ -14,6 +14,8 @@ A suite is a YAML file (shipped ones in ``evaluate/orchestration/suites/``: ``pa
         dataset: imagenet               # a key of ``datasets``
         id: knn                         # unique; default: the protocol name
         settings: {ks: [10, 20]}        # differences from the protocol's defaults (its config keys)
+        family_settings:                # over ``settings`` for checkpoints of one backbone family (resnet, metaformer)
+          resnet: {lr: 0.3}             # (a paper's protocol for that family; ``--set`` still wins)
         recipe: deit_bam                # finetune only: a recipe of evaluate/protocols/finetune/recipes (settings apply on top;
                                         # none: the schema's defaults, DeiT's)
         optional: false                 # true: an opt-in, run only when --only names it
@@ -73,8 +75,14 @@ class SuiteProtocol:
     optional: bool = False
     gpus: int = 1
     hours: float | None = None
+    family_settings: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        from pretrain.pooled import FAMILIES
+
+        bad = [f for f, v in self.family_settings.items() if f not in FAMILIES or not isinstance(v, dict)]
+        if bad:
+            raise ValueError(f"family_settings: {bad[0]!r}: expected one of {', '.join(FAMILIES)} -> a mapping")
         if self.gpus < 1:
             raise ValueError(f"gpus={self.gpus}: must be >= 1")
         if self.hours is not None and self.hours < 0:
@@ -149,11 +157,17 @@ def _dotted(tree: dict[str, Any], prefix: str = "") -> list[str]:
     return out
 
 
-def base_config(entry: SuiteProtocol, where: str) -> Any:
+def base_config(entry: SuiteProtocol, where: str, family: str | None = None) -> Any:
     """The protocol config of ``entry`` before the graph fills in checkpoint, data root and output: the recipe
-    (finetune) and the entry's settings over the protocol's defaults. Raises ConfigError naming ``where``."""
+    (finetune) and the entry's settings over the protocol's defaults, and for a checkpoint of backbone ``family``
+    (a CNN / MetaFormer; None: a ViT) its ``family_settings`` over those. Raises ConfigError naming ``where``."""
+    from sslcore.config import _deep_merge
+
     schema = protocol_schema(entry.protocol)
-    for key in _dotted(entry.settings):
+    settings, key_of = entry.settings, "settings"
+    if family in entry.family_settings:
+        settings, key_of = _deep_merge(entry.settings, entry.family_settings[family]), f"family_settings.{family}"
+    for key in _dotted(settings):
         if key in RESERVED:
             raise ConfigError(f"{where}.settings.{key}: set by the suite's dataset and the checkpoint, not here")
     base = None
@@ -169,9 +183,9 @@ def base_config(entry: SuiteProtocol, where: str) -> Any:
     elif entry.recipe:
         raise ConfigError(f"{where}.recipe: only finetune takes a recipe")
     try:
-        return from_dict(schema, entry.settings, f"{where}.settings", base)
+        return from_dict(schema, settings, f"{where}.{key_of}", base)
     except ValueError as exc:  # a __post_init__ check outside sslcore.config's validate()
-        raise ConfigError(f"{where}.settings: {exc}") from None
+        raise ConfigError(f"{where}.{key_of}: {exc}") from None
 
 
 def load_suite(path: str | Path) -> Suite:
@@ -210,7 +224,8 @@ def load_suite(path: str | Path) -> Suite:
         if entry.id in seen or "/" in entry.id:
             raise ConfigError(f"{where}.id: {entry.id!r} is used twice or contains '/' (ids must be unique names)")
         seen.add(entry.id)
-        base_config(entry, where)
+        for family in (None, *entry.family_settings):
+            base_config(entry, where, family)
     return suite
 
 
@@ -230,8 +245,22 @@ def apply_settings(suite: Suite, settings: dict[str, dict[str, Any]] | list[str]
             raise ConfigError(f"--set {name}: expected ID.KEY=VALUE with an id or protocol of {suite.path} ({ids})")
         for entry in targets:
             entry.settings = _deep_merge(entry.settings, values)
-            base_config(entry, f"{suite.path}: protocols.{entry.id} (with --set)")
+            for family, over in entry.family_settings.items():  # an explicit --set wins over a family's default
+                entry.family_settings[family] = _drop_keys(over, values)
+            for family in (None, *entry.family_settings):
+                base_config(entry, f"{suite.path}: protocols.{entry.id} (with --set)", family)
     return suite
+
+
+def _drop_keys(tree: dict[str, Any], drop: dict[str, Any]) -> dict[str, Any]:
+    """``tree`` without the leaves that ``drop`` sets (nested mappings compared key by key)."""
+    out = {}
+    for key, value in tree.items():
+        if key not in drop:
+            out[key] = value
+        elif isinstance(value, dict) and isinstance(drop[key], dict):
+            out[key] = _drop_keys(value, drop[key])
+    return out
 
 
 def select(suite: Suite, only: list[str] | None = None, skip: list[str] | None = None) -> list[SuiteProtocol]:

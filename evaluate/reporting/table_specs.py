@@ -45,8 +45,12 @@ LINEAR = (
     Source("linear", IMAGENET, "top1", (("variant", "dino"),)),
     Source("linear", IMAGENET, "top1"),
 )
-# BAM probes with its own eval_linear (Table 9(b)): DINO's recipe at lr 0.002 with a BN head (the suite's linear-bam).
-BAM_LINEAR = (Source("linear", IMAGENET, "top1", (("variant", "dino"), ("bn_head", True), ("lr", 0.002))), *LINEAR)
+# BAM probes with its own eval_linear (Table 9(b)): DINO's recipe with a BN head at lr 0.002, or 0.3 for a ResNet-50
+# (the suite's linear-bam, whose family_settings give a ResNet checkpoint its lr).
+BAM_LINEAR = (
+    Source("linear", IMAGENET, "top1", (("variant", "dino"), ("bn_head", True), ("lr", (0.002, 0.3)))),
+    *LINEAR,
+)
 KNN = (Source("knn", IMAGENET, "top1@k20"),)
 
 
