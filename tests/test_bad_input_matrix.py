@@ -111,6 +111,8 @@ def _cases() -> list[tuple[str, list[str], str]]:
         ("convert-to-dir", ["ckpt", "convert", "{W}/good.pth", "--to", "timm", "{W}/prev"], "is a directory"),
         ("init-safetensors", ["ckpt", "init", "--arch", "vit_femto", "{W}/x.safetensors"], ".pth"),
         ("init-empty-path", ["ckpt", "init", "--arch", "vit_femto", ""], "path is empty"),
+        ("convert-over-a-file", ["ckpt", "convert", "{W}/good.pth", "--to", "timm", "{W}/truncated.pth"], "--force"),
+        ("init-over-a-file", ["ckpt", "init", "--arch", "vit_femto", "{W}/truncated.pth"], "--force"),
         ("pretrain-plugin-missing", [*pt, "--plugin", "{W}/noplugins"], "--plugin"),
         ("shapes-no-parts", ["data", "shapes", "--out", "{W}/sw", "--parts", ""], "--parts"),
         ("check-imagenet-empty", ["data", "check", "imagenet:{W}/inet"], "no class folders"),

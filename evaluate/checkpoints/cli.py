@@ -143,6 +143,7 @@ def run_inspect(args: argparse.Namespace) -> int:
 def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
     add_load_arguments(parser)
     parser.add_argument("--to", required=True, choices=CONVERT_TARGETS, help="target library")
+    parser.add_argument("--force", action="store_true", help="replace an existing output file")
     parser.add_argument("out", help="output file (.safetensors or .pth for timm; .pth for mmdet/mmseg)")
 
 
@@ -158,8 +159,9 @@ def converted_payload(loaded: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     return state, meta
 
 
-def check_output_file(out: str, source: str | None = None) -> Path:
-    """The output file of ``ckpt convert|init``: a file name (not empty, not a directory) other than the source."""
+def check_output_file(out: str, source: str | None = None, force: bool = False) -> Path:
+    """The output file of ``ckpt convert|init``: a file name (not empty, not a directory) other than the source, and
+    not an existing file unless ``force``."""
     if not out.strip():
         raise SSLBenchError("output: the path is empty")
     path = Path(out)
@@ -167,6 +169,8 @@ def check_output_file(out: str, source: str | None = None) -> Path:
         raise SSLBenchError(f"{path}: is a directory; name the output file")
     if source is not None and path.exists() and path.resolve() == Path(source).resolve():
         raise SSLBenchError(f"{path}: is the source checkpoint; converting in place would overwrite it")
+    if path.exists() and not force:
+        raise SSLBenchError(f"{path}: exists; pass --force to replace it")
     return path
 
 
@@ -174,7 +178,7 @@ def run_convert(args: argparse.Namespace) -> int:
     from evaluate.checkpoints.loader import load_backbone
     from sslcore.io import atomic_torch_save, atomic_write_bytes, check_writable
 
-    out = check_output_file(args.out, args.path)
+    out = check_output_file(args.out, args.path, args.force)
     if args.to != "timm" and out.suffix == ".safetensors":
         raise SSLBenchError(f"{out}: {args.to} loads torch files; use a .pth name")
     check_writable(out.absolute().parent, "output")
@@ -202,6 +206,7 @@ def add_init_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--arch", required=True, choices=sorted(ARCHS), help="architecture name")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--pos-interp", choices=("dino", "timm"), default="dino", help="recorded resampling rule")
+    parser.add_argument("--force", action="store_true", help="replace an existing output file")
     parser.add_argument("out", help="output .pth file")
 
 
@@ -213,7 +218,7 @@ def run_init(args: argparse.Namespace) -> int:
 
     if args.seed < 0:
         raise SSLBenchError(f"--seed {args.seed}: must be >= 0")
-    out = check_output_file(args.out)
+    out = check_output_file(args.out, force=args.force)
     if out.suffix == ".safetensors":
         raise SSLBenchError(f"{out}: ckpt init writes a torch file (an sslbench export); use a .pth name")
     check_writable(out.absolute().parent, "output")
