@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -302,3 +303,42 @@ def test_cuda_peaks_survive_mmengines_resets(monkeypatch):
     assert meter.peak_memory_mb()["cuda_mb"] == 3769.0
     assert log_processor.get_max_cuda_memory is fake_reader  # restored
     meter.stop()
+
+
+def test_cfg_options_must_name_a_place_in_the_config():
+    """mmengine adds any key, so ``optim_wraper.optimizer.lr=1`` trained at the config's lr (the CLI audit's item 21);
+    every part before the last must exist, the first may be a Runner argument, the last may be new."""
+    from evaluate.protocols.dense.runner import CONFIG_DIR, check_options, load_mm_config
+    from sslcore.errors import ConfigError
+
+    path = CONFIG_DIR / "coco" / "cascade_mask_rcnn_vit_small_giou_4conv1f_coco_1x.py"
+    cfg = load_mm_config(path)
+    good = {
+        "model.backbone.drop_path_rate": 0.2,  # exists
+        "train_dataloader.persistent_workers": False,  # a new last part
+        "randomness.seed": 3,  # a Runner argument the config does not set
+        "train_pipeline.0.type": "LoadImageFromFile",  # a list index
+        "auto_scale_lr.base_batch_size": 16,
+    }
+    check_options(cfg, good, path)
+    for key, fragment in (
+        ("optim_wraper.optimizer.lr", "no 'optim_wraper' under the top level of cascade_mask_rcnn_vit_small_giou_4conv1f"
+                                      "_coco_1x.py (nearest: optim_wrapper)"),
+        ("model.backbon.drop_path_rate", "no 'backbon' under model of"),
+        ("train_pipeline.99.type", "no '99' under train_pipeline of"),
+        ("nonexistent", "no 'nonexistent' under the top level"),
+    ):  # fmt: skip
+        with pytest.raises(ConfigError, match=re.escape(fragment)):
+            check_options(cfg, {key: 1}, path)
+
+
+def test_a_cfg_options_typo_is_one_line_before_anything_is_written(shapes_root, tmp_path, capsys):
+    ckpt = tmp_path / "pico.pth"
+    torch.save(export_backbone(build_vit("vit_pico")), ckpt)
+    out = tmp_path / "run"
+    args = ["eval", "coco", str(ckpt), "--data-root", str(shapes_root / "coco"), "--out", str(out)]
+    args += ["--config", "coco/cascade_mask_rcnn_vit_shapesworld", "--cfg-options", "nonexistent.key=1"]
+    code = main(args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--cfg-options nonexistent.key: no 'nonexistent'" in err[0], err
+    assert not out.exists()

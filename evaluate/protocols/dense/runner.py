@@ -21,6 +21,7 @@ resume; the checkpoint is read by :func:`evaluate.protocols.dense.register.safe_
 from __future__ import annotations
 
 import contextlib
+import difflib
 import json
 import logging
 import os
@@ -232,13 +233,49 @@ def _check_coco_json(path: Path, parse_below: int = 64 << 20) -> None:
         raise DataError(f"{path}: a COCO annotation file needs 'images' and 'annotations'")
 
 
+def check_options(cfg: Any, options: dict[str, Any] | None, config_path: Path) -> None:
+    """Every ``--cfg-options`` key names a place in the config: each part before the last exists (a mapping key or a
+    list index), and the first is a config key or an argument of mmengine's Runner (``randomness``, ...); the last may
+    be new (a keyword argument the config leaves at its default). mmengine itself adds any key, so a typo such as
+    ``optim_wraper.optimizer.lr`` would otherwise train at the config's lr. Raises :class:`ConfigError` naming the
+    key, the missing part and the keys there."""
+    import inspect
+
+    from mmengine.runner import Runner
+
+    runner_args = set(inspect.signature(Runner.__init__).parameters) - {"self"}
+    for key in options or {}:
+        parts = key.split(".")
+        if parts[0] not in cfg and parts[0] in runner_args:
+            continue  # a Runner argument the config does not set: all of it is new
+        node: Any = getattr(cfg, "_cfg_dict", cfg)  # an mmengine Config holds a ConfigDict (a dict)
+        for depth, part in enumerate(parts[:-1] if len(parts) > 1 else parts):
+            where = ".".join(parts[:depth]) or "the top level"
+            if isinstance(node, dict) and part in node:
+                node = node[part]
+            elif isinstance(node, (list, tuple)) and part.lstrip("-").isdigit() and -len(node) <= int(part) < len(node):
+                node = node[int(part)]
+            else:
+                if isinstance(node, dict):
+                    near = difflib.get_close_matches(part, list(map(str, node)), n=3)
+                    there = (
+                        f"nearest: {', '.join(near)}" if near else f"keys there: {', '.join(sorted(map(str, node)))}"
+                    )
+                else:
+                    there = f"a {type(node).__name__} of {len(node)}" if hasattr(node, "__len__") else "a value"
+                raise ConfigError(
+                    f"--cfg-options {key}: no {part!r} under {where} of {config_path.name} ({there})"[:300]
+                )
+
+
 def check_data_layout(config_path: Path, data_root: Path, options: dict[str, Any] | None = None) -> None:
     """Before any work: every annotation file and image/label folder the config's loaders read exists under
     ``data_root`` (folders non-empty; COCO-style JSON annotations parse, with ``images`` and ``annotations``).
     A missing or malformed part is one :class:`~sslcore.errors.DataError` naming it, instead of a crash inside
     mmengine or pycocotools after the run directory was written. ``options``: the run's ``--cfg-options``, which may
-    point the loaders elsewhere."""
+    point the loaders elsewhere (checked first: :func:`check_options`)."""
     cfg = load_mm_config(config_path)
+    check_options(cfg, options, config_path)
     cfg.merge_from_dict(dict(options or {}))
     for split in ("train_dataloader", "val_dataloader", "test_dataloader"):
         loader = cfg.get(split)
