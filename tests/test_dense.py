@@ -342,3 +342,16 @@ def test_a_cfg_options_typo_is_one_line_before_anything_is_written(shapes_root, 
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "--cfg-options nonexistent.key: no 'nonexistent'" in err[0], err
     assert not out.exists()
+
+
+def test_a_suites_cfg_options_typo_fails_the_plan(shapes_root, tmp_path, capsys):
+    ckpt = tmp_path / "pico.pth"
+    torch.save(export_backbone(build_vit("vit_pico")), ckpt)
+    args = ["eval", "full", str(ckpt), "--suite", "shapesworld", "--data-root", str(shapes_root), "--only", "coco"]
+    args += ["--out", str(tmp_path / "out"), "--report", str(tmp_path / "report"), "--dry-run"]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main([*args, "--set", "coco.cfg_options.optim_wraper=1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--cfg-options optim_wraper: no 'optim_wraper' under the top level" in err[0], err
+    assert "nearest: optim_wrapper" in err[0]

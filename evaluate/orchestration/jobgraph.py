@@ -305,11 +305,13 @@ def build_graph(
             elif entry.protocol in FROZEN:
                 check_outputs(cfg, checkpoint=not baseline)
             if isinstance(cfg, dict):
-                from evaluate.protocols.dense.runner import config_digest, resolve_config
+                from evaluate.protocols.dense.runner import check_options, config_digest, load_mm_config, resolve_config
 
                 spec = {"protocol": entry.protocol, "dense": cfg}
                 material = {k: v for k, v in cfg.items() if k not in ("out", "name", "checkpoint")}
                 config_file = resolve_config(cfg["task"], cfg["config"], ckpt.arch, Path(cfg["data_root"]))
+                if cfg["options"]:  # a cfg_options typo fails the plan, not the job hours later
+                    check_options(load_mm_config(config_file), cfg["options"], config_file)
                 material["config_sha256"] = config_digest(config_file)  # an edited config (or base) reruns
             else:
                 spec = {"protocol": entry.protocol, "config": to_dict(cfg)}
