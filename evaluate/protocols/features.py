@@ -91,11 +91,6 @@ class FeatureConfig:
         parse_device(self.device, "features.device", available=False)
 
 
-def resolve_device(name: str, key: str = "device") -> torch.device:
-    """:func:`sslcore.device.parse_device`: ``auto`` or a checked device name (one-line error naming ``key``)."""
-    return parse_device(name, key)
-
-
 def resolve_sizes(cfg: FeatureConfig, model: Any) -> tuple[int, int]:
     """(resize, crop) in pixels; see the module docstring for the defaults."""
     crop = cfg.crop or int(getattr(getattr(model, "arch", None), "img_size", 0) or 224)
@@ -187,7 +182,7 @@ def extract_features(model: Any, images: LabeledImages, transform: Any, cfg: Fea
 
     pooled = bool(getattr(model, "pooled_features", False))
     check_taps(cfg.taps, cfg.n_last, cfg.interleave, len(getattr(model, "blocks", [])) or None, pooled)
-    device = resolve_device(cfg.device, "features.device")
+    device = parse_device(cfg.device, "features.device")
     rank, world = _world()
     indices = list(range(rank, len(images), world))
     loader = DataLoader(
@@ -274,7 +269,7 @@ def feature_key(info: dict[str, Any], images: LabeledImages, cfg: FeatureConfig,
         "dataset": fingerprint(images),
         "transform": {"resize": sizes[0], "crop": sizes[1], "interpolation": cfg.interpolation},
         "taps": {"taps": cfg.taps, "n_last": cfg.n_last, "interleave": cfg.interleave},
-        "precision": resolve_precision(resolve_device(cfg.device, "features.device"), cfg.precision),
+        "precision": resolve_precision(parse_device(cfg.device, "features.device"), cfg.precision),
     }
 
 

@@ -44,9 +44,10 @@ from torch import Tensor
 
 from evaluate.datasets.metrics import accuracy
 from evaluate.protocols import evalrun
-from evaluate.protocols.features import FeatureConfig, get_features, resolve_device
+from evaluate.protocols.features import FeatureConfig, get_features
 from pretrain.diagnostics import THRESHOLDS, mean_cosine
 from sslcore.config import ALL_POSITIVE, POSITIVE, POSITIVE_OR_NONE, validate
+from sslcore.device import parse_device
 
 logger = logging.getLogger("sslbench")
 
@@ -205,7 +206,7 @@ def run(cfg: KNNConfig, backbone: Any = None) -> dict[str, float]:
     plan, train, _, test = evalrun.load_splits(cfg.data)
     tr = get_features(model, info, train, cfg.features)
     te = get_features(model, info, test, cfg.features)
-    device = resolve_device(cfg.features.device, "features.device")
+    device = parse_device(cfg.features.device, "features.device")
     metrics = knn_accuracy(
         tr.features.to(device),
         tr.labels,

@@ -70,11 +70,11 @@ from evaluate.protocols.features import (
     FeatureConfig,
     autocast_context,
     get_features,
-    resolve_device,
     resolve_sizes,
     tap_features,
 )
 from sslcore.config import ALL_POSITIVE, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_OR_NONE, validate
+from sslcore.device import parse_device
 from sslcore.errors import SSLBenchError
 from sslcore.io import count_images
 
@@ -440,7 +440,7 @@ def run(cfg: LinearConfig, backbone: Any = None) -> dict[str, float]:
     depth = 1 if pooled else len(model.blocks)
     taps, n_last = bank_taps(cfg, dim, depth, pooled)
     fcfg = dataclasses.replace(cfg.features, taps=taps, n_last=n_last)
-    device = resolve_device(fcfg.device, "features.device")
+    device = parse_device(fcfg.device, "features.device")
     _, held_idx = heldout_split(len(train_all), cfg.heldout_fraction, cfg.seed)
     heldout = torch.zeros(len(train_all), dtype=torch.bool)
     heldout[held_idx] = True

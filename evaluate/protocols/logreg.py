@@ -58,8 +58,9 @@ import numpy as np
 from evaluate.datasets import LabeledImages
 from evaluate.datasets.metrics import accuracy
 from evaluate.protocols import evalrun
-from evaluate.protocols.features import FeatureConfig, get_features, resolve_device
+from evaluate.protocols.features import FeatureConfig, get_features
 from sslcore.config import NON_NEGATIVE, POSITIVE, validate
+from sslcore.device import parse_device
 from sslcore.errors import SSLBenchError
 
 logger = logging.getLogger("sslbench")
@@ -434,7 +435,7 @@ def run(cfg: LogRegConfig, backbone: Any = None) -> dict[str, float]:
         cfg.seed,
         cfg.features.progress,
         cfg.solver,
-        str(resolve_device(cfg.features.device, "features.device")),
+        str(parse_device(cfg.features.device, "features.device")),
         cfg.dtype,
         refit_on_val=rule != "outside_subset",
     )

@@ -40,11 +40,11 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
 from evaluate.protocols import evalrun
-from evaluate.protocols.features import resolve_device
 from pretrain.crops import random_resized_crop_params
 from pretrain.losses.sere import channel_relation, pixel_relation, resample_relation
 from pretrain.overlap import overlap_grids
 from sslcore.config import NON_NEGATIVE, POSITIVE, POSITIVE_OR_NONE, PROBABILITY, SCALE_RANGE, validate
+from sslcore.device import parse_device
 from sslcore.errors import SSLBenchError
 
 logger = logging.getLogger("sslbench")
@@ -151,7 +151,7 @@ def run(cfg: RelationConfig, backbone: Any = None) -> dict[str, float]:
     model, info = evalrun.load_model(cfg.backbone, backbone)
     plan = evalrun.data_plan(cfg.data)
     images = plan.load(plan.test)
-    device = resolve_device(cfg.device)
+    device = parse_device(cfg.device)
     model = model.to(device)
     size = cfg.size or int(getattr(getattr(model, "arch", None), "img_size", 0) or 224)
     heads = cfg.heads or model.blocks[-1].attn.num_heads

@@ -38,7 +38,6 @@ from evaluate.protocols.davis.data import (
 )
 from evaluate.protocols.davis.features import FeatureFn, sequence_features
 from evaluate.protocols.davis.score import score_results
-from evaluate.protocols.features import resolve_device
 from evaluate.reporting.records import append_records, default_store, make_records
 from sslcore.config import save_config, to_dict
 from sslcore.device import parse_device
@@ -167,7 +166,7 @@ def run(
         raise ConfigError("davis_root: required (the DAVIS-2017 root, with JPEGImages/ Annotations/ ImageSets/)")
     from evaluate.datasets.palette import davis_palette
 
-    device = resolve_device(cfg.device)
+    device = parse_device(cfg.device)
     names = cfg.sequences or read_split(cfg.davis_root, cfg.split)
     for warning in check_sequences(cfg.davis_root, names):  # before any mask is written
         logger.warning("%s", warning)

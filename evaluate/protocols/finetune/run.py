@@ -22,8 +22,8 @@ from typing import Any
 import torch
 
 from evaluate.protocols import evalrun
-from evaluate.protocols.features import resolve_device
 from evaluate.protocols.finetune.config import FinetuneConfig
+from sslcore.device import parse_device
 from sslcore.errors import SSLBenchError
 from sslcore.io import sha256_file
 
@@ -127,7 +127,7 @@ def run(cfg: FinetuneConfig, backbone: Any = None) -> dict[str, float]:
     )
     dataset = evalrun.dataset_label(cfg.data)
     out = evalrun.output_dir(cfg.out, "finetune", info, dataset)
-    device = resolve_device(cfg.device)
+    device = parse_device(cfg.device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     loop = Loop(cfg, classifier, train, test, out, device)
