@@ -169,7 +169,7 @@ def base_config(entry: SuiteProtocol, where: str, family: str | None = None) -> 
         settings, key_of = _deep_merge(entry.settings, entry.family_settings[family]), f"family_settings.{family}"
     for key in _dotted(settings):
         if key in RESERVED:
-            raise ConfigError(f"{where}.settings.{key}: set by the suite's dataset and the checkpoint, not here")
+            raise ConfigError(f"{where}.{key_of}.{key}: set by the suite's dataset and the checkpoint, not here")
     base = None
     if entry.protocol == "finetune" and entry.recipe:
         from evaluate.protocols.finetune.run import resolve_recipe
