@@ -383,7 +383,8 @@ def stage_extract_knn(ctx: Ctx) -> None:
             note=f"top-1 {acc['top1@k20']:.2f}; floor {floor_s:.2f} s at {tflops:.1f} TFLOP/s fp32; first {k} queries "
             f"top-1 {ours:.2f} vs DINO {dino_top1:.2f}")  # fmt: skip
     ctx.add("extract_knn", f"k-NN, same with 64 MiB blocks ({small} queries)", small_s, "s",
-            f"{small_s / seconds:.2f}x the default's time", acc_small == acc, note="same accuracies required")  # fmt: skip
+            f"{small_s / seconds:.2f}x the default's time", acc_small == acc,
+            note="same accuracies required")  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------- 4. DAVIS

@@ -9,7 +9,8 @@ within 64 MiB on a CPU and 1 GiB on a GPU; any test-set size works, unlike DINO'
 100 queries); the train features are never copied (the similarity block is scaled by 1 / ||x_j|| per column
 instead), so the block is the only large temporary: 1.28M x 768 train features fit a GPU. The GPU budget is
 measured: on an H200, ImageNet's 1.28M x 384 train features and 50,000 queries take 6.1 s in 64 MiB blocks and
-2.3 s in 1 GiB blocks, same accuracies (benchmarks/gpu/acceptance.py, docs/performance.md). Class scores are (M, C) with C = ``num_classes``.
+2.3 s in 1 GiB blocks, same accuracies (benchmarks/gpu/acceptance.py, docs/performance.md). Class scores are (M, C)
+with C = ``num_classes``.
 
 Choices, documented:
 
