@@ -90,6 +90,9 @@ def _cases() -> list[tuple[str, list[str], str]]:
         # ---- found by the 2026-11-29 CLI audit: binary configs and logs, devices, unchecked values, overwrites
         ("knn-config-binary", [*knn, "--config", "{W}/good.pth"], "not a text file"),
         ("knn-config-dir", [*knn, "--config", "{W}/prev"], "is a directory"),
+        ("knn-out-holds-a-result", [*knn, "--out", "{W}/prev"], "--force"),
+        ("linear-out-holds-a-result", [*lin, "--out", "{W}/prev"], "--force"),
+        ("cluster-out-holds-a-result", [*cl, "--out", "{W}/prev"], "--force"),
         ("knn-device-name", [*knn, "features.device=foo"], "features.device='foo'"),
         ("knn-device-absent", [*knn, "features.device=cuda:99"], "features.device=cuda:99"),
         ("pretrain-config-binary", ["pretrain", "--config", "{W}/good.pth"], "not a text file"),

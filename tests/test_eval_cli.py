@@ -66,6 +66,14 @@ def test_all_four_protocols_from_the_cli(femto_file, shapes_root, tmp_path, caps
     knn_runs = [r for r in by["knn"] if r["metric"] == "top1@k20"]
     assert knn_runs[0]["settings"]["features"]["batch_size"] == 7
     assert knn_runs[0]["settings"]["transform"] == {"resize": 37, "crop": 32, "interpolation": "bicubic"}
+    # the same --out again: refused (the previous metrics.json stays) unless --force
+    kept = (tmp_path / "knn" / "metrics.json").read_bytes()
+    capsys.readouterr()
+    assert main(["eval", "knn", "ks=[5]", "--out", str(tmp_path / "knn"), *common]) == 2
+    assert "holds a previous result (metrics.json); pass --force" in capsys.readouterr().err
+    assert (tmp_path / "knn" / "metrics.json").read_bytes() == kept
+    assert main(["eval", "knn", "ks=[5]", "--out", str(tmp_path / "knn"), "--force", *common]) == 0
+    assert "top1@k5" in (tmp_path / "knn" / "metrics.json").read_text()
 
 
 def test_bad_input_exits_2_with_one_line(femto_file, shapes_root, tmp_path, capsys):

@@ -296,8 +296,9 @@ class _OptionThenPositionals(argparse.Action):
         namespace.trailing = [*getattr(namespace, "trailing", []), *values[1:]]
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The common command line of the frozen-feature protocols."""
+def add_arguments(parser: argparse.ArgumentParser, force: bool = True) -> None:
+    """The common command line of the frozen-feature protocols (``force``: with ``--force``, which lets a run replace
+    the result a previous run left in ``--out``; fine-tuning resumes in its ``--out`` instead)."""
     parser.usage = "%(prog)s CHECKPOINT --data [NAME:]ROOT [--config YAML] [--out DIR] [key=value ...] (any order)"
     parser.set_defaults(trailing=[])
     for flag, help_text in (
@@ -316,6 +317,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="allow pickled objects outside the safe allow-list in the checkpoint (only for files you trust)",
     )
+    if force:
+        parser.add_argument("--force", action="store_true", help="replace the result a previous run left in --out")
     parser.add_argument(
         "positional",
         nargs="*",
@@ -341,6 +344,10 @@ def config_from_args(schema: type, args: argparse.Namespace) -> Any:
             cfg.data.name = name
     if getattr(args, "out", None):
         cfg.out = args.out
+    if getattr(args, "force", None) is False and cfg.out and (Path(cfg.out) / "metrics.json").is_file():
+        raise SSLBenchError(
+            f"--out {cfg.out}: holds a previous result (metrics.json); pass --force to replace it, or another --out"
+        )
     if getattr(args, "trust_pickle", False):
         cfg.backbone.trust_pickle = True
     features = getattr(cfg, "features", None)

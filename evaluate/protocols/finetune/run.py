@@ -175,7 +175,7 @@ def _head_layer(cfg: FinetuneConfig, info: dict[str, Any]):
 
 # ---------------------------------------------------------------------------------------------------------- CLI
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    evalrun.add_arguments(parser)
+    evalrun.add_arguments(parser, force=False)  # a fine-tune resumes in its --out
     parser.usage = "%(prog)s CHECKPOINT --recipe NAME|YAML --data ROOT [--out DIR] [key=value ...] (any order)"
     parser.add_argument(
         "--recipe",
