@@ -260,11 +260,11 @@ class ResourceMeter:
         counter or the largest :meth:`note_cuda_peak`, whichever is larger}."""
         self._peak_rss = max(self._peak_rss, _rss_mb())
         out = {"cpu_rss_mb": round(self._peak_rss, 1)}
-        cuda = self._cuda_noted_mb
+        cuda = self._cuda_noted_mb or None  # None: no CUDA in this run
         torch = sys.modules.get("torch")
         if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
-            cuda = max(cuda, torch.cuda.max_memory_allocated() / 2**20)
-        if cuda or self._cuda_noted_mb:
+            cuda = max(cuda or 0.0, torch.cuda.max_memory_allocated() / 2**20)
+        if cuda is not None:
             out["cuda_mb"] = round(cuda, 1)
         return out
 
