@@ -58,6 +58,11 @@ def cluster_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
     }
 
 
+def clusterable(c: int, num_present: int) -> bool:
+    """Whether C classes can be drawn from the ``num_present`` classes of the data (2 <= C <= present)."""
+    return 2 <= c <= num_present
+
+
 def kmeans_labels(x: np.ndarray, k: int, seed: int, n_init: int = 10, max_iter: int = 300) -> np.ndarray:
     """k-means++ cluster ids of the rows of x (N, D)."""
     from sklearn.cluster import KMeans
@@ -83,7 +88,7 @@ def clustering_instances(
     present = np.unique(labels)
     out = {}
     for c in num_classes:
-        if c > len(present) or c < 2:
+        if not clusterable(c, len(present)):
             logger.warning("clustering: skipping C=%d (the data has %d classes; need 2 <= C)", c, len(present))
             continue
         runs = []
@@ -134,8 +139,8 @@ def run(cfg: ClusterConfig, backbone: Any = None) -> dict[int, dict[str, float]]
     started = time.time()
     plan = evalrun.data_plan(cfg.data)
     images = plan.load(plan.test)
-    present = len({label for _, label in images.samples})
-    if not any(2 <= c <= present for c in cfg.num_classes):  # a C above the class count is skipped with a warning
+    present = len(set(images.labels))
+    if not any(clusterable(c, present) for c in cfg.num_classes):  # the others are skipped with a warning
         raise SSLBenchError(
             f"num_classes={list(cfg.num_classes)}: the evaluation split has {present} classes, "
             f"so no C can be clustered (each must be in 2..{present})"
