@@ -59,25 +59,25 @@ def read_log(path: str | Path) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFra
     meta: dict[str, Any] = {}
     steps, epochs = [], []
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        with open(path, encoding="utf-8") as handle:  # streamed: a long run's log is large
+            for lineno, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise SSLBenchError(f"{path}:{lineno}: malformed log line ({exc.msg})") from None
+                if not isinstance(obj, dict):
+                    raise SSLBenchError(f"{path}:{lineno}: a log line must be a JSON object")
+                kind = obj.get("kind")
+                if kind == "meta":
+                    meta = obj
+                elif kind == "step":
+                    steps.append(obj)
+                elif kind == "epoch":
+                    epochs.append(obj)
     except UnicodeDecodeError:
         raise SSLBenchError(f"{path}: not a text file (a pretraining log is JSON lines)") from None
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise SSLBenchError(f"{path}:{lineno}: malformed log line ({exc.msg})") from None
-        if not isinstance(obj, dict):
-            raise SSLBenchError(f"{path}:{lineno}: a log line must be a JSON object")
-        kind = obj.get("kind")
-        if kind == "meta":
-            meta = obj
-        elif kind == "step":
-            steps.append(obj)
-        elif kind == "epoch":
-            epochs.append(obj)
     steps_df, epochs_df = pd.DataFrame(steps), pd.DataFrame(epochs)
     # a resumed run re-logs the steps/epochs after its last checkpoint: the later lines win
     if "step" in steps_df.columns:
