@@ -126,7 +126,7 @@ def test_the_dry_run_passes_every_stage_and_writes_benchmark_records(tmp_path):
     result = run("--dry-run", "--out", str(out), "--results", str(store))
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     rows = json.loads((out / "acceptance.json").read_text())
-    assert {r["stage"] for r in rows} == set(A.STAGES)
+    assert {r["stage"] for r in rows} == set(A.DEFAULT_STAGES)
     assert not [r for r in rows if r["passed"] is False]
     checked = {r["figure"] for r in rows if r["passed"] is True}
     assert {"k-NN class scores, fp32 (rel. err.)", "propagation soft labels, fp32 (rel. err.)"} <= checked
@@ -136,5 +136,5 @@ def test_the_dry_run_passes_every_stage_and_writes_benchmark_records(tmp_path):
     assert sum("| pass |" in line for line in summary) == sum(r["passed"] is True for r in rows)
     records = [json.loads(line) for line in (store / "benchmark.jsonl").read_text().splitlines()]
     assert len(records) == len(rows) and {r["protocol"] for r in records} == {"benchmark"}
-    assert {r["dataset"] for r in records} == set(A.STAGES) and {r["split"] for r in records} == {"dry-run"}
+    assert {r["dataset"] for r in records} == set(A.DEFAULT_STAGES) and {r["split"] for r in records} == {"dry-run"}
     assert records[0]["settings"]["dry_run"] is True and records[0]["settings"]["row"]["stage"] == "numerics"

@@ -24,6 +24,9 @@ Stages (``--stages`` picks a subset, in this order):
 6. ``linear_finetune`` - one epoch of the 13-learning-rate linear grid on cached features (100,000 x 1,536, 1,000
    classes, batch 1,024) against one head (the ratio of issue #21: target <= 1.3x), and fine-tuning steps of
    ViT-S/16 (DeiT recipe, layer decay, bf16, batch 128).
+7. ``learning`` (not in the default list: ``--stages learning``) - every method's ShapesWorld recipe trained for
+   ``learning_epochs`` instead of 20, all runs side by side on the GPU, then k-NN and DAVIS against each recipe's
+   step 0 and raw pixels, and the dense comparisons issues #12 and #13 name (``benchmarks/gpu/learning.py``).
 
 ``--dry-run`` runs every stage on the CPU at toy sizes (tiny ViTs, small banks, the ShapesWorld dense configs for two
 iterations): the plumbing of the GPU run, checked where it is cheap. Its "CUDA vs CPU" rows compare the CPU with
@@ -64,7 +67,8 @@ sys.path.insert(0, str(HERE.parent))
 
 from common import interleaved  # noqa: E402  (benchmarks/common.py)
 
-STAGES = ("numerics", "pretrain", "extract_knn", "davis", "dense", "linear_finetune")
+STAGES = ("numerics", "pretrain", "extract_knn", "davis", "dense", "linear_finetune", "learning")
+DEFAULT_STAGES = STAGES[:-1]  # ``learning`` takes most of a lent device's 10-minute command: asked for by name
 FP32_TOL = 1e-5  # max |device - cpu| / max |cpu|
 BF16_TOL = 3e-2  # the same for bf16 autocast against fp32 (bf16 keeps 8 bits of mantissa: 2^-8 = 3.9e-3 per op)
 # dense bf16 tensor-core peaks (TFLOP/s) of the GPUs this is planned for; others: --peak-tflops
@@ -98,6 +102,9 @@ class Sizes:
     finetune_img: int
     finetune_batch: int
     finetune_steps: int
+    learning_epochs: int
+    learning_deadline_s: int  # pretraining runs still going then are stopped and measured from their last epoch
+    learning_runs: tuple[str, ...]
 
 
 GPU = Sizes(
@@ -107,6 +114,8 @@ GPU = Sizes(
     davis_frames=80, davis_hw=(480, 832), davis_arch="vit_small", dense_iters=20, dense_tasks=("coco", "ade20k"),
     linear_n=100_000, linear_dim=1536, linear_classes=1000,
     finetune_arch="vit_small", finetune_img=224, finetune_batch=128, finetune_steps=10,
+    learning_epochs=150, learning_deadline_s=300,
+    learning_runs=("bam", "dino", "ibot", "sere", "sere-a0b0", "adclr", "adclr-bidirectional"),
 )  # fmt: skip
 DRY = Sizes(
     numerics_arch="vit_pico", numerics_img=32, pretrain_batch=8, pretrain_steps=2, pretrain_compile=1,
@@ -115,6 +124,8 @@ DRY = Sizes(
     davis_frames=6, davis_hw=(64, 112), davis_arch="vit_pico", dense_iters=2, dense_tasks=("coco", "ade20k"),
     linear_n=2048, linear_dim=192, linear_classes=20,
     finetune_arch="vit_pico", finetune_img=32, finetune_batch=8, finetune_steps=2,
+    learning_epochs=1, learning_deadline_s=600,
+    learning_runs=("bam", "dino", "ibot", "sere", "sere-a0b0", "adclr", "adclr-bidirectional"),
 )  # fmt: skip
 
 
@@ -498,6 +509,20 @@ def stage_linear_finetune(ctx: Ctx) -> None:
                                                  if "peak_mem_mb" in stats else ""))  # fmt: skip
 
 
+# ---------------------------------------------------------------------------------------------- 7. learning
+def stage_learning(ctx: Ctx) -> None:
+    from learning import run_learning
+
+    s = ctx.sizes
+    # the eval's k-NN and DAVIS records go to the store the benchmark records go to (main sets it from --results)
+    os.environ.setdefault("SSLBENCH_RESULTS", str(ctx.out / "learning" / "records"))
+    os.environ.setdefault("SSLBENCH_CACHE", str(ctx.out / "learning" / "cache"))
+    rows = run_learning(ctx.out / "learning", device=ctx.device.type, epochs=s.learning_epochs,
+                        deadline_s=s.learning_deadline_s, quick=ctx.dry, names=s.learning_runs)  # fmt: skip
+    for figure, value, unit, ratio, note in rows:
+        ctx.add("learning", figure, value, unit, ratio, None, note)
+
+
 # ---------------------------------------------------------------------------------------------- the run
 RUNNERS: dict[str, Callable[[Ctx], None]] = {
     "numerics": stage_numerics,
@@ -506,6 +531,7 @@ RUNNERS: dict[str, Callable[[Ctx], None]] = {
     "davis": stage_davis,
     "dense": stage_dense,
     "linear_finetune": stage_linear_finetune,
+    "learning": stage_learning,
 }
 
 
@@ -554,9 +580,15 @@ def parse_sets(items: list[str], base: Sizes) -> Sizes:
     from pretrain.vit import ARCHS
 
     archs = {*sizes.extract_archs, sizes.numerics_arch, sizes.davis_arch, sizes.finetune_arch}
+    from learning import RUNS
+
     bad = sorted(archs - set(ARCHS)) + sorted(set(sizes.dense_tasks) - {"coco", "ade20k"})
+    bad += sorted(set(sizes.learning_runs) - set(RUNS))
     if bad:
-        raise ValueError(f"--set: unknown {bad} (archs: {', '.join(ARCHS)}; dense_tasks: coco, ade20k)")
+        raise ValueError(
+            f"--set: unknown {bad} (archs: {', '.join(ARCHS)}; dense_tasks: coco, ade20k; "
+            f"learning_runs: {', '.join(RUNS)})"
+        )
     return sizes
 
 
@@ -565,7 +597,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--dry-run", action="store_true", help="every stage on the CPU at toy sizes (--device cpu --size dry)"
     )
-    parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
+    parser.add_argument(
+        "--stages", default=",".join(DEFAULT_STAGES), help=f"comma-separated subset of {','.join(STAGES)}"
+    )
     parser.add_argument("--device", default=None, help="cuda (default) or cpu (default with --dry-run)")
     parser.add_argument(
         "--size", choices=("gpu", "dry"), default=None, help="the sizes (default: gpu; dry with --dry-run)"
@@ -614,6 +648,8 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     ctx = Ctx(device, args.sizes, Path(args.out), args.size == "dry", peak_for(device, args.peak_tflops))
     ctx.out.mkdir(parents=True, exist_ok=True)
+    if args.results:
+        os.environ["SSLBENCH_RESULTS"] = args.results  # also where the learning stage's eval records go
     info = machine(device)
     print(f"acceptance ({args.size} sizes on {device}): {json.dumps(info)}; torch {torch.__version__}")
     print(HEADER)

@@ -1,0 +1,279 @@
+"""The acceptance run's ``learning`` stage: does each method learn on ShapesWorld when it gets a GPU's budget?
+
+On 2 CPU cores the demo's recipes get 180-900 steps, and the DINO family does not leave its step 0 there (seven
+rounds of measurements in docs/demo.md). This stage gives every recipe of ``pretrain/configs/<method>_shapes_tiny.yaml``
+``epochs`` epochs instead of 20, its epoch-based schedules (warm-ups, the teacher-temperature ramp, last-layer
+freezing, ContrastiveCrop) stretched by the same factor so that the recipe keeps its shape, and trains all the runs at
+once on one GPU (vit_pico steps are launch- and loader-bound, so side-by-side processes share the device well). Then
+one ``sslbench eval full`` with the ``shapesworld`` suite (k-NN and DAVIS only) measures every run, the step 0 of each
+distinct recipe network (the demo's ``<method>-step0``) and raw pixels (``baseline:raw-pixels:16@64``).
+
+Runs (:data:`RUNS`): the five methods and the two controls the issues name: SERE with alpha = beta = 0 (the same
+recipe without its relation losses, #12) and ADCLR with bidirectional query attention (#13); ADCLR's comparison with
+DINO is the ``dino`` run (same head, crops and budget). A run still going at ``deadline_s`` is stopped and measured
+from its last epoch's checkpoint (the teacher), and its row says at which epoch.
+
+Rows: per run, the k-NN top-1 (k = 20) with its gain over its own step 0 and over raw pixels, the DAVIS J&F, the
+teacher entropy (DINO family) or source entropy (BAM) of its last logged step; then the dense comparisons the issues
+name (:data:`DENSE_PAIRS`). Rows are measurements (no pass/fail): whether a gain is beyond noise (330 validation
+images: about 2.5 points per k-NN number) is for the reader of the table. Everything the eval writes goes to the
+results store (``$SSLBENCH_RESULTS``), so a lent device sends the k-NN and DAVIS records back with the benchmark ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from sslcore.io import REPO_ROOT
+
+logger = logging.getLogger("sslbench")
+
+# name -> (method, overrides on top of the method's ShapesWorld recipe)
+RUNS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "bam": ("bam", ()),
+    "dino": ("dino", ()),
+    "ibot": ("ibot", ()),
+    "sere": ("sere", ()),
+    "sere-a0b0": ("sere", ("sere.alpha=0", "sere.beta=0")),
+    "adclr": ("adclr", ()),
+    "adclr-bidirectional": ("adclr", ("adclr.attention=bidirectional",)),
+}
+# (run, control) pairs compared on DAVIS: SERE against its recipe without relations (#12), ADCLR against DINO with
+# the same budget (#13), and ADCLR's attention rule against the bidirectional one (#13)
+DENSE_PAIRS = (("sere", "sere-a0b0"), ("adclr", "dino"), ("adclr", "adclr-bidirectional"))
+KNN = "knn/shapesworld/top1@k20"
+DAVIS = "davis/shapesworld-davis/J&F-Mean"
+RECIPE_EPOCHS = 20  # what every *_shapes_tiny.yaml trains for
+# epoch counts inside a recipe that scale with its length (train.epochs itself and the k-NN monitor are set here)
+STRETCHED = {
+    "optim": ("warmup_epochs", "freeze_last_layer_epochs"),
+    "dino": ("warmup_teacher_temp_epochs",),
+    "bam": ("eps_warmup_epochs",),
+    "ccrop": ("warmup_epochs", "interval"),
+}
+
+
+@dataclasses.dataclass
+class Run:
+    name: str
+    method: str
+    cfg: Any  # PretrainConfig
+    process: subprocess.Popen | None = None
+    status: str = "not started"  # finished / stopped at epoch N / failed (exit N)
+    backbone: Path | None = None
+
+
+def stretch(cfg: Any, epochs: int) -> Any:
+    """``cfg`` trained for ``epochs`` with its epoch-based schedules scaled by ``epochs / RECIPE_EPOCHS``."""
+    factor = epochs / RECIPE_EPOCHS
+    changes: dict[str, Any] = {}
+    for section, keys in STRETCHED.items():
+        part = getattr(cfg, section, None)
+        if part is None:
+            continue
+        scaled = {}
+        for key in keys:
+            value = getattr(part, key)
+            scaled[key] = type(value)(round(value * factor)) if isinstance(value, int) else value * factor
+        changes[section] = dataclasses.replace(part, **scaled)
+    every = max(1, epochs // 5)  # five points of the online k-NN curve
+    changes["train"] = dataclasses.replace(cfg.train, epochs=epochs)
+    changes["knn"] = dataclasses.replace(cfg.knn, every_epochs=every)
+    return dataclasses.replace(cfg, **changes)
+
+
+def run_configs(
+    out: Path, data: Path, *, epochs: int, device: str, quick: bool, seed: int, names: tuple[str, ...]
+) -> list[Run]:
+    """One :class:`Run` per name: the demo's recipe for the method (its plan's overrides), the run's own overrides,
+    stretched to ``epochs``, on ``device``."""
+    from evaluate.demo.pipeline import PLANS, pretrain_config
+
+    base = PLANS["quick" if quick else "default"]
+    runs = []
+    for name in names:
+        method, extra = RUNS[name]
+        plan = dataclasses.replace(
+            base, pretrain_overrides=(*base.pretrain_overrides, *extra, f"train.device={device}")
+        )
+        cfg = pretrain_config(out, data, plan, seed, method, name)
+        runs.append(Run(name, method, stretch(cfg, epochs)))
+    return runs
+
+
+def launch(run: Run, logs: Path) -> None:
+    """``sslbench pretrain --config <the run's config>`` in its own process (its own session: stopped as a group)."""
+    from sslcore.config import save_config
+
+    out = Path(run.cfg.train.out)
+    out.mkdir(parents=True, exist_ok=True)
+    config = out.parent / f"{run.name}.yaml"
+    save_config(run.cfg, config)
+    cmd = [sys.executable, "-m", "sslbench_entry", "pretrain", "-q", "--config", str(config), "--resume"]
+    with open(logs / f"pretrain-{run.name}.log", "w") as log:  # the child keeps its own descriptor
+        run.process = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    run.status = "running"
+
+
+def wait_all(runs: list[Run], deadline_s: float) -> None:
+    """Wait for every run; stop (SIGTERM to its group, then SIGKILL) those still going after ``deadline_s``."""
+    end = time.time() + deadline_s
+    for run in runs:
+        assert run.process is not None
+        try:
+            code = run.process.wait(timeout=max(0.0, end - time.time()))
+            run.status = "finished" if code == 0 else f"failed (exit {code})"
+        except subprocess.TimeoutExpired:
+            for sig, grace in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+                try:
+                    os.killpg(run.process.pid, sig)
+                    run.process.wait(timeout=grace)
+                    break
+                except (subprocess.TimeoutExpired, ProcessLookupError):
+                    continue
+            run.status = "stopped"
+
+
+def offline(cfg: Any, out: Path | None = None) -> Any:
+    """``cfg`` for an export in this process: on the CPU, no k-NN monitor, optionally into another folder."""
+    train = dataclasses.replace(cfg.train, device="cpu", out=str(out) if out is not None else cfg.train.out)
+    return dataclasses.replace(cfg, train=train, knn=dataclasses.replace(cfg.knn, every_epochs=0))
+
+
+def backbone_of(run: Run) -> Path | None:
+    """The run's exported teacher backbone; for a stopped run, exported here from its last checkpoint."""
+    from pretrain.checkpoint import read_training_state
+    from pretrain.engine import Trainer
+
+    out = Path(run.cfg.train.out)
+    if run.status == "finished":
+        return out / "backbone.pth"
+    if not (out / "checkpoint.pth").is_file():
+        return None
+    trainer = Trainer(offline(run.cfg))
+    trainer.load_state_dict(read_training_state(out / "checkpoint.pth"))
+    run.status = f"stopped at epoch {trainer.step // trainer.iters_per_epoch} of {run.cfg.train.epochs}"
+    return trainer.export()
+
+
+def step0_checkpoints(runs: list[Run]) -> tuple[dict[str, Path], dict[str, str]]:
+    """({step-0 name: backbone}, {run: its step-0 name}): each distinct recipe network before its first step
+    (the same networks as the demo's ``<method>-step0``; identical weights are exported once)."""
+    from evaluate.checkpoints import load_backbone
+    from evaluate.protocols.features import model_sha256
+    from pretrain.engine import Trainer
+
+    exported: dict[str, Path] = {}
+    seen: dict[str, str] = {}
+    step0_of: dict[str, str] = {}
+    for run in runs:
+        out = Path(run.cfg.train.out).parent / f"{run.name}-step0"
+        path = out / "backbone.pth"
+        if not path.is_file():
+            Trainer(offline(run.cfg, out), iters_per_epoch=1).export()
+        digest = model_sha256(load_backbone(path).model)
+        if digest not in seen:  # e.g. DINO, iBOT and SERE build the same network at step 0
+            name = f"{run.method}-step0" if f"{run.method}-step0" not in exported else f"{run.name}-step0"
+            seen[digest] = name
+            exported[name] = path
+        step0_of[run.name] = seen[digest]
+    return exported, step0_of
+
+
+def last_step(log: Path) -> dict[str, Any]:
+    """The last ``kind: step`` record of a pretraining log.jsonl ({} when none)."""
+    last: dict[str, Any] = {}
+    if log.is_file():
+        with log.open() as fh:
+            for line in fh:
+                record = json.loads(line)
+                if record.get("kind") == "step":
+                    last = record
+    return last
+
+
+def entropy_note(step: dict[str, Any]) -> str:
+    if step.get("teacher_num_outputs"):
+        return f"teacher entropy {step['teacher_entropy'] / math.log(step['teacher_num_outputs']):.0%} of ln K"
+    if step.get("diag/uniform_entropy"):
+        return f"source entropy {step['diag/source_entropy'] / step['diag/uniform_entropy']:.0%} of uniform"
+    return ""
+
+
+def run_learning(
+    out: Path,
+    *,
+    device: str,
+    epochs: int,
+    deadline_s: float,
+    quick: bool = False,
+    names: tuple[str, ...] = tuple(RUNS),
+    seed: int = 0,
+) -> list[tuple[str, float, str, str, str]]:
+    """Train, measure, compare; returns rows (figure, value, unit, ratio, note) for the acceptance table."""
+    from evaluate.checkpoints.baselines import parse_baseline
+    from evaluate.demo.pipeline import PIXEL_SIDE, PLANS, SUITE, stage_data
+    from evaluate.orchestration.full import run_full
+    from evaluate.orchestration.full_report import run_frame
+    from evaluate.reporting.tables import full_protocol_table
+
+    plan = PLANS["quick" if quick else "default"]
+    started = time.time()
+    data = stage_data(out, plan, seed)
+    runs = run_configs(out, data, epochs=epochs, device=device, quick=quick, seed=seed, names=names)
+    logs = out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    for run in runs:
+        launch(run, logs)
+    wait_all(runs, deadline_s - (time.time() - started))
+    train_s = time.time() - started
+    for run in runs:
+        run.backbone = backbone_of(run)
+    step0, step0_of = step0_checkpoints(runs)
+    pixels = parse_baseline(f"baseline:raw-pixels:{PIXEL_SIDE}@{runs[0].cfg.data.global_size}")
+    checkpoints: dict[str, str] = {r.name: str(r.backbone) for r in runs if r.backbone is not None}
+    checkpoints |= {name: str(path) for name, path in step0.items()}
+    checkpoints[pixels.name] = pixels.spec
+    settings = {k: v for k, v in plan.suite_settings.items() if k in ("knn", "davis")}
+    result = run_full(checkpoints, SUITE, out / "eval", report=out / "report", data_root=data,
+                      only=["knn", "davis"], settings=settings, figures=False)  # fmt: skip
+    table = full_protocol_table(run_frame(result.graph), list(checkpoints))
+    table = table.set_index("checkpoint") if "checkpoint" in table.columns else table
+
+    def value(name: str, column: str) -> float:
+        ok = name in table.index and column in table.columns
+        return float(table.loc[name, column]) if ok else float("nan")
+
+    steps = sum(1 for r in runs if r.status == "finished")
+    rows = [("pretraining wall time", train_s, "s", f"{steps}/{len(runs)} finished", f"{epochs} epochs each")]
+    px = value(pixels.name, KNN)
+    for name in step0:
+        rows.append((f"{name}: k-NN top-1", value(name, KNN), "%", f"{value(name, KNN) - px:+.1f} vs pixels",
+                     f"DAVIS J&F {value(name, DAVIS):.1f}"))  # fmt: skip
+    rows.append((f"{pixels.name}: k-NN top-1", px, "%", "", "no patch tokens: no DAVIS"))
+    for run in runs:
+        knn, base = value(run.name, KNN), value(step0_of[run.name], KNN)
+        note = "; ".join(
+            x for x in (run.status, f"DAVIS J&F {value(run.name, DAVIS):.1f}",
+                        entropy_note(last_step(Path(run.cfg.train.out) / "log.jsonl"))) if x
+        )  # fmt: skip
+        rows.append((f"{run.name}: k-NN top-1", knn, "%", f"{knn - base:+.1f} vs step 0, {knn - px:+.1f} vs pixels",
+                     note))  # fmt: skip
+    for name, control in DENSE_PAIRS:
+        if name in checkpoints and control in checkpoints:
+            a, b = value(name, DAVIS), value(control, DAVIS)
+            rows.append((f"DAVIS J&F {name} - {control}", a - b, "points", f"{a:.1f} vs {b:.1f}", ""))
+    failed = [j.id for j in result.failed]
+    if failed:
+        rows.append(("eval jobs failed", float(len(failed)), "", "", ", ".join(failed)[:200]))
+    return rows
