@@ -67,14 +67,21 @@ def test_the_learning_stage_trains_side_by_side_and_measures_against_step0_and_p
     assert [f for f in by if "step0" in f] == ["dino-step0: k-NN top-1"]
     pixels = by["raw-pixels-16px: k-NN top-1"][0]
     step0 = by["dino-step0: k-NN top-1"][0]
+    assert by["dino-step0: k-NN top-1"][1] == f"{step0 - pixels:+.1f} vs pixels"
     for name in names:
         knn, ratio, note = by[f"{name}: k-NN top-1"]
-        assert 0 <= knn <= 100 and note.startswith("finished; DAVIS J&F ") and "teacher entropy" in note
+        assert 0 <= knn <= 100 and note.startswith("demo split ") and "; finished; DAVIS J&F " in note
+        assert "teacher entropy" in note
         assert ratio == f"{knn - step0:+.1f} vs step 0, {knn - pixels:+.1f} vs pixels"
     assert "DAVIS J&F sere - sere-a0b0" in by and "DAVIS J&F adclr - dino" not in by  # only pairs that ran
     records = [json.loads(line) for path in store.glob("*.jsonl") for line in path.read_text().splitlines()]
     measured = {(r["checkpoint"]["name"], r["protocol"]) for r in records}
     assert {("sere-a0b0", "knn"), ("sere-a0b0", "davis"), ("raw-pixels-16px", "knn")} <= measured
+    # k-NN on both sets: the demo split (the note) and the larger one (the value), each its own record
+    large = str(out / "data" / "large" / "classification")
+    knn_roots = {r["settings"]["data"]["root"] for r in records if r["protocol"] == "knn"}
+    assert large in knn_roots and len(knn_roots) == 2
+    assert len(list((out / "data" / "large" / "classification" / "val").rglob("*.png"))) == 40  # tiny preset
     # each run is its recipe, stretched: SERE's control has no relation losses, and both trained 2 epochs
     saved = load_config(PretrainConfig, out / "pretrain" / "sere-a0b0.yaml")
     assert saved.sere.alpha == saved.sere.beta == 0 and saved.train.epochs == 2
