@@ -279,10 +279,13 @@ def test_two_gloo_processes_equal_one_process(tmp_path, name):
     assert torch.allclose(got["loss"], loss, atol=1e-6), (float(got["loss"]), float(loss))
     grads = {n: p.grad for n, p in trainer.method.student.named_parameters() if p.grad is not None}
     assert got["grads"].keys() == grads.keys() and len(grads) > 10
-    # a ResNet's BatchNorm statistics are sums over ranks (WorldBatchNorm2d) vs one BatchNorm2d: rounding only
-    atol = 2e-5 if name == "bam_resnet" else 1e-6
+    # a ResNet's BatchNorm statistics are sums over ranks (WorldBatchNorm2d) vs one BatchNorm2d: rounding only, which
+    # backpropagation spreads over a whole tensor, so its bound scales with the tensor (1e-5 of its largest element;
+    # 4.4e-5 of 8.7 seen on one host, where an absolute 2e-5 passed on another)
     for param, g in grads.items():
-        assert torch.allclose(got["grads"][param], g, atol=atol, rtol=1e-4), param
+        atol = 1e-5 * float(g.abs().max()) if name == "bam_resnet" else 1e-6
+        diff = float((got["grads"][param] - g).abs().max())
+        assert torch.allclose(got["grads"][param], g, atol=atol, rtol=1e-4), (param, diff)
     trainer.train_step(views)
     for key, p in trainer.method.teacher.named_parameters():
         assert torch.allclose(got["teacher"][key], p, atol=1e-6), key

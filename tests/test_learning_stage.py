@@ -53,6 +53,21 @@ def test_entropy_note_reads_the_last_step_of_a_log(tmp_path):
     assert L.entropy_note({"diag/source_entropy": 4.5, "diag/uniform_entropy": 5.0}) == "source entropy 90% of uniform"
 
 
+def test_paired_differences_per_object_with_their_standard_error(tmp_path):
+    a = {"v0_1": 60.0, "v0_2": 50.0, "v1_1": 70.0, "only_a": 10.0}
+    b = {"v0_1": 58.0, "v0_2": 51.0, "v1_1": 66.0, "only_b": 90.0}
+    mean, se, higher, lower, count = L.paired(a, b)  # differences 2, -1, 4 over the 3 shared objects
+    assert (count, higher, lower) == (3, 2, 1) and mean == pytest.approx(5 / 3)
+    sd = ((2 - 5 / 3) ** 2 + (-1 - 5 / 3) ** 2 + (4 - 5 / 3) ** 2) ** 0.5 / 2**0.5
+    assert se == pytest.approx(sd / 3**0.5)
+    assert all(x != x for x in L.paired({"x": 1.0}, {"x": 2.0})[:2])  # one object: no standard error
+    run = tmp_path / "runs" / "dino" / "davis" / "nlast7-topk5-nbhd12"
+    run.mkdir(parents=True)
+    (run / "per-sequence_results-val.csv").write_text("Sequence,J-Mean,F-Mean\nv0_1,0.5,0.7\nv0_2,0.25,0.75\n")
+    assert L.per_object_jf(tmp_path / "runs" / "dino") == {"v0_1": pytest.approx(60.0), "v0_2": pytest.approx(50.0)}
+    assert L.per_object_jf(tmp_path / "none") == {}
+
+
 @pytest.mark.slow
 def test_the_learning_stage_trains_side_by_side_and_measures_against_step0_and_pixels(tmp_path, monkeypatch):
     store = tmp_path / "records"
@@ -64,7 +79,7 @@ def test_the_learning_stage_trains_side_by_side_and_measures_against_step0_and_p
     by = {figure: (value, ratio, note) for figure, value, _unit, ratio, note in rows}
     assert by["pretraining wall time"][1] == "3/3 finished"
     # DINO and SERE build the same network at step 0: one step-0 row; raw pixels are measured once too
-    assert [f for f in by if "step0" in f] == ["dino-step0: k-NN top-1"]
+    assert [f for f in by if f.endswith("-step0: k-NN top-1")] == ["dino-step0: k-NN top-1"]
     pixels = by["raw-pixels-16px: k-NN top-1"][0]
     step0 = by["dino-step0: k-NN top-1"][0]
     assert by["dino-step0: k-NN top-1"][1] == f"{step0 - pixels:+.1f} vs pixels"
@@ -73,7 +88,15 @@ def test_the_learning_stage_trains_side_by_side_and_measures_against_step0_and_p
         assert 0 <= knn <= 100 and note.startswith("demo split ") and "; finished; DAVIS J&F " in note
         assert "teacher entropy" in note
         assert ratio == f"{knn - step0:+.1f} vs step 0, {knn - pixels:+.1f} vs pixels"
-    assert "DAVIS J&F sere - sere-a0b0" in by and "DAVIS J&F adclr - dino" not in by  # only pairs that ran
+    assert "DAVIS J&F adclr - dino" not in by  # only pairs that ran
+    # the dense comparisons: paired over the larger set's objects (4 tiny videos), against the runs' own CSVs
+    objects = {n: L.per_object_jf(out / "eval-large" / "runs" / n / "davis") for n in (*names, "dino-step0")}
+    assert len(objects["sere"]) >= 4 and objects["sere"].keys() == objects["sere-a0b0"].keys()
+    for name, control in (("sere", "sere-a0b0"), ("dino", "dino-step0")):
+        mean, se, higher, lower, count = L.paired(objects[name], objects[control])
+        value, ratio, note = by[f"DAVIS J&F {name} - {control}"]
+        assert value == mean and ratio == f"SE {se:.2f}"
+        assert note == f"paired over {count} objects of the larger set: {higher} higher, {lower} lower"
     records = [json.loads(line) for path in store.glob("*.jsonl") for line in path.read_text().splitlines()]
     measured = {(r["checkpoint"]["name"], r["protocol"]) for r in records}
     assert {("sere-a0b0", "knn"), ("sere-a0b0", "davis"), ("raw-pixels-16px", "knn")} <= measured
@@ -82,6 +105,8 @@ def test_the_learning_stage_trains_side_by_side_and_measures_against_step0_and_p
     knn_roots = {r["settings"]["data"]["root"] for r in records if r["protocol"] == "knn"}
     assert large in knn_roots and len(knn_roots) == 2
     assert len(list((out / "data" / "large" / "classification" / "val").rglob("*.png"))) == 40  # tiny preset
+    davis_roots = {r["settings"]["davis_root"] for r in records if r["protocol"] == "davis"}
+    assert davis_roots == {str(out / "data" / "shapesworld" / "davis"), str(out / "data" / "large" / "davis")}
     # each run is its recipe, stretched: SERE's control has no relation losses, and both trained 2 epochs
     saved = load_config(PretrainConfig, out / "pretrain" / "sere-a0b0.yaml")
     assert saved.sere.alpha == saved.sere.beta == 0 and saved.train.epochs == 2
