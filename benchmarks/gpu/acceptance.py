@@ -114,7 +114,7 @@ GPU = Sizes(
     davis_frames=80, davis_hw=(480, 832), davis_arch="vit_small", dense_iters=20, dense_tasks=("coco", "ade20k"),
     linear_n=100_000, linear_dim=1536, linear_classes=1000,
     finetune_arch="vit_small", finetune_img=224, finetune_batch=128, finetune_steps=10,
-    learning_epochs=150, learning_deadline_s=300,
+    learning_epochs=150, learning_deadline_s=270,
     learning_runs=("bam", "dino", "ibot", "sere", "sere-a0b0", "adclr", "adclr-bidirectional"),
 )  # fmt: skip
 DRY = Sizes(
