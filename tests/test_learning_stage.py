@@ -53,6 +53,14 @@ def test_entropy_note_reads_the_last_step_of_a_log(tmp_path):
     assert L.entropy_note({"diag/source_entropy": 4.5, "diag/uniform_entropy": 5.0}) == "source entropy 90% of uniform"
 
 
+def test_a_failed_run_is_not_measured_even_with_a_checkpoint(tmp_path):
+    cfg = load_config(PretrainConfig, recipe("dino"), [f"train.out={tmp_path}"])
+    (tmp_path / "checkpoint.pth").write_bytes(b"not read")
+    run = L.Run("dino", "dino", cfg, status="failed (exit 1)")
+    assert L.backbone_of(run) is None and run.status == "failed (exit 1)"
+    assert L.backbone_of(dataclasses.replace(run, status="stopped", cfg=L.offline(cfg, tmp_path / "empty"))) is None
+
+
 def test_paired_differences_per_object_with_their_standard_error(tmp_path):
     a = {"v0_1": 60.0, "v0_2": 50.0, "v1_1": 70.0, "only_a": 10.0}
     b = {"v0_1": 58.0, "v0_2": 51.0, "v1_1": 66.0, "only_b": 90.0}

@@ -154,14 +154,15 @@ def offline(cfg: Any, out: Path | None = None) -> Any:
 
 
 def backbone_of(run: Run) -> Path | None:
-    """The run's exported teacher backbone; for a stopped run, exported here from its last checkpoint."""
+    """The run's exported teacher backbone; for a run stopped at the deadline, exported here from its last checkpoint;
+    None for a run that failed (its log says why) or stopped before its first checkpoint."""
     from pretrain.checkpoint import read_training_state
     from pretrain.engine import Trainer
 
     out = Path(run.cfg.train.out)
     if run.status == "finished":
         return out / "backbone.pth"
-    if not (out / "checkpoint.pth").is_file():
+    if run.status != "stopped" or not (out / "checkpoint.pth").is_file():
         return None
     trainer = Trainer(offline(run.cfg))
     trainer.load_state_dict(read_training_state(out / "checkpoint.pth"))
