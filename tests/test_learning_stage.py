@@ -58,7 +58,8 @@ def test_a_failed_run_is_not_measured_even_with_a_checkpoint(tmp_path):
     (tmp_path / "checkpoint.pth").write_bytes(b"not read")
     run = L.Run("dino", "dino", cfg, status="failed (exit 1)")
     assert L.backbone_of(run) is None and run.status == "failed (exit 1)"
-    assert L.backbone_of(dataclasses.replace(run, status="stopped", cfg=L.offline(cfg, tmp_path / "empty"))) is None
+    elsewhere = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, out=str(tmp_path / "empty")))
+    assert L.backbone_of(dataclasses.replace(run, status="stopped", cfg=elsewhere)) is None  # no checkpoint yet
 
 
 def test_paired_differences_per_object_with_their_standard_error(tmp_path):

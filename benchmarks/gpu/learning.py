@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import math
 import os
 import signal
@@ -37,8 +36,6 @@ from pathlib import Path
 from typing import Any
 
 from sslcore.io import REPO_ROOT
-
-logger = logging.getLogger("sslbench")
 
 # name -> (method, overrides on top of the method's ShapesWorld recipe)
 RUNS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -73,7 +70,6 @@ class Run:
     cfg: Any  # PretrainConfig
     process: subprocess.Popen | None = None
     status: str = "not started"  # finished / stopped at epoch N / failed (exit N)
-    backbone: Path | None = None
 
 
 def stretch(cfg: Any, epochs: int) -> Any:
@@ -147,9 +143,9 @@ def wait_all(runs: list[Run], deadline_s: float) -> None:
             run.status = "stopped"
 
 
-def offline(cfg: Any, out: Path | None = None) -> Any:
-    """``cfg`` for an export in this process: on the CPU, no k-NN monitor, optionally into another folder."""
-    train = dataclasses.replace(cfg.train, device="cpu", out=str(out) if out is not None else cfg.train.out)
+def offline(cfg: Any) -> Any:
+    """``cfg`` for an export in this process: on the CPU, no k-NN monitor."""
+    train = dataclasses.replace(cfg.train, device="cpu")
     return dataclasses.replace(cfg, train=train, knn=dataclasses.replace(cfg.knn, every_epochs=0))
 
 
@@ -168,30 +164,6 @@ def backbone_of(run: Run) -> Path | None:
     trainer.load_state_dict(read_training_state(out / "checkpoint.pth"))
     run.status = f"stopped at epoch {trainer.step // trainer.iters_per_epoch} of {run.cfg.train.epochs}"
     return trainer.export()
-
-
-def step0_checkpoints(runs: list[Run]) -> tuple[dict[str, Path], dict[str, str]]:
-    """({step-0 name: backbone}, {run: its step-0 name}): each distinct recipe network before its first step
-    (the same networks as the demo's ``<method>-step0``; identical weights are exported once)."""
-    from evaluate.checkpoints import load_backbone
-    from evaluate.protocols.features import model_sha256
-    from pretrain.engine import Trainer
-
-    exported: dict[str, Path] = {}
-    seen: dict[str, str] = {}
-    step0_of: dict[str, str] = {}
-    for run in runs:
-        out = Path(run.cfg.train.out).parent / f"{run.name}-step0"
-        path = out / "backbone.pth"
-        if not path.is_file():
-            Trainer(offline(run.cfg, out), iters_per_epoch=1).export()
-        digest = model_sha256(load_backbone(path).model)
-        if digest not in seen:  # e.g. DINO, iBOT and SERE build the same network at step 0
-            name = f"{run.method}-step0" if f"{run.method}-step0" not in exported else f"{run.name}-step0"
-            seen[digest] = name
-            exported[name] = path
-        step0_of[run.name] = seen[digest]
-    return exported, step0_of
 
 
 def last_step(log: Path) -> dict[str, Any]:
@@ -291,7 +263,7 @@ def run_learning(
     (:func:`paired`), with their standard error.
     """
     from evaluate.checkpoints.baselines import parse_baseline
-    from evaluate.demo.pipeline import PIXEL_SIDE, PLANS, stage_data
+    from evaluate.demo.pipeline import PIXEL_SIDE, PLANS, distinct_step0s, stage_data
 
     plan = PLANS["quick" if quick else "default"]
     started = time.time()
@@ -305,11 +277,11 @@ def run_learning(
     large = large_set(out, quick=quick, seed=seed, size=size)  # while the runs train
     wait_all(runs, deadline_s - (time.time() - started))
     train_s = time.time() - started
-    for run in runs:
-        run.backbone = backbone_of(run)
-    step0, step0_of = step0_checkpoints(runs)
+    backbones = {run.name: backbone_of(run) for run in runs}
+    # each recipe's network before its first step, as the demo's; the runs' own overrides do not change it
+    step0, step0_of = distinct_step0s(out, data, plan, seed, tuple(dict.fromkeys(r.method for r in runs)))
     pixels = parse_baseline(f"baseline:raw-pixels:{PIXEL_SIDE}@{size}")
-    checkpoints: dict[str, str] = {r.name: str(r.backbone) for r in runs if r.backbone is not None}
+    checkpoints = {name: str(path) for name, path in backbones.items() if path is not None}
     checkpoints |= {name: str(path) for name, path in step0.items()}
     checkpoints[pixels.name] = pixels.spec
     settings = {k: v for k, v in plan.suite_settings.items() if k in ("knn", "davis")}
@@ -344,8 +316,8 @@ def run_learning(
     for run in runs:
         entropy = entropy_note(last_step(Path(run.cfg.train.out) / "log.jsonl"))
         note = "; ".join(x for x in (run.status, davis_note(run.name), entropy) if x)
-        rows.append(knn_row(run.name, step0_of[run.name], note))
-    pairs = [*DENSE_PAIRS, *((r.name, step0_of[r.name]) for r in runs if r.name in ("dino", "ibot"))]
+        rows.append(knn_row(run.name, step0_of[run.method], note))
+    pairs = [*DENSE_PAIRS, *((r.name, step0_of[r.method]) for r in runs if r.name in ("dino", "ibot"))]
     for name, control in pairs:
         if name in checkpoints and control in checkpoints:
             mean, se, higher, lower, count = paired(objects[name], objects[control])

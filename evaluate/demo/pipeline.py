@@ -239,31 +239,45 @@ def stage_step0(out: Path, data: Path, plan: DemoPlan, seed: int, method: str) -
     return path
 
 
+def distinct_step0s(
+    out: Path, data: Path, plan: DemoPlan, seed: int, methods: tuple[str, ...]
+) -> tuple[dict[str, Path], dict[str, str]]:
+    """({name: backbone} of each distinct step-0 network, {method: the name of its step 0}): :func:`stage_step0` of
+    every method, identical weights kept once under the first method's ``<method>-step0`` (e.g. DINO, iBOT and SERE
+    build the same network)."""
+    from evaluate.checkpoints import load_backbone
+    from evaluate.protocols.features import model_sha256
+
+    distinct: dict[str, Path] = {}
+    seen: dict[str, str] = {}
+    step0_of: dict[str, str] = {}
+    for method in methods:
+        path = stage_step0(out, data, plan, seed, method)
+        digest = model_sha256(load_backbone(path).model)  # the weights, not the file (its config differs)
+        if digest not in seen:
+            seen[digest] = f"{method}-step0"
+            distinct[seen[digest]] = path
+        step0_of[method] = seen[digest]
+    return distinct, step0_of
+
+
 def stage_checkpoints(
     out: Path, data: Path, plan: DemoPlan, seed: int, methods: tuple[str, ...], timer: StageTimer
 ) -> tuple[dict[str, Path | str], dict[str, str]]:
     """({name: backbone file, or the raw-pixel baseline's spec}, {method: name of its step-0 checkpoint}): each
     method, each distinct step-0 network, raw pixels (at the pretraining's input size, downsampled to
     :data:`PIXEL_SIDE`)."""
-    from evaluate.checkpoints import load_backbone
     from evaluate.checkpoints.baselines import parse_baseline
-    from evaluate.protocols.features import model_sha256
 
     checkpoints: dict[str, Path | str] = {}
     for method in methods:
         with timer(f"pretrain {method}"):
             checkpoints[method] = stage_pretrain(out, data, plan, seed, method)
-    seen: dict[str, str] = {}
-    step0_of: dict[str, str] = {}
-    for method in methods:
-        path = stage_step0(out, data, plan, seed, method)
-        digest = model_sha256(load_backbone(path).model)  # the weights, not the file (its config differs)
-        if digest in seen:  # e.g. DINO and iBOT build the same network at step 0
-            timer.notes[f"{method}-step0"] = f"same network as {seen[digest]}"
-        else:
-            seen[digest] = f"{method}-step0"
-            checkpoints[f"{method}-step0"] = path
-        step0_of[method] = seen[digest]
+    step0, step0_of = distinct_step0s(out, data, plan, seed, methods)
+    checkpoints |= step0
+    for method, name in step0_of.items():
+        if name != f"{method}-step0":
+            timer.notes[f"{method}-step0"] = f"same network as {name}"
     size = pretrain_config(out, data, plan, seed, methods[0], methods[0]).data.global_size
     pixels = parse_baseline(f"baseline:raw-pixels:{PIXEL_SIDE}@{size}")
     checkpoints[pixels.name] = pixels.spec
