@@ -131,6 +131,9 @@ def test_ade20k_upernet_end_to_end_and_resume(shapes_root, tmp_path):
     assert losses[-1] < losses[0] and sum(losses[-2:]) < sum(losses[:2]), losses
     first = {r["metric"]: r["value"] for r in read_records() if r["protocol"] == "ade20k"}
     assert set(first) == {"mIoU", "mAcc", "aAcc"} and all(0.0 <= v <= 100.0 for v in first.values())
+    # metrics.json is what a torchrun launch reads back: mmseg's numpy scalars must reach it
+    raw = json.loads((run / "metrics.json").read_text())
+    assert {k: raw[k] for k in first} == pytest.approx(first)
     # resume: mmengine reloads iter_6.pth (HistoryBuffer, numpy state) through the weights-only safe loader,
     # finds training complete and re-tests the same weights
     assert main(args + ["--resume"]) == 0

@@ -24,6 +24,7 @@ import contextlib
 import difflib
 import json
 import logging
+import numbers
 import os
 import shutil
 import subprocess
@@ -423,7 +424,9 @@ def run_mm(config_file: str | Path, launcher: str = "none", resume: bool = False
         tested = time.perf_counter()
     run_dir = Path(config_file).parent
     if get_rank() == 0:
-        clean = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
+        # mmseg's IoUMetric returns numpy float32 scalars (not ``float``): keep every real number, numpy's included,
+        # or metrics.json (what a torchrun launch reads back) would lose mIoU
+        clean = {k: float(v) for k, v in metrics.items() if isinstance(v, numbers.Real) and not isinstance(v, bool)}
         atomic_write_json(run_dir / "losses.json", train_scalars(Path(cfg.work_dir), "loss"))
         atomic_write_json(run_dir / "metrics.json", clean)
         timings = {"train_s": trained - start, "test_s": tested - trained}
