@@ -226,6 +226,28 @@ def test_the_heads_take_the_checkpoints_width(task, tmp_path):
         assert cfg.model.neck.in_channels == [16] * 4
 
 
+def test_the_long_shapesworld_segmentation_config_trains_on_every_image_with_one_schedule(tmp_path):
+    """ade20k/upernet_vit_shapesworld_2k ("ADE20K-tiny") is the 6-iteration ShapesWorld config's model, trained on all
+    of images/training, shuffled, with a warm-up + poly schedule that ends where training ends."""
+    from evaluate.protocols.dense.runner import build_config, resolve_config
+
+    root = tmp_path / "shapesworld" / "ade20k"
+    root.mkdir(parents=True)
+    (root.parent / "shapesworld.json").write_text("{}")
+    short, _ = build_config(resolve_config("ade20k", None, {"embed_dim": 64}, root), tmp_path / "b.pth", root, tmp_path)
+    path = resolve_config("ade20k", "ade20k/upernet_vit_shapesworld_2k", {"embed_dim": 64}, root)
+    cfg, _ = build_config(path, tmp_path / "b.pth", root, tmp_path / "mm", width=64)
+    assert cfg.model == short.model and cfg.optim_wrapper.paramwise_cfg == short.optim_wrapper.paramwise_cfg
+    loader = cfg.train_dataloader
+    assert loader.batch_size == 8 and loader.sampler.shuffle and loader.dataset.indices is None
+    assert any(step["type"] == "RandomFlip" for step in loader.dataset.pipeline)
+    assert loader.dataset.data_root == str(root.resolve()) + "/"
+    warmup, poly = cfg.param_scheduler
+    assert (warmup.type, warmup.end, poly.type, poly.begin) == ("LinearLR", 100, "PolyLR", 100)
+    assert poly.end == cfg.train_cfg.max_iters == 2000 == cfg.default_hooks.checkpoint.interval
+    assert cfg.test_cfg == short.test_cfg and cfg.model.test_cfg.mode == "slide"
+
+
 @pytest.mark.parametrize(
     ("task", "damage", "fragment"),
     [
