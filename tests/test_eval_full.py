@@ -445,6 +445,18 @@ def _subset_values(records: list[dict], protocols: set[str]) -> dict[tuple, floa
     return {k: v for k, v in _values(records).items() if k[1] in protocols}
 
 
+def test_worker_processes_share_the_cores(monkeypatch):
+    """N local worker processes get cores / N threads each (torch's default of every core each oversubscribes them);
+    a value the caller set wins."""
+    from evaluate.orchestration import executors
+
+    monkeypatch.setattr(executors.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert executors.worker_threads(2, {}) == "8"
+    assert executors.worker_threads(3, {}) == "5"
+    assert executors.worker_threads(32, {}) == "1"
+    assert executors.worker_threads(2, {"OMP_NUM_THREADS": "3"}) == "3"
+
+
 @pytest.mark.slow
 def test_local_worker_processes_give_the_same_records(world, tmp_path, shapes_root):
     result = run_full(

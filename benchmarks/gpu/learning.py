@@ -97,13 +97,16 @@ def run_configs(
     """One :class:`Run` per name: the demo's recipe for the method (its plan's overrides), the run's own overrides,
     stretched to ``epochs``, on ``device``."""
     from evaluate.demo.pipeline import PLANS, pretrain_config
+    from evaluate.orchestration.executors import worker_threads
 
     base = PLANS["quick" if quick else "default"]
+    threads = worker_threads(len(names), dict(os.environ))  # side by side: each run its share of the CPU cores
     runs = []
     for name in names:
         method, extra = RUNS[name]
         plan = dataclasses.replace(
-            base, pretrain_overrides=(*base.pretrain_overrides, *extra, f"train.device={device}")
+            base,
+            pretrain_overrides=(*base.pretrain_overrides, *extra, f"train.device={device}", f"train.threads={threads}"),
         )
         cfg = pretrain_config(out, data, plan, seed, method, name)
         runs.append(Run(name, method, stretch(cfg, epochs)))

@@ -9,7 +9,9 @@ never stops the jobs that do not depend on it.
   in this process; a frozen protocol or fine-tune asking for G > 1 GPUs runs under ``torchrun`` on min(G, GPUs
   here) processes, the dense tasks start their own ``torchrun``. ``workers=N``: N processes (``python -m
   evaluate.orchestration.jobshell``), each job started once its dependencies ran; with N or more GPUs each process sees one
-  (``CUDA_VISIBLE_DEVICES``) and runs single-GPU.
+  (``CUDA_VISIBLE_DEVICES``) and runs single-GPU. Each process gets its share of the CPU cores as
+  ``OMP_NUM_THREADS`` (:func:`worker_threads`; unless the caller set it): N processes with torch's default of every
+  core each oversubscribe them, and two ShapesWorld UperNet runs on 2 cores took 15-20x longer per iteration that way.
 * ``slurm``: ``submitit.AutoExecutor``; each job asks for its ``gpus`` on one node. Frozen protocols and fine-tuning
   run one task per GPU (data-parallel, :func:`evaluate.orchestration.jobshell.run_job_from_graph` joins the process group), dense
   tasks one task that launches ``torchrun`` over the GPUs, feature jobs and DAVIS one task on one GPU. On a real
@@ -123,6 +125,15 @@ def _gpu_count() -> int:
         return 0
 
 
+def worker_threads(workers: int, env: dict[str, str]) -> str:
+    """``OMP_NUM_THREADS`` for each of ``workers`` processes: the caller's value when ``env`` has one, else the cores
+    this process may run on divided among the workers (at least 1)."""
+    if env.get("OMP_NUM_THREADS"):
+        return env["OMP_NUM_THREADS"]
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return str(max(1, cores // max(1, workers)))
+
+
 def _run_processes(graph: Graph, states: dict[str, str], force: bool, workers: int) -> dict[str, str]:
     graph_path = graph.save()
     outcome: dict[str, str] = {j.id: "skipped" for j in graph.jobs if not _to_run(j, states, force)}
@@ -130,6 +141,7 @@ def _run_processes(graph: Graph, states: dict[str, str], force: bool, workers: i
     running: dict[int, tuple[Job, subprocess.Popen, float]] = {}
     gpus = _gpu_count()
     env = _worker_env(graph)
+    env["OMP_NUM_THREADS"] = worker_threads(workers, env)
     while pending or running:
         for job in [j for j in pending if _blocked(j, outcome)]:
             outcome[job.id] = "blocked"
