@@ -2,9 +2,10 @@
 # upernet_vit_shapesworld.py only checks that the pipeline runs). Same model, heads, layer decay 0.9 and slide test;
 # what changes is the training: every image of ade20k/images/training (the `large` preset has 1,000, 256 px,
 # resized to 64), shuffled, horizontal flips, batch 8, AdamW 5e-4, a linear warm-up over 100 iterations then a poly
-# decay to 0 (the iBOT/BEiT ADE20K schedule's shape, protocols.md §7.1), 2,000 iterations. About 0.08 s per
-# iteration on one CPU core (about 3 min a run with the test); give each run one thread (OMP_NUM_THREADS=1) when
-# several share the cores: two runs with torch's default threads on 2 cores took 1.2-1.7 s per iteration.
+# decay to 0 (the iBOT/BEiT ADE20K schedule's shape, protocols.md §7.1), 2,000 iterations: 235-350 s of training
+# and 6-12 s of test with one thread each, two runs side by side on 2 CPU cores. Give each run one thread
+# (OMP_NUM_THREADS=1) when several share the cores: two runs with torch's default threads took 1.2-1.7 s per
+# iteration instead of 0.08-0.15.
 # The schedule ends at train_iters: change it here, not with train_cfg.max_iters alone.
 _base_ = ["upernet_vit_shapesworld.py"]
 train_iters = 2000
