@@ -248,6 +248,27 @@ def test_the_long_shapesworld_segmentation_config_trains_on_every_image_with_one
     assert cfg.test_cfg == short.test_cfg and cfg.model.test_cfg.mode == "slide"
 
 
+def test_a_training_length_without_its_schedule_is_named(tmp_path, caplog):
+    """--cfg-options train_cfg.max_iters alone leaves a poly schedule written for another length: the runner says so
+    (log and overrides.json); moving the schedule's end with it is quiet."""
+    from evaluate.protocols.dense.runner import build_config, resolve_config
+
+    root = tmp_path / "shapesworld" / "ade20k"
+    root.mkdir(parents=True)
+    (root.parent / "shapesworld.json").write_text("{}")
+    path = resolve_config("ade20k", "ade20k/upernet_vit_shapesworld_2k", {"embed_dim": 64}, root)
+    _, notes = build_config(path, tmp_path / "b.pth", root, tmp_path / "mm", options={"train_cfg.max_iters": 40})
+    assert "ends at iteration 2000 but train_cfg.max_iters=40" in notes["schedule mismatch"]
+    assert "train_cfg.max_iters=40" in caplog.text
+    options = {"train_cfg.max_iters": 400, "param_scheduler.1.end": 400}
+    _, notes = build_config(path, tmp_path / "b.pth", root, tmp_path / "mm", options=options)
+    assert "schedule mismatch" not in notes
+    for config in sorted(CONFIGS.glob("*/*.py")):  # every shipped config ends its schedule with its training
+        if config.parent.name != "_base_":
+            _, notes = build_config(config, tmp_path / "b.pth", root, tmp_path / "mm")
+            assert "schedule mismatch" not in notes, config
+
+
 @pytest.mark.parametrize(
     ("task", "damage", "fragment"),
     [

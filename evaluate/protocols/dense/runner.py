@@ -361,7 +361,26 @@ def build_config(
         swapped = _replace_type(cfg.model, "SyncBN", "BN")
         if swapped:
             overrides["SyncBN->BN (single process)"] = swapped
+    if note := schedule_mismatch(cfg):
+        logger.warning("%s: %s", config_path.name, note)
+        overrides["schedule mismatch"] = note
     return cfg, overrides
+
+
+def schedule_mismatch(cfg: Any) -> str | None:
+    """A note when an iteration-based run and its iteration-based lr schedule end at different iterations (e.g.
+    ``--cfg-options train_cfg.max_iters=N`` alone: the poly decay of a 160k config is then cut short, or ends early
+    and trains on at its final lr), else None. Epoch-based runs are not checked."""
+    total = (cfg.get("train_cfg") or {}).get("max_iters")
+    schedulers = cfg.get("param_scheduler") or []
+    schedulers = [schedulers] if isinstance(schedulers, dict) else schedulers
+    ends = [s["end"] for s in schedulers if s.get("by_epoch", True) is False and s.get("end") is not None]
+    if not total or not ends or max(ends) == total:
+        return None
+    return (
+        f"the lr schedule ends at iteration {max(ends)} but train_cfg.max_iters={total}; set both (param_scheduler's "
+        "end with --cfg-options param_scheduler.N.end=...) for a schedule that ends with training"
+    )
 
 
 def train_scalars(work_dir: Path, *keys: str) -> list[dict[str, float]]:
