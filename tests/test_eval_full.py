@@ -151,6 +151,27 @@ def test_shipped_suites_load_and_select():
     assert "coco" not in {p.id for p in select(papers, skip=["coco"])}
     with pytest.raises(ConfigError, match="--only nope"):
         select(papers, only=["nope"])
+    # an opt-in runs only when its id is named: a protocol name selects that protocol's default entries
+    assert [p.id for p in select(papers, only=["ade20k"])] == ["ade20k"]
+    assert {p.id for p in select(papers, only=["ade20k", "ade20k-semfpn"])} == {"ade20k", "ade20k-semfpn"}
+    shapes = load_suite("shapesworld")
+    assert [p.id for p in select(shapes, only=["ade20k"])] == ["ade20k"]
+    assert [p.id for p in select(shapes, only=["ade20k-tiny"])] == ["ade20k-tiny"]
+    assert [p.id for p in select(shapes, only=["logreg"])] == ["logreg-transfer", "logreg-1pct", "logreg-10pct"]
+
+
+def test_a_protocol_whose_entries_are_all_opt_ins_must_be_named_by_id(tmp_path):
+    suite_file = tmp_path / "optin.yaml"
+    suite_file.write_text(TINY_SUITE + "  - {protocol: davis, id: davis-48, dataset: davis, optional: true}\n")
+    suite_file.write_text(
+        suite_file.read_text().replace("  - {protocol: davis, dataset: davis, settings: {short_side: 48}}\n", "")
+    )
+    suite = load_suite(suite_file)
+    with pytest.raises(
+        ConfigError, match=r"--only davis: every davis entry .* is an opt-in; name it by id \(davis-48\)"
+    ):
+        select(suite, only=["davis"])
+    assert [p.id for p in select(suite, only=["davis-48"])] == ["davis-48"]
 
 
 def test_every_dense_job_of_the_papers_suite_asks_for_its_protocols_total_batch():

@@ -198,7 +198,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--suite", required=True, help="suite YAML, or a shipped one: papers, frozen, shapesworld")
     parser.add_argument("--data-root", help="directory the suite's relative dataset roots are under")
     parser.add_argument("--root", action="append", metavar="KEY=PATH", help="the root of one dataset of the suite")
-    parser.add_argument("--only", type=_csv, help="comma-separated protocols or ids to run (opt-ins included)")
+    parser.add_argument(
+        "--only",
+        type=_csv,
+        help="comma-separated protocols (their default entries) or ids (an opt-in by its id) to run",
+    )
     parser.add_argument("--skip", type=_csv, help="comma-separated protocols or ids to leave out")
     parser.add_argument(
         "--set",

@@ -264,18 +264,26 @@ def _drop_keys(tree: dict[str, Any], drop: dict[str, Any]) -> dict[str, Any]:
 
 
 def select(suite: Suite, only: list[str] | None = None, skip: list[str] | None = None) -> list[SuiteProtocol]:
-    """The entries to run: ``only`` (ids or protocol names; opt-ins included when named) minus ``skip``; without
-    ``only``, every entry that is not an opt-in. An unknown name raises ConfigError."""
+    """The entries to run: ``only`` minus ``skip``; without ``only``, every entry that is not an opt-in. In ``only`` a
+    protocol name selects that protocol's default entries and an id its entry, so an opt-in runs only when its id is
+    named (``--only ade20k`` is the tiny UperNet of the shapesworld suite, not also its 2,000-iteration
+    ``ade20k-tiny``). ``skip`` drops entries by id or protocol. An unknown name, or a protocol name whose entries are
+    all opt-ins, raises ConfigError."""
     names = {p.id for p in suite.protocols} | {p.protocol for p in suite.protocols}
     for flag, given in (("--only", only), ("--skip", skip)):
         for name in given or []:
             if name not in names:
                 raise ConfigError(f"{flag} {name}: not a protocol or id of {suite.path} ({', '.join(sorted(names))})")
-    chosen = (
-        [p for p in suite.protocols if (p.id in only or p.protocol in only)]
-        if only
-        else [p for p in suite.protocols if not p.optional]
-    )
+    if not only:
+        chosen = [p for p in suite.protocols if not p.optional]
+    else:
+        chosen = [p for p in suite.protocols if p.id in only or (p.protocol in only and not p.optional)]
+        for name in only:
+            if not any(name in (p.id, p.protocol) for p in chosen):
+                ids = ", ".join(p.id for p in suite.protocols if p.protocol == name)
+                raise ConfigError(
+                    f"--only {name}: every {name} entry of {suite.path} is an opt-in; name it by id ({ids})"
+                )
     return [p for p in chosen if not skip or (p.id not in skip and p.protocol not in skip)]
 
 
