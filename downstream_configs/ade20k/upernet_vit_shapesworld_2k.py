@@ -1,5 +1,6 @@
 # "ADE20K-tiny": the ShapesWorld UperNet trained long enough to compare backbones on CPU (the 6-iteration
-# upernet_vit_shapesworld.py only checks that the pipeline runs). Same model, heads, layer decay 0.9 and slide test;
+# upernet_vit_shapesworld.py only checks that the pipeline runs). Measured at ShapesWorld scale, it does not tell a
+# DINO, ADCLR or SERE pretraining from its step 0 (docs/dense.md). Same model, heads, layer decay 0.9 and slide test;
 # what changes is the training: every image of ade20k/images/training (the `large` preset has 1,000, 256 px,
 # resized to 64), shuffled, horizontal flips, batch 8, AdamW 5e-4, a linear warm-up over 100 iterations then a poly
 # decay to 0 (the iBOT/BEiT ADE20K schedule's shape, protocols.md §7.1), 2,000 iterations: 235-350 s of training
