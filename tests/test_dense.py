@@ -90,6 +90,15 @@ def test_registry_build_keeps_loaded_weights_and_layer_decay_groups(tmp_path):
     assert seen == sum(1 for p in model.parameters() if p.requires_grad)
 
 
+def _shapesworld_root(tmp_path: Path, task: str) -> Path:
+    """An empty ``<tmp>/shapesworld/<task>`` inside a tree marked as ShapesWorld (``shapesworld.json``), which makes
+    the runner pick the task's ShapesWorld config."""
+    root = tmp_path / "shapesworld" / task
+    root.mkdir(parents=True)
+    (root.parent / "shapesworld.json").write_text("{}")
+    return root
+
+
 def _losses(run: Path) -> list[float]:
     losses = [row["loss"] for row in json.loads((run / "losses.json").read_text())]
     assert len(losses) == 6 and all(math.isfinite(v) for v in losses), losses
@@ -208,9 +217,7 @@ def test_the_heads_take_the_checkpoints_width(task, tmp_path):
     (before, mm failed on a shape mismatch), and an explicit option still wins."""
     from evaluate.protocols.dense.runner import build_config, resolve_config
 
-    root = tmp_path / "shapesworld" / task
-    root.mkdir(parents=True)
-    (root.parent / "shapesworld.json").write_text("{}")
+    root = _shapesworld_root(tmp_path, task)
     config = resolve_config(task, None, {"embed_dim": 32}, root)
     cfg, overrides = build_config(config, tmp_path / "bb.pth", root, tmp_path / "mm", width=32)
     if task == "coco":
@@ -231,9 +238,7 @@ def test_the_long_shapesworld_segmentation_config_trains_on_every_image_with_one
     of images/training, shuffled, with a warm-up + poly schedule that ends where training ends."""
     from evaluate.protocols.dense.runner import build_config, resolve_config
 
-    root = tmp_path / "shapesworld" / "ade20k"
-    root.mkdir(parents=True)
-    (root.parent / "shapesworld.json").write_text("{}")
+    root = _shapesworld_root(tmp_path, "ade20k")
     short, _ = build_config(resolve_config("ade20k", None, {"embed_dim": 64}, root), tmp_path / "b.pth", root, tmp_path)
     path = resolve_config("ade20k", "ade20k/upernet_vit_shapesworld_2k", {"embed_dim": 64}, root)
     cfg, _ = build_config(path, tmp_path / "b.pth", root, tmp_path / "mm", width=64)
@@ -253,9 +258,7 @@ def test_a_training_length_without_its_schedule_is_named(tmp_path, caplog):
     (log and overrides.json); moving the schedule's end with it is quiet."""
     from evaluate.protocols.dense.runner import build_config, resolve_config
 
-    root = tmp_path / "shapesworld" / "ade20k"
-    root.mkdir(parents=True)
-    (root.parent / "shapesworld.json").write_text("{}")
+    root = _shapesworld_root(tmp_path, "ade20k")
     path = resolve_config("ade20k", "ade20k/upernet_vit_shapesworld_2k", {"embed_dim": 64}, root)
     _, notes = build_config(path, tmp_path / "b.pth", root, tmp_path / "mm", options={"train_cfg.max_iters": 40})
     assert "ends at iteration 2000 but train_cfg.max_iters=40" in notes["schedule mismatch"]
